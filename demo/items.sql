@@ -1,0 +1,32 @@
+-- Plank demo schema: table items, tracked by Plank, with updated_at kept by a trigger.
+-- Idempotent: safe to run again on a database that already has it.
+CREATE EXTENSION IF NOT EXISTS plank;
+
+CREATE TABLE IF NOT EXISTS public.items (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL,
+    value       numeric NOT NULL DEFAULT 0,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE public.items IS 'Plank demo table: changes are pushed live to the page Plank serves.';
+
+CREATE OR REPLACE FUNCTION public.items_touch_updated_at()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := clock_timestamp();
+    RETURN NEW;
+END;
+$$;
+COMMENT ON FUNCTION public.items_touch_updated_at() IS 'BEFORE UPDATE trigger of the demo table items: sets updated_at.';
+
+DROP TRIGGER IF EXISTS items_touch_updated_at ON public.items;
+CREATE TRIGGER items_touch_updated_at BEFORE UPDATE ON public.items
+    FOR EACH ROW EXECUTE FUNCTION public.items_touch_updated_at();
+
+SELECT plank.track('public.items');
+
+INSERT INTO public.items (name, value)
+SELECT v.name, v.value
+  FROM (VALUES ('apple', 3), ('banana', 12), ('cherry', 7.5)) AS v(name, value)
+ WHERE NOT EXISTS (SELECT 1 FROM public.items);

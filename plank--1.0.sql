@@ -1,0 +1,118 @@
+/* plank--1.0.sql: change capture for Plank.
+ *
+ * Creates, in schema plank (made by CREATE EXTENSION from plank.control):
+ *   plank.capture()          the C trigger function that NOTIFYs channel "plank"
+ *   plank.track(regclass)    attach the capture triggers to a table
+ *   plank.untrack(regclass)  remove them
+ *   plank.tracked_tables     the tables that are tracked
+ * The payload format is documented in docs/PROTOCOL.md ("Change payload").
+ */
+
+\echo Use "CREATE EXTENSION plank" to load this file. \quit
+
+CREATE FUNCTION plank.capture()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'plank_capture'
+LANGUAGE C;
+
+COMMENT ON FUNCTION plank.capture() IS
+'Trigger function: AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH STATEMENT; '
+'sends NOTIFY on channel "plank" with a JSON description of the change (docs/PROTOCOL.md, "Change payload"). '
+'Payloads that would reach NOTIFY''s 8000-byte limit carry the row''s key and "truncated": true instead of the row. '
+'Raises 39P01 (trigger_protocol_violated) when fired in any other way.';
+
+CREATE FUNCTION plank.track(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    kind "char";
+    persistence "char";
+    nsp name;
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'table must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+
+    SELECT c.relkind, c.relpersistence, n.nspname
+      INTO kind, persistence, nsp
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = rel;
+
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', rel
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Only ordinary and partitioned tables can be tracked.';
+    END IF;
+    IF persistence = 't' THEN
+        RAISE EXCEPTION 'cannot track temporary table "%"', rel
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'Changes to a temporary table are visible only to the session that made them.';
+    END IF;
+    IF nsp IN ('pg_catalog', 'information_schema', 'plank') OR nsp LIKE 'pg\_toast%' THEN
+        RAISE EXCEPTION 'cannot track table "%" in system schema "%"', rel, nsp
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM pg_trigger
+                WHERE tgrelid = rel AND tgname = 'plank_capture_row') THEN
+        RAISE NOTICE 'table "%" is already tracked, skipping', rel;
+        RETURN;
+    END IF;
+
+    EXECUTE format('CREATE TRIGGER plank_capture_row AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION plank.capture()', rel);
+    EXECUTE format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
+END;
+$$;
+
+COMMENT ON FUNCTION plank.track(regclass) IS
+'Starts sending the changes of a table to Plank subscribers: creates triggers plank_capture_row '
+'(AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW) and plank_capture_truncate (AFTER TRUNCATE). '
+'Idempotent: a tracked table gets a NOTICE. Errors: 22004 null table, 42809 not an ordinary or '
+'partitioned table, 0A000 temporary table, 42501 system schema; needs ownership of the table (CREATE TRIGGER).';
+
+CREATE FUNCTION plank.untrack(rel regclass)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF rel IS NULL THEN
+        RAISE EXCEPTION 'table must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = rel AND tgname = 'plank_capture_row') THEN
+        RAISE NOTICE 'table "%" is not tracked, skipping', rel;
+        RETURN;
+    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_row ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_truncate ON %s', rel);
+END;
+$$;
+
+COMMENT ON FUNCTION plank.untrack(regclass) IS
+'Stops sending the changes of a table: drops the triggers made by plank.track. Idempotent: an '
+'untracked table gets a NOTICE. Errors: 22004 null table; needs ownership of the table.';
+
+CREATE VIEW plank.tracked_tables AS
+SELECT c.oid::regclass AS table_name,
+       n.nspname AS schema_name,
+       c.relname AS relname,
+       t.tgenabled <> 'D' AS enabled
+  FROM pg_catalog.pg_trigger t
+  JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE t.tgname = 'plank_capture_row'
+   AND t.tgfoid = 'plank.capture()'::pg_catalog.regprocedure
+   AND t.tgparentid = 0;  -- partitions inherit the parent's trigger; list the parent only
+
+COMMENT ON VIEW plank.tracked_tables IS
+'Tables whose changes Plank sends (made by plank.track): one row per table, with whether its capture trigger is enabled.';
+
+GRANT USAGE ON SCHEMA plank TO PUBLIC;
+GRANT SELECT ON plank.tracked_tables TO PUBLIC;

@@ -1,0 +1,153 @@
+/*-------------------------------------------------------------------------
+ *
+ * plank.c
+ *		Library entry point: defines Plank's settings (GUCs) and registers
+ *		the background worker.  The library must be loaded through
+ *		shared_preload_libraries, because a background worker can only be
+ *		registered while the postmaster starts.
+ *
+ * Sources followed: PostgreSQL docs, "Background Worker Processes" (bgworker)
+ * and "Server Configuration" / "Customized Options" (GUCs).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "utils/guc.h"
+
+#include "plank.h"
+
+PG_MODULE_MAGIC;
+
+char	   *plank_database = NULL;
+char	   *plank_listen_addresses = NULL;
+int			plank_port = 8090;
+char	   *plank_static_dir = NULL;
+int			plank_max_message_size = 64;
+int			plank_max_client_buffer = 8192;
+int			plank_max_subscriptions = 100;
+bool		plank_log_connections = false;
+
+void		_PG_init(void);
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("plank.database",
+							   "Sets the database whose changes and notifications the Plank worker serves.",
+							   "The worker connects to this database as the bootstrap superuser. "
+							   "Do not name template1: a connected worker blocks CREATE DATABASE.",
+							   &plank_database,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.listen_addresses",
+							   "Sets the addresses the Plank WebSocket/HTTP server listens on.",
+							   "A comma-separated list of IP addresses; \"localhost\" means 127.0.0.1 "
+							   "and \"*\" means every address.",
+							   &plank_listen_addresses,
+							   "localhost",
+							   PGC_POSTMASTER,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.port",
+							"Sets the TCP port of the Plank WebSocket/HTTP server.",
+							NULL,
+							&plank_port,
+							8090, 1, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.static_dir",
+							   "Sets the directory whose files the Plank server serves over HTTP.",
+							   "Empty means SHAREDIR/plank/www, where \"make install\" puts the frontend.",
+							   &plank_static_dir,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_message_size",
+							"Sets the largest message a WebSocket client may send.",
+							"A larger message closes the connection with code 1009.",
+							&plank_max_message_size,
+							64, 1, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_client_buffer",
+							"Sets how much outgoing data may wait for one slow WebSocket client.",
+							"A client whose queued messages exceed this is closed with code 1013.",
+							&plank_max_client_buffer,
+							8192, 64, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_subscriptions",
+							"Sets the largest number of subscriptions one WebSocket connection may hold.",
+							NULL,
+							&plank_max_subscriptions,
+							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.log_connections",
+							 "Logs each WebSocket connection and disconnection.",
+							 NULL,
+							 &plank_log_connections,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("plank");
+}
+
+static void
+register_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* catalog access (table and column look-ups) needs a consistent state */
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	/* restart one second after an exit with code 1 or a crash */
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "plank");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "plank_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "plank");
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * _PG_init
+ *		Library load hook.  Raises 55000 (object_not_in_prerequisite_state)
+ *		unless loaded through shared_preload_libraries; defines the plank.*
+ *		settings and registers the worker.
+ */
+void
+_PG_init(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("plank must be loaded via shared_preload_libraries"),
+				 errhint("Add plank to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
+
+	define_settings();
+	register_worker();
+}
