@@ -1,0 +1,234 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.c
+ *		plank.capture(): the trigger function that turns a row change into a
+ *		NOTIFY on channel "plank" with a JSON description of the change.
+ *
+ * NOTIFY is transactional: the notification is queued by Async_Notify and
+ * delivered only when the writer's transaction commits, in commit order, and
+ * never for a transaction that rolls back.  The payload format is documented
+ * in docs/PROTOCOL.md ("Change payload").
+ *
+ * Sources followed: PostgreSQL docs "Writing Trigger Functions in C" and
+ * "NOTIFY" (payload limit of 8000 bytes, duplicate folding within one
+ * transaction, which the per-transaction counter "n" defeats on purpose).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/partition.h"
+#include "catalog/pg_class.h"
+#include "commands/async.h"
+#include "commands/trigger.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "lib/stringinfo.h"
+#include "nodes/bitmapset.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/relcache.h"
+
+#include "plank.h"
+
+/* NOTIFY refuses payloads of this many bytes or more (async.c) */
+#define NOTIFY_PAYLOAD_LIMIT 8000
+
+PG_FUNCTION_INFO_V1(plank_capture);
+
+/* position of the next change within the current transaction */
+static LocalTransactionId counter_lxid = InvalidLocalTransactionId;
+static uint32 counter_n = 0;
+
+/* Render a whole tuple with row_to_json (PostgreSQL's JSON conversion). */
+static text *
+tuple_to_json(HeapTuple tuple, TupleDesc tupdesc)
+{
+	Datum		rowdatum = heap_copy_tuple_as_datum(tuple, tupdesc);
+
+	return DatumGetTextPP(DirectFunctionCall1(row_to_json, rowdatum));
+}
+
+/*
+ * Render the replica identity columns of a tuple (the primary key by default)
+ * as a JSON object; the whole row with REPLICA IDENTITY FULL or when the
+ * table has no identity index.
+ */
+static text *
+identity_to_json(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	Bitmapset  *idattrs;
+	TupleDesc	keydesc;
+	Datum	   *values;
+	bool	   *nulls;
+	int			nkeys;
+	int			i;
+	int			member = -1;
+
+	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
+		return tuple_to_json(tuple, tupdesc);
+
+	idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	nkeys = bms_num_members(idattrs);
+	if (nkeys == 0)
+		return tuple_to_json(tuple, tupdesc);
+
+	keydesc = CreateTemplateTupleDesc(nkeys);
+	values = palloc(nkeys * sizeof(Datum));
+	nulls = palloc(nkeys * sizeof(bool));
+	i = 0;
+	while ((member = bms_next_member(idattrs, member)) >= 0)
+	{
+		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
+
+		TupleDescCopyEntry(keydesc, i + 1, tupdesc, attnum);
+		values[i] = heap_getattr(tuple, attnum, tupdesc, &nulls[i]);
+		i++;
+	}
+	keydesc = BlessTupleDesc(keydesc);
+
+	return DatumGetTextPP(DirectFunctionCall1(row_to_json,
+											  HeapTupleGetDatum(heap_form_tuple(keydesc, values, nulls))));
+}
+
+static void
+append_json_text(StringInfo buf, const char *key, text *json)
+{
+	appendStringInfo(buf, ",\"%s\":", key);
+	appendBinaryStringInfo(buf, VARDATA_ANY(json), VARSIZE_ANY_EXHDR(json));
+}
+
+/*
+ * The relation a payload names: the table itself, or for a partition (whose
+ * trigger is a clone of its parent's), the root partitioned table.
+ */
+static void
+payload_relation_names(Relation rel, Trigger *trigger, char **schema, char **table)
+{
+	Oid			relid = RelationGetRelid(rel);
+
+	if (rel->rd_rel->relispartition && trigger->tgisclone)
+		relid = llast_oid(get_partition_ancestors(relid));
+
+	*schema = get_namespace_name(get_rel_namespace(relid));
+	*table = get_rel_name(relid);
+}
+
+/*
+ * plank_capture
+ *		Trigger function plank.capture(): AFTER INSERT/UPDATE/DELETE FOR EACH
+ *		ROW, or AFTER TRUNCATE FOR EACH STATEMENT.  Queues one NOTIFY on channel
+ *		"plank" whose payload is described in docs/PROTOCOL.md.  Raises 39P01
+ *		(trigger_protocol_violated) when called in any other way.  A payload
+ *		that would reach NOTIFY's 8000-byte limit is replaced by the row's key
+ *		with "truncated": true, so the writer's transaction never fails on size.
+ */
+Datum
+plank_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TriggerEvent event;
+	const char *op;
+	char	   *schema;
+	char	   *table;
+	text	   *newjson = NULL;
+	text	   *oldjson = NULL;
+	StringInfoData head;
+	StringInfoData buf;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("plank.capture() must be called as a trigger")));
+
+	event = trigdata->tg_event;
+	if (!TRIGGER_FIRED_AFTER(event) ||
+		(TRIGGER_FIRED_BY_TRUNCATE(event) ? !TRIGGER_FIRED_FOR_STATEMENT(event)
+		 : !TRIGGER_FIRED_FOR_ROW(event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("plank.capture() must be fired AFTER, FOR EACH ROW (or FOR EACH STATEMENT on TRUNCATE)"),
+				 errhint("Attach it with plank.track(table).")));
+
+	rel = trigdata->tg_relation;
+	payload_relation_names(rel, trigdata->tg_trigger, &schema, &table);
+
+	if (TRIGGER_FIRED_BY_INSERT(event))
+	{
+		op = "INSERT";
+		newjson = tuple_to_json(trigdata->tg_trigtuple, RelationGetDescr(rel));
+	}
+	else if (TRIGGER_FIRED_BY_UPDATE(event))
+	{
+		op = "UPDATE";
+		newjson = tuple_to_json(trigdata->tg_newtuple, RelationGetDescr(rel));
+		oldjson = identity_to_json(rel, trigdata->tg_trigtuple);
+	}
+	else if (TRIGGER_FIRED_BY_DELETE(event))
+	{
+		op = "DELETE";
+		oldjson = identity_to_json(rel, trigdata->tg_trigtuple);
+	}
+	else
+		op = "TRUNCATE";
+
+	/* a fresh counter for each transaction; makes every payload unique */
+	if (MyProc->lxid != counter_lxid)
+	{
+		counter_lxid = MyProc->lxid;
+		counter_n = 0;
+	}
+	counter_n++;
+
+	initStringInfo(&head);
+	appendStringInfoString(&head, "{\"schema\":");
+	escape_json(&head, schema);
+	appendStringInfoString(&head, ",\"table\":");
+	escape_json(&head, table);
+	appendStringInfo(&head, ",\"op\":\"%s\",\"xid\":" UINT64_FORMAT ",\"n\":%u",
+					 op, U64FromFullTransactionId(GetTopFullTransactionId()),
+					 counter_n);
+
+	initStringInfo(&buf);
+	appendBinaryStringInfo(&buf, head.data, head.len);
+	if (newjson)
+		append_json_text(&buf, "new", newjson);
+	if (oldjson)
+		append_json_text(&buf, "old", oldjson);
+	appendStringInfoChar(&buf, '}');
+
+	if (buf.len >= NOTIFY_PAYLOAD_LIMIT)
+	{
+		/* too large for NOTIFY: send the identity only, and say so */
+		resetStringInfo(&buf);
+		appendBinaryStringInfo(&buf, head.data, head.len);
+		appendStringInfoString(&buf, ",\"truncated\":true");
+		if (newjson)
+			append_json_text(&buf, "key",
+							 identity_to_json(rel, TRIGGER_FIRED_BY_UPDATE(event) ?
+											  trigdata->tg_newtuple : trigdata->tg_trigtuple));
+		if (oldjson)
+			append_json_text(&buf, "old", oldjson);
+		appendStringInfoChar(&buf, '}');
+
+		if (buf.len >= NOTIFY_PAYLOAD_LIMIT)
+		{
+			/* even the key is too large (or the table has no key) */
+			resetStringInfo(&buf);
+			appendBinaryStringInfo(&buf, head.data, head.len);
+			appendStringInfoString(&buf, ",\"truncated\":true}");
+		}
+	}
+
+	Async_Notify(PLANK_CHANGE_CHANNEL, buf.data);
+
+	return PointerGetDatum(NULL);
+}

@@ -1,0 +1,596 @@
+/*-------------------------------------------------------------------------
+ *
+ * protocol.c
+ *		Plank's client protocol: parses a client's JSON requests (subscribe,
+ *		unsubscribe, ping) and answers each with an acknowledgement or an
+ *		error carrying a stable code.  docs/PROTOCOL.md is the specification.
+ *
+ * Client messages are parsed by PostgreSQL's own jsonb input function.  A
+ * request that fails, for whatever reason, is answered with an error on that
+ * connection only; it never reaches the worker's top level.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+#include "plank.h"
+
+#define PLANK_MAX_ID_LEN 64
+
+/* per-request memory, reset after each request */
+static MemoryContext request_cxt = NULL;
+
+/*
+ * The outcome of a request that failed: a stable code from docs/PROTOCOL.md
+ * and a message in PostgreSQL's style.
+ */
+typedef struct RequestError
+{
+	const char *code;
+	char	   *message;
+} RequestError;
+
+static RequestError *
+request_error(const char *code, const char *fmt,...) pg_attribute_printf(2, 3);
+
+static RequestError *
+request_error(const char *code, const char *fmt,...)
+{
+	RequestError *err = palloc(sizeof(RequestError));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (;;)
+	{
+		va_list		args;
+		int			needed;
+
+		va_start(args, fmt);
+		needed = appendStringInfoVA(&buf, fmt, args);
+		va_end(args);
+		if (needed == 0)
+			break;
+		enlargeStringInfo(&buf, needed);
+	}
+	err->code = code;
+	err->message = buf.data;
+	return err;
+}
+
+static void
+send_error(PlankConn *conn, const char *id, RequestError *err)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\"type\":\"error\"");
+	if (id)
+	{
+		appendStringInfoString(&buf, ",\"id\":");
+		escape_json(&buf, id);
+	}
+	appendStringInfo(&buf, ",\"code\":\"%s\",\"message\":", err->code);
+	escape_json(&buf, err->message);
+	appendStringInfoChar(&buf, '}');
+	plank_conn_send_text(conn, buf.data, buf.len);
+}
+
+static void
+send_ack(PlankConn *conn, const char *id, const char *request)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\"type\":\"ack\",\"id\":");
+	escape_json(&buf, id);
+	appendStringInfo(&buf, ",\"request\":\"%s\",\"seq\":" UINT64_FORMAT "}",
+					 request, plank_seq);
+	plank_conn_send_text(conn, buf.data, buf.len);
+}
+
+/*
+ * plank_protocol_welcome
+ *		Queue the first message of a connection: protocol version, epoch and
+ *		the last sequence number assigned.
+ */
+void
+plank_protocol_welcome(PlankConn *conn)
+{
+	char		buf[160];
+	int			len;
+
+	len = snprintf(buf, sizeof(buf),
+				   "\"type\":\"welcome\",\"protocol\":1,\"server\":\"plank/1.0\","
+				   "\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
+				   plank_epoch, plank_seq);
+	plank_conn_send_text(conn, buf, len);
+}
+
+/* Look up a member of a JSON object; NULL when absent. */
+static JsonbValue *
+member(Jsonb *jb, const char *key, JsonbValue *res)
+{
+	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), res);
+}
+
+/* A string member: NULL when absent; *bad when present but not a string. */
+static char *
+string_member(Jsonb *jb, const char *key, bool *bad)
+{
+	JsonbValue	v;
+
+	*bad = false;
+	if (member(jb, key, &v) == NULL)
+		return NULL;
+	if (v.type != jbvString)
+	{
+		*bad = true;
+		return NULL;
+	}
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+static PlankSub *
+find_sub(PlankConn *conn, const char *id)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &conn->subs)
+	{
+		PlankSub   *sub = dlist_container(PlankSub, conn_node, iter.cur);
+
+		if (strcmp(sub->id, id) == 0)
+			return sub;
+	}
+	return NULL;
+}
+
+static PlankSub *
+new_sub(PlankConn *conn, const char *id, bool is_channel)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(conn->mcxt);
+	PlankSub   *sub = palloc0(sizeof(PlankSub));
+	StringInfoData prefix;
+
+	sub->conn = conn;
+	sub->id = pstrdup(id);
+	sub->is_channel = is_channel;
+	sub->ops = PLANK_OP_ALL;
+	initStringInfo(&prefix);
+	appendStringInfoString(&prefix, "{\"sub\":");
+	escape_json(&prefix, id);
+	appendStringInfoChar(&prefix, ',');
+	sub->prefix = prefix.data;
+	sub->prefix_len = prefix.len;
+	MemoryContextSwitchTo(oldcxt);
+	return sub;
+}
+
+/* Parse "ops": NULL means all; otherwise a non-empty array of op names. */
+static RequestError *
+parse_ops(Jsonb *jb, int *ops)
+{
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	int			mask = 0;
+
+	*ops = PLANK_OP_ALL;
+	if (member(jb, "ops", &v) == NULL)
+		return NULL;
+	if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data) ||
+		JsonContainerSize(v.val.binary.data) == 0)
+		return request_error("invalid_message", "\"ops\" must be a non-empty array of operation names");
+
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type != jbvString)
+			return request_error("invalid_message", "\"ops\" must hold only strings");
+#define OPNAME_IS(name) (v.val.string.len == strlen(name) && \
+						 pg_strncasecmp(v.val.string.val, name, v.val.string.len) == 0)
+		if (OPNAME_IS("INSERT"))
+			mask |= PLANK_OP_INSERT;
+		else if (OPNAME_IS("UPDATE"))
+			mask |= PLANK_OP_UPDATE;
+		else if (OPNAME_IS("DELETE"))
+			mask |= PLANK_OP_DELETE;
+		else if (OPNAME_IS("TRUNCATE"))
+			mask |= PLANK_OP_TRUNCATE;
+		else
+			return request_error("invalid_message",
+								 "unknown operation \"%.*s\" in \"ops\": expected INSERT, UPDATE, DELETE or TRUNCATE",
+								 Min(v.val.string.len, 32), v.val.string.val);
+#undef OPNAME_IS
+	}
+	*ops = mask;
+	return NULL;
+}
+
+/*
+ * Parse "filter": an object of column name to JSON scalar.  The filters are
+ * allocated in the current (per-request) context; copy_filters() moves them
+ * into the connection's context once the subscription is accepted.
+ */
+static RequestError *
+parse_filter(Jsonb *jb, PlankFilter **filters, int *nfilters)
+{
+	JsonbValue	v;
+	JsonbIterator *it;
+	JsonbIteratorToken tok;
+	PlankFilter *out;
+	int			n = 0;
+	char	   *column = NULL;
+
+	*filters = NULL;
+	*nfilters = 0;
+	if (member(jb, "filter", &v) == NULL)
+		return NULL;
+	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+		return request_error("bad_filter", "\"filter\" must be an object of column names to values");
+
+	out = palloc0(Max(1, JsonContainerSize(v.val.binary.data)) * sizeof(PlankFilter));
+	it = JsonbIteratorInit(v.val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			column = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE)
+		{
+			if (v.type == jbvBinary)
+				return request_error("bad_filter",
+									 "filter value for column \"%s\" must be a string, number, boolean or null",
+									 column);
+			out[n].column = column;
+			out[n].column_len = strlen(column);
+			out[n].value = v;
+			n++;
+		}
+	}
+	*filters = out;
+	*nfilters = n;
+	return NULL;
+}
+
+/* Deep-copy filters into a connection's memory context. */
+static PlankFilter *
+copy_filters(MemoryContext cxt, PlankFilter *filters, int nfilters)
+{
+	PlankFilter *out;
+	int			i;
+
+	if (nfilters == 0)
+		return NULL;
+	out = MemoryContextAlloc(cxt, nfilters * sizeof(PlankFilter));
+	for (i = 0; i < nfilters; i++)
+	{
+		JsonbValue *v = &out[i].value;
+
+		out[i] = filters[i];
+		out[i].column = MemoryContextStrdup(cxt, filters[i].column);
+		if (v->type == jbvString)
+		{
+			char	   *s = MemoryContextAlloc(cxt, v->val.string.len + 1);
+
+			memcpy(s, filters[i].value.val.string.val, v->val.string.len);
+			s[v->val.string.len] = '\0';
+			v->val.string.val = s;
+		}
+		else if (v->type == jbvNumeric)
+		{
+			Size		sz = VARSIZE(filters[i].value.val.numeric);
+
+			v->val.numeric = MemoryContextAlloc(cxt, sz);
+			memcpy(v->val.numeric, filters[i].value.val.numeric, sz);
+		}
+	}
+	return out;
+}
+
+/* Is the table's row trigger from plank.track() there? */
+static bool
+table_is_tracked(Oid relid)
+{
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(relid)};
+	bool		tracked;
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
+							  "WHERE tgrelid = $1 AND tgname = 'plank_capture_row' AND tgparentid = 0",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the triggers of relation %u", relid);
+	tracked = SPI_processed > 0;
+	SPI_finish();
+	return tracked;
+}
+
+/*
+ * Resolve and check a table name inside the caller's transaction.  Returns
+ * an error, or NULL with *schema and *relname allocated in request_cxt.
+ */
+static RequestError *
+resolve_table(const char *name, PlankFilter *filters, int nfilters,
+			  char **schema, char **relname)
+{
+	List	   *names;
+	Oid			relid;
+	char		relkind;
+	int			i;
+
+	names = stringToQualifiedNameList(name);
+	if (list_length(names) > 2)
+		return request_error("unknown_table", "table name \"%s\" has too many dotted names", name);
+	relid = RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
+	if (!OidIsValid(relid))
+		return request_error("unknown_table", "table \"%s\" does not exist", name);
+
+	relkind = get_rel_relkind(relid);
+	if ((relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) ||
+		!table_is_tracked(relid))
+		return request_error("untracked_table",
+							 "table \"%s\" is not tracked", name);
+
+	for (i = 0; i < nfilters; i++)
+	{
+		AttrNumber	attnum = get_attnum(relid, filters[i].column);
+
+		if (attnum == InvalidAttrNumber || attnum < 0)
+			return request_error("bad_filter", "column \"%s\" of table \"%s\" does not exist",
+								 filters[i].column, name);
+	}
+
+	*schema = MemoryContextStrdup(request_cxt, get_namespace_name(get_rel_namespace(relid)));
+	*relname = MemoryContextStrdup(request_cxt, get_rel_name(relid));
+	return NULL;
+}
+
+static RequestError *
+subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
+{
+	RequestError *err;
+	PlankFilter *filters;
+	int			nfilters;
+	int			ops;
+	char	   *schema = NULL;
+	char	   *relname = NULL;
+	PlankSub   *sub;
+
+	if ((err = parse_ops(jb, &ops)) != NULL ||
+		(err = parse_filter(jb, &filters, &nfilters)) != NULL)
+		return err;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	err = resolve_table(table, filters, nfilters, &schema, &relname);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(request_cxt);
+	if (err)
+		return err;
+
+	sub = new_sub(conn, id, false);
+	sub->ops = ops;
+	sub->filters = copy_filters(conn->mcxt, filters, nfilters);
+	sub->nfilters = nfilters;
+	plank_subs_add_table(sub, schema, relname);
+	return NULL;
+}
+
+static RequestError *
+handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id)
+{
+	bool		bad_table;
+	bool		bad_channel;
+	char	   *table = string_member(jb, "table", &bad_table);
+	char	   *channel = string_member(jb, "channel", &bad_channel);
+
+	if (id == NULL)
+		return request_error("invalid_message", "subscribe needs an \"id\" naming the subscription");
+	if (bad_table || bad_channel)
+		return request_error("invalid_message", "\"table\" and \"channel\" must be strings");
+	if ((table == NULL) == (channel == NULL))
+		return request_error("invalid_message", "subscribe needs exactly one of \"table\" and \"channel\"");
+	if (find_sub(conn, id) != NULL)
+		return request_error("duplicate_subscription", "subscription \"%s\" already exists", id);
+	if (conn->nsubs >= plank_max_subscriptions)
+		return request_error("too_many_subscriptions",
+							 "connection already has %d subscriptions, the limit set by plank.max_subscriptions",
+							 conn->nsubs);
+
+	if (channel)
+	{
+		if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
+			return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
+		if (strcmp(channel, PLANK_CHANGE_CHANNEL) == 0)
+			return request_error("bad_channel",
+								 "channel \"%s\" is reserved for table changes; subscribe to a table instead",
+								 PLANK_CHANGE_CHANNEL);
+		plank_subs_add_channel(new_sub(conn, id, true), channel);
+		return NULL;
+	}
+	return subscribe_table(conn, jb, id, table);
+}
+
+static RequestError *
+handle_unsubscribe(PlankConn *conn, const char *id)
+{
+	PlankSub   *sub;
+
+	if (id == NULL)
+		return request_error("invalid_message", "unsubscribe needs the \"id\" of a subscription");
+	sub = find_sub(conn, id);
+	if (sub == NULL)
+		return request_error("unknown_subscription", "subscription \"%s\" does not exist", id);
+	plank_conn_drop_sub_messages(conn, sub);
+	plank_subs_remove(sub);
+	return NULL;
+}
+
+static void
+send_pong(PlankConn *conn, const char *id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\"type\":\"pong\"");
+	if (id)
+	{
+		appendStringInfoString(&buf, ",\"id\":");
+		escape_json(&buf, id);
+	}
+	appendStringInfo(&buf, ",\"seq\":" UINT64_FORMAT "}", plank_seq);
+	plank_conn_send_text(conn, buf.data, buf.len);
+}
+
+/* Parse a message; returns NULL and sets *err when it is not a JSON object. */
+static Jsonb *
+parse_message(char *msg, int len, RequestError **err)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile jb = NULL;
+
+	if ((int) strlen(msg) != len)
+	{
+		*err = request_error("malformed_json", "message contains a NUL byte");
+		return NULL;
+	}
+	PG_TRY();
+	{
+		char	   *converted = pg_any_to_server(msg, len, PG_UTF8);
+
+		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(converted)));
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		*err = request_error("malformed_json", "message is not valid JSON: %s", edata->message);
+		return NULL;
+	}
+	PG_END_TRY();
+
+	if (!JB_ROOT_IS_OBJECT(jb))
+	{
+		*err = request_error("malformed_json", "message must be a JSON object");
+		return NULL;
+	}
+	return jb;
+}
+
+static void
+handle_request(PlankConn *conn, char *msg, int len)
+{
+	RequestError *err = NULL;
+	Jsonb	   *jb;
+	char	   *id;
+	char	   *type;
+	bool		bad;
+
+	jb = parse_message(msg, len, &err);
+	if (jb == NULL)
+	{
+		send_error(conn, NULL, err);
+		return;
+	}
+
+	id = string_member(jb, "id", &bad);
+	if (bad || (id && (id[0] == '\0' || strlen(id) > PLANK_MAX_ID_LEN)))
+	{
+		send_error(conn, NULL,
+				   request_error("invalid_message", "\"id\" must be a string of 1 to %d bytes",
+								 PLANK_MAX_ID_LEN));
+		return;
+	}
+	type = string_member(jb, "type", &bad);
+	if (type == NULL)
+		err = request_error("invalid_message", "message needs a \"type\" string");
+	else if (strcmp(type, "subscribe") == 0)
+	{
+		if ((err = handle_subscribe(conn, jb, id)) == NULL)
+			send_ack(conn, id, "subscribe");
+	}
+	else if (strcmp(type, "unsubscribe") == 0)
+	{
+		if ((err = handle_unsubscribe(conn, id)) == NULL)
+			send_ack(conn, id, "unsubscribe");
+	}
+	else if (strcmp(type, "ping") == 0)
+		send_pong(conn, id);
+	else
+		err = request_error("unknown_type", "unknown message type \"%.32s\"", type);
+
+	if (err)
+		send_error(conn, id, err);
+}
+
+/*
+ * plank_protocol_handle
+ *		Handle one complete client message of len bytes (msg is NUL-terminated
+ *		at msg[len]).  Every outcome is a reply on this connection: an error
+ *		raised while handling it is logged and answered with internal_error
+ *		(or unknown_table for a table name that is not a valid SQL name).
+ */
+void
+plank_protocol_handle(PlankConn *conn, char *msg, int len)
+{
+	MemoryContext oldcxt;
+
+	if (request_cxt == NULL)
+		request_cxt = AllocSetContextCreate(TopMemoryContext, "plank request",
+											ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(request_cxt);
+
+	PG_TRY();
+	{
+		handle_request(conn, msg, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		RequestError *err;
+
+		MemoryContextSwitchTo(request_cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(request_cxt);
+
+		if (edata->sqlerrcode == ERRCODE_INVALID_NAME ||
+			edata->sqlerrcode == ERRCODE_SYNTAX_ERROR ||
+			edata->sqlerrcode == ERRCODE_NAME_TOO_LONG)
+			err = request_error("unknown_table", "%s", edata->message);
+		else
+		{
+			ereport(LOG,
+					(errmsg("plank could not process a request from %s: %s",
+							conn->peer, edata->message)));
+			err = request_error("internal_error", "the server could not process the request; see its log");
+		}
+		send_error(conn, NULL, err);
+	}
+	PG_END_TRY();
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(request_cxt);
+}

@@ -1,0 +1,578 @@
+/*-------------------------------------------------------------------------
+ *
+ * server.c
+ *		The WebSocket and HTTP server of the Plank worker, on libwebsockets:
+ *		listening vhosts, static files, connection life cycle, reassembly of
+ *		incoming messages and the bounded outgoing queue of each client.
+ *
+ * libwebsockets does the WebSocket framing, the HTTP server, UTF-8
+ * validation of text frames and ping/pong; this file decides what a
+ * connection receives and when it is closed.  No ereport(ERROR) may unwind
+ * through libwebsockets' frames, so every callback runs under PG_TRY and an
+ * error closes only the connection it happened on.
+ *
+ * Sources followed: RFC 6455 (section 5.6 text frames, 7.4.1 close codes),
+ * libwebsockets 4.1 API documentation and minimal examples.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "port.h"
+#include "utils/memutils.h"
+#include "utils/varlena.h"
+
+#include "plank.h"
+
+/* RFC 6455 7.4.2 / IANA registry: "Try Again Later"; libwebsockets 4.1 has no name for it */
+#define PLANK_CLOSE_TRY_AGAIN_LATER 1013
+
+/* per-session storage that libwebsockets allocates for each WebSocket */
+typedef struct PlankSession
+{
+	PlankConn  *conn;
+} PlankSession;
+
+static struct lws_context *lws_ctx = NULL;
+static struct lws_vhost *first_vhost = NULL;
+static dlist_head all_conns = DLIST_STATIC_INIT(all_conns);
+static int	nconns = 0;
+static uint64 next_conn_id = 1;
+static MemoryContext conns_cxt = NULL;
+static MemoryContext frames_cxt = NULL;
+
+static int	wake_fd = -1;
+static bool postmaster_died = false;
+static bool shutdown_deadline_passed = false;
+static lws_sorted_usec_list_t shutdown_sul;
+
+static char static_dir[MAXPGPATH];
+static struct lws_http_mount static_mount;
+
+/* ---------- frames ---------- */
+
+/*
+ * plank_frame_make
+ *		A shared message body holding len bytes of data (a JSON object without
+ *		its opening brace), with one reference owned by the caller.
+ */
+PlankFrame *
+plank_frame_make(const char *data, int len)
+{
+	PlankFrame *frame;
+
+	frame = MemoryContextAlloc(frames_cxt, offsetof(PlankFrame, data) + len + 1);
+	frame->refcount = 1;
+	frame->len = len;
+	memcpy(frame->data, data, len);
+	frame->data[len] = '\0';
+	return frame;
+}
+
+/* plank_frame_unref: drop one reference; the last one frees the frame. */
+void
+plank_frame_unref(PlankFrame *frame)
+{
+	Assert(frame->refcount > 0);
+	if (--frame->refcount == 0)
+		pfree(frame);
+}
+
+/* ---------- outgoing queue ---------- */
+
+static void
+conn_purge_queue(PlankConn *conn)
+{
+	while (conn->q_len > 0)
+	{
+		plank_frame_unref(conn->queue[conn->q_head].frame);
+		conn->q_head = (conn->q_head + 1) % conn->q_cap;
+		conn->q_len--;
+	}
+	conn->q_head = 0;
+	conn->q_bytes = 0;
+}
+
+/*
+ * Start closing a connection with an RFC 6455 close code: queued messages
+ * are dropped and the close frame goes out on the next writeable callback.
+ */
+static void
+conn_close(PlankConn *conn, int code, const char *reason)
+{
+	if (conn->closing)
+		return;
+	conn->closing = true;
+	conn->close_code = code;
+	conn->close_reason = reason;
+	conn_purge_queue(conn);
+	lws_callback_on_writable(conn->wsi);
+}
+
+/*
+ * plank_conn_send
+ *		Queue a frame for a connection (taking a reference).  sub, when not
+ *		NULL, names the subscription the message answers: its prefix is
+ *		written before the frame.  A client whose queue would pass
+ *		plank.max_client_buffer is closed with 1013 (try again later).
+ */
+void
+plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
+{
+	PlankOutMsg *slot;
+
+	if (conn->closing)
+		return;
+
+	if (conn->q_bytes + frame->len > (size_t) plank_max_client_buffer * 1024)
+	{
+		ereport(LOG,
+				(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
+						(unsigned long long) conn->id, conn->peer)));
+		conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+		return;
+	}
+
+	if (conn->q_len == conn->q_cap)
+	{
+		/* grow the ring, unrolling it so that it starts at index 0 */
+		int			newcap = conn->q_cap * 2;
+		PlankOutMsg *newq = MemoryContextAlloc(conn->mcxt, newcap * sizeof(PlankOutMsg));
+		int			i;
+
+		for (i = 0; i < conn->q_len; i++)
+			newq[i] = conn->queue[(conn->q_head + i) % conn->q_cap];
+		pfree(conn->queue);
+		conn->queue = newq;
+		conn->q_cap = newcap;
+		conn->q_head = 0;
+	}
+
+	slot = &conn->queue[(conn->q_head + conn->q_len) % conn->q_cap];
+	slot->frame = frame;
+	slot->sub = sub;
+	frame->refcount++;
+	conn->q_bytes += frame->len;
+	if (conn->q_len++ == 0)
+		lws_callback_on_writable(conn->wsi);
+}
+
+/* plank_conn_send_text: queue a one-off message (data without its "{"). */
+void
+plank_conn_send_text(PlankConn *conn, const char *data, int len)
+{
+	PlankFrame *frame = plank_frame_make(data, len);
+
+	plank_conn_send(conn, frame, NULL);
+	plank_frame_unref(frame);
+}
+
+/* plank_conn_drop_sub_messages: remove queued messages of a subscription. */
+void
+plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub)
+{
+	int			i;
+	int			kept = 0;
+
+	for (i = 0; i < conn->q_len; i++)
+	{
+		PlankOutMsg msg = conn->queue[(conn->q_head + i) % conn->q_cap];
+
+		if (msg.sub == sub)
+		{
+			conn->q_bytes -= msg.frame->len;
+			plank_frame_unref(msg.frame);
+		}
+		else
+			conn->queue[(conn->q_head + kept++) % conn->q_cap] = msg;
+	}
+	conn->q_len = kept;
+}
+
+/* ---------- connection life cycle ---------- */
+
+static void
+conn_open(struct lws *wsi, PlankSession *pss)
+{
+	MemoryContext mcxt;
+	MemoryContext oldcxt;
+	PlankConn  *conn;
+
+	mcxt = AllocSetContextCreate(conns_cxt, "plank connection", ALLOCSET_SMALL_SIZES);
+	oldcxt = MemoryContextSwitchTo(mcxt);
+	conn = palloc0(sizeof(PlankConn));
+	conn->wsi = wsi;
+	conn->mcxt = mcxt;
+	conn->id = next_conn_id++;
+	initStringInfo(&conn->rx);
+	initStringInfo(&conn->wbuf);
+	conn->q_cap = 16;
+	conn->queue = palloc(conn->q_cap * sizeof(PlankOutMsg));
+	dlist_init(&conn->subs);
+	lws_get_peer_simple(wsi, conn->peer, sizeof(conn->peer));
+	MemoryContextSwitchTo(oldcxt);
+
+	pss->conn = conn;
+	dlist_push_tail(&all_conns, &conn->node);
+	nconns++;
+
+	if (plank_log_connections)
+		ereport(LOG,
+				(errmsg("plank connection %llu from %s", (unsigned long long) conn->id, conn->peer)));
+	plank_protocol_welcome(conn);
+}
+
+static void
+conn_free(PlankConn *conn)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &conn->subs)
+		plank_subs_remove(dlist_container(PlankSub, conn_node, iter.cur));
+	conn_purge_queue(conn);
+	dlist_delete(&conn->node);
+	nconns--;
+
+	if (plank_log_connections)
+		ereport(LOG,
+				(errmsg("plank disconnection %llu from %s", (unsigned long long) conn->id, conn->peer)));
+	MemoryContextDelete(conn->mcxt);
+}
+
+/* Reassemble a message from its fragments; handle it once complete. */
+static int
+conn_receive(PlankConn *conn, const char *in, size_t len)
+{
+	struct lws *wsi = conn->wsi;
+
+	if (conn->closing)
+		return 0;
+
+	if (lws_frame_is_binary(wsi))
+	{
+		conn_close(conn, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "binary frames are not supported");
+		return 0;
+	}
+	if ((size_t) conn->rx.len + len > (size_t) plank_max_message_size * 1024)
+	{
+		conn_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message exceeds plank.max_message_size");
+		return 0;
+	}
+	appendBinaryStringInfo(&conn->rx, in, len);
+
+	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
+	{
+		plank_protocol_handle(conn, conn->rx.data, conn->rx.len);
+		if (conn->rx.maxlen > 64 * 1024)
+		{
+			/* do not keep a large buffer for an idle client */
+			pfree(conn->rx.data);
+			conn->rx.data = MemoryContextAlloc(conn->mcxt, 1024);
+			conn->rx.maxlen = 1024;
+		}
+		resetStringInfo(&conn->rx);
+	}
+	return 0;
+}
+
+/* Write the next queued message: one lws_write per writeable callback. */
+static int
+conn_writeable(PlankConn *conn)
+{
+	PlankOutMsg msg;
+	int			len;
+
+	if (conn->closing)
+	{
+		lws_close_reason(conn->wsi, conn->close_code,
+						 (unsigned char *) conn->close_reason, strlen(conn->close_reason));
+		return -1;
+	}
+	if (conn->q_len == 0)
+		return 0;
+
+	msg = conn->queue[conn->q_head];
+	conn->q_head = (conn->q_head + 1) % conn->q_cap;
+	conn->q_len--;
+	conn->q_bytes -= msg.frame->len;
+
+	conn->wbuf.len = 0;
+	enlargeStringInfo(&conn->wbuf, LWS_PRE);
+	conn->wbuf.len = LWS_PRE;
+	if (msg.sub)
+		appendBinaryStringInfo(&conn->wbuf, msg.sub->prefix, msg.sub->prefix_len);
+	else
+		appendStringInfoChar(&conn->wbuf, '{');
+	appendBinaryStringInfo(&conn->wbuf, msg.frame->data, msg.frame->len);
+	plank_frame_unref(msg.frame);
+
+	len = conn->wbuf.len - LWS_PRE;
+	if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
+		return -1;
+
+	if (conn->q_len > 0)
+		lws_callback_on_writable(conn->wsi);
+	return 0;
+}
+
+static int
+plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
+					   void *user, void *in, size_t len)
+{
+	PlankSession *pss = (PlankSession *) user;
+
+	switch (reason)
+	{
+		case LWS_CALLBACK_ESTABLISHED:
+			conn_open(wsi, pss);
+			return 0;
+		case LWS_CALLBACK_RECEIVE:
+			return pss->conn ? conn_receive(pss->conn, in, len) : -1;
+		case LWS_CALLBACK_SERVER_WRITEABLE:
+			return pss->conn ? conn_writeable(pss->conn) : -1;
+		case LWS_CALLBACK_CLOSED:
+			if (pss->conn)
+				conn_free(pss->conn);
+			pss->conn = NULL;
+			return 0;
+		default:
+			/* HTTP: static files from the mount */
+			return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+/*
+ * Callback of the "plank" protocol, protocols[0] of every vhost, so that
+ * WebSocket clients without Sec-WebSocket-Protocol land on it.  An error
+ * raised while handling it is logged and closes this connection only.
+ */
+static int
+plank_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
+				  void *user, void *in, size_t len)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile int rc = 0;
+
+	PG_TRY();
+	{
+		rc = plank_ws_callback_guts(wsi, reason, user, in, len);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("plank closing a connection after an error: %s", edata->message)));
+		FreeErrorData(edata);
+		rc = -1;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
+/* Callback of the self-pipe and of the postmaster death pipe. */
+static int
+plank_wake_callback(struct lws *wsi, enum lws_callback_reasons reason,
+					void *user, void *in, size_t len)
+{
+	/* a WebSocket client that asked for this protocol by name is refused */
+	if (reason == LWS_CALLBACK_ESTABLISHED)
+		return -1;
+	if (reason == LWS_CALLBACK_RAW_RX_FILE)
+	{
+		if (lws_get_socket_fd(wsi) == wake_fd)
+		{
+			char		buf[64];
+
+			while (read(wake_fd, buf, sizeof(buf)) > 0)
+				;
+			return 0;
+		}
+		/* the postmaster death pipe is readable only once the postmaster is gone */
+		postmaster_died = true;
+		return -1;
+	}
+	return 0;
+}
+
+static const struct lws_protocols plank_protocols[] = {
+	{"plank", plank_ws_callback, sizeof(PlankSession), 0, 0, NULL, 0},
+	{"plank-wake", plank_wake_callback, 0, 0, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+/* Route libwebsockets' log lines to the server log, never as errors. */
+static void
+lws_log_emit(int level, const char *line)
+{
+	int			n = strlen(line);
+
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	ereport(level == LLL_ERR ? LOG : DEBUG1,
+			(errmsg_internal("libwebsockets: %.*s", n, line)));
+}
+
+static void
+adopt_fd(int fd)
+{
+	lws_sock_file_fd_type desc;
+
+	desc.filefd = fd;
+	if (!lws_adopt_descriptor_vhost(first_vhost, LWS_ADOPT_RAW_FILE_DESC, desc,
+									"plank-wake", NULL))
+		ereport(FATAL,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not add a descriptor to the plank event loop")));
+}
+
+/*
+ * plank_server_start
+ *		Create the libwebsockets context and one vhost per entry of
+ *		plank.listen_addresses, all on plank.port, serving WebSocket clients
+ *		and the files of plank.static_dir.  wake_fd (the self-pipe) and
+ *		postmaster_fd are polled by the same loop.  Raises FATAL: 22023
+ *		(invalid_parameter_value) for a malformed plank.listen_addresses, F0000
+ *		(config_file_error) when an address and port cannot be bound, XX000
+ *		when libwebsockets cannot be set up.
+ */
+void
+plank_server_start(int pipe_fd, int postmaster_fd)
+{
+	struct lws_context_creation_info info;
+	char	   *rawaddrs;
+	List	   *addrs;
+	ListCell   *lc;
+	int			i = 0;
+
+	conns_cxt = AllocSetContextCreate(TopMemoryContext, "plank connections",
+									  ALLOCSET_DEFAULT_SIZES);
+	frames_cxt = AllocSetContextCreate(TopMemoryContext, "plank frames",
+									   ALLOCSET_DEFAULT_SIZES);
+
+	if (plank_static_dir[0] != '\0')
+		strlcpy(static_dir, plank_static_dir, sizeof(static_dir));
+	else
+	{
+		char		sharepath[MAXPGPATH];
+
+		get_share_path(my_exec_path, sharepath);
+		snprintf(static_dir, sizeof(static_dir), "%s/plank/www", sharepath);
+	}
+	memset(&static_mount, 0, sizeof(static_mount));
+	static_mount.mountpoint = "/";
+	static_mount.mountpoint_len = 1;
+	static_mount.origin = static_dir;
+	static_mount.def = "index.html";
+	static_mount.origin_protocol = LWSMPRO_FILE;
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+
+	memset(&info, 0, sizeof(info));
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+		LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	lws_ctx = lws_create_context(&info);
+	if (lws_ctx == NULL)
+		ereport(FATAL,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not create the libwebsockets context")));
+
+	rawaddrs = pstrdup(plank_listen_addresses);
+	if (!SplitGUCList(rawaddrs, ',', &addrs) || addrs == NIL)
+		ereport(FATAL,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in parameter \"plank.listen_addresses\"")));
+
+	foreach(lc, addrs)
+	{
+		const char *addr = (const char *) lfirst(lc);
+		struct lws_context_creation_info vinfo;
+		struct lws_vhost *vh;
+		char		name[32];
+
+		snprintf(name, sizeof(name), "plank%d", i++);
+		memset(&vinfo, 0, sizeof(vinfo));
+		vinfo.vhost_name = name;
+		vinfo.port = plank_port;
+		if (strcmp(addr, "*") == 0)
+			vinfo.iface = NULL;
+		else if (strcmp(addr, "localhost") == 0)
+			vinfo.iface = "127.0.0.1";
+		else
+			vinfo.iface = addr;
+		vinfo.protocols = plank_protocols;
+		vinfo.mounts = &static_mount;
+		vinfo.options = info.options |
+			LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+		vh = lws_create_vhost(lws_ctx, &vinfo);
+		if (vh == NULL)
+			ereport(FATAL,
+					(errcode(ERRCODE_CONFIG_FILE_ERROR),
+					 errmsg("could not listen on address \"%s\" port %d for plank", addr, plank_port),
+					 errhint("Is another process using the port? Change plank.port or plank.listen_addresses and restart the server.")));
+		if (first_vhost == NULL)
+			first_vhost = vh;
+	}
+
+	wake_fd = pipe_fd;
+	adopt_fd(pipe_fd);
+	adopt_fd(postmaster_fd);
+}
+
+/*
+ * plank_server_service
+ *		Wait for and handle socket, pipe and timer events: one pass of
+ *		lws_service, which sleeps in poll() while nothing is ready.
+ */
+void
+plank_server_service(void)
+{
+	lws_service(lws_ctx, 0);
+}
+
+/* plank_server_postmaster_died: has the death pipe fired? */
+bool
+plank_server_postmaster_died(void)
+{
+	return postmaster_died;
+}
+
+static void
+shutdown_deadline(lws_sorted_usec_list_t *sul)
+{
+	shutdown_deadline_passed = true;
+}
+
+/*
+ * plank_server_shutdown
+ *		Close every client with 1001 (going away), wait up to three seconds
+ *		for the closing handshakes, then destroy the context.
+ */
+void
+plank_server_shutdown(void)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &all_conns)
+		conn_close(dlist_container(PlankConn, node, iter.cur),
+				   LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
+
+	memset(&shutdown_sul, 0, sizeof(shutdown_sul));
+	lws_sul_schedule(lws_ctx, 0, &shutdown_sul, shutdown_deadline, 3 * LWS_USEC_PER_SEC);
+	while (nconns > 0 && !shutdown_deadline_passed && !postmaster_died)
+		lws_service(lws_ctx, 0);
+
+	lws_context_destroy(lws_ctx);
+	lws_ctx = NULL;
+}

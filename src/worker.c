@@ -1,0 +1,326 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The Plank background worker: signal handling, the event loop, and
+ *		in-process reception of NOTIFY.
+ *
+ * The worker is one process with one thread.  libwebsockets owns the event
+ * loop (lws_service) because Debian's build cannot hand its sockets to a
+ * PostgreSQL WaitEventSet.  PostgreSQL's signals reach that loop through a
+ * self-pipe: each handler does PostgreSQL's own work (setting a flag and the
+ * latch) and writes one byte to the pipe, whose read end libwebsockets polls.
+ * The postmaster-death pipe is polled the same way.  So the worker sleeps in
+ * poll() when idle and burns no CPU.
+ *
+ * Notifications are received without any client connection: the worker
+ * LISTENs with Async_Listen() and, when a notify interrupt is pending, runs
+ * ProcessNotifyInterrupt() with whereToSendOutput = DestRemote and its own
+ * PQcommMethods, whose putmessage() captures the 'A' (NotificationResponse)
+ * messages that async.c would send to a frontend.
+ *
+ * Sources followed: PostgreSQL docs "Background Worker Processes",
+ * src/test/modules/worker_spi, src/backend/commands/async.c, and the
+ * frontend/backend protocol's NotificationResponse message format.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "libpq/libpq.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/procsignal.h"
+#include "tcop/dest.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "plank.h"
+
+/* the worker's sequence number: one per notification received */
+uint64		plank_seq = 0;
+
+/* identifies this run of the worker: its start time, in Unix microseconds */
+char		plank_epoch[32];
+
+/* the self-pipe that wakes the libwebsockets loop from signal handlers */
+static int	wake_pipe[2] = {-1, -1};
+
+/*
+ * Notifications captured by putmessage(), dispatched once
+ * ProcessNotifyInterrupt() has returned.  putmessage() must never elog or
+ * throw, so memory comes from a context with MCXT_ALLOC_NO_OOM.
+ */
+typedef struct PendingNotify
+{
+	struct PendingNotify *next;
+	int32		pid;
+	char	   *channel;
+	char	   *payload;
+} PendingNotify;
+
+static MemoryContext notify_cxt = NULL;
+static PendingNotify *pending_head = NULL;
+static PendingNotify *pending_tail = NULL;
+static uint64 pending_lost = 0;
+
+/* Write a byte to the self-pipe; async-signal-safe. */
+void
+plank_wakeup_handler(void)
+{
+	int			save_errno = errno;
+
+	if (wake_pipe[1] >= 0)
+	{
+		ssize_t		rc pg_attribute_unused();
+
+		rc = write(wake_pipe[1], "x", 1);
+	}
+	errno = save_errno;
+}
+
+static void
+plank_sigusr1(SIGNAL_ARGS)
+{
+	/* notify interrupts, barriers, ...: PostgreSQL's handler sets the flags */
+	procsignal_sigusr1_handler(postgres_signal_arg);
+	plank_wakeup_handler();
+}
+
+static void
+plank_sighup(SIGNAL_ARGS)
+{
+	SignalHandlerForConfigReload(postgres_signal_arg);
+	plank_wakeup_handler();
+}
+
+static void
+plank_sigterm(SIGNAL_ARGS)
+{
+	/* not die(): the loop closes every client with 1001 before it exits */
+	ShutdownRequestPending = true;
+	SetLatch(MyLatch);
+	plank_wakeup_handler();
+}
+
+/*
+ * PQcommMethods that capture NotificationResponse ('A') messages: int32 PID
+ * in network byte order, channel name, NUL, payload, NUL.  Every other
+ * message (notices and errors sent while DestRemote is set) is ignored; they
+ * also go to the server log as usual.
+ */
+static int
+capture_putmessage(char msgtype, const char *s, size_t len)
+{
+	const char *channel;
+	const char *payload;
+	const char *end = s + len;
+	size_t		chlen;
+	size_t		pllen;
+	PendingNotify *pn;
+
+	if (msgtype != 'A' || len < 6)
+		return 0;
+
+	channel = s + 4;
+	chlen = strnlen(channel, end - channel);
+	if (channel + chlen >= end)
+		return 0;
+	payload = channel + chlen + 1;
+	pllen = strnlen(payload, end - payload);
+	if (payload + pllen >= end)
+		return 0;
+
+	pn = MemoryContextAllocExtended(notify_cxt,
+									sizeof(PendingNotify) + chlen + pllen + 2,
+									MCXT_ALLOC_NO_OOM);
+	if (pn == NULL)
+	{
+		pending_lost++;
+		return 0;
+	}
+	pn->next = NULL;
+	pn->pid = (int32) pg_ntoh32(*(const uint32 *) s);
+	pn->channel = (char *) (pn + 1);
+	memcpy(pn->channel, channel, chlen + 1);
+	pn->payload = pn->channel + chlen + 1;
+	memcpy(pn->payload, payload, pllen + 1);
+
+	if (pending_tail)
+		pending_tail->next = pn;
+	else
+		pending_head = pn;
+	pending_tail = pn;
+	return 0;
+}
+
+static void
+capture_putmessage_noblock(char msgtype, const char *s, size_t len)
+{
+	(void) capture_putmessage(msgtype, s, len);
+}
+
+static void
+capture_comm_reset(void)
+{
+}
+
+static int
+capture_flush(void)
+{
+	return 0;
+}
+
+static bool
+capture_is_send_pending(void)
+{
+	return false;
+}
+
+static const PQcommMethods capture_methods = {
+	.comm_reset = capture_comm_reset,
+	.flush = capture_flush,
+	.flush_if_writable = capture_flush,
+	.is_send_pending = capture_is_send_pending,
+	.putmessage = capture_putmessage,
+	.putmessage_noblock = capture_putmessage_noblock,
+};
+
+/*
+ * Read every notification that is waiting for us and hand each, with the
+ * next sequence number, to the subscriptions.  Runs outside any transaction.
+ */
+static void
+drain_notifications(void)
+{
+	PendingNotify *pn;
+
+	whereToSendOutput = DestRemote;
+	PG_TRY();
+	{
+		ProcessNotifyInterrupt(false);
+	}
+	PG_FINALLY();
+	{
+		whereToSendOutput = DestNone;
+	}
+	PG_END_TRY();
+
+	if (pending_lost > 0)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("plank lost " UINT64_FORMAT " notifications: out of memory", pending_lost)));
+		pending_lost = 0;
+	}
+
+	for (pn = pending_head; pn != NULL; pn = pn->next)
+		plank_subs_dispatch(++plank_seq, pn->channel, pn->payload, pn->pid);
+
+	pending_head = pending_tail = NULL;
+	MemoryContextReset(notify_cxt);
+}
+
+static void
+listen_change_channel(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	Async_Listen(PLANK_CHANGE_CHANNEL);
+	CommitTransactionCommand();
+}
+
+/*
+ * plank_worker_main
+ *		Entry point of the background worker (bgw_function_name).  Connects to
+ *		plank.database, LISTENs on channel "plank", serves WebSocket clients
+ *		until SIGTERM or postmaster death.  Exits with code 1 in both cases so
+ *		that a pg_terminate_backend() is followed by a restart; a FATAL error
+ *		(for instance: cannot listen on plank.port) also exits with 1.
+ */
+void
+plank_worker_main(Datum main_arg)
+{
+	int			pm_fd;
+
+	/* handlers are installed before signals are unblocked (worker_spi) */
+	pqsignal(SIGHUP, plank_sighup);
+	pqsignal(SIGTERM, plank_sigterm);
+	pqsignal(SIGUSR1, plank_sigusr1);
+	/* pg_cancel_backend() must not stop the worker */
+	pqsignal(SIGINT, SIG_IGN);
+
+	if (pipe(wake_pipe) != 0 ||
+		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
+		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC) != 0 ||
+		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC) != 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not create self-pipe for the plank worker: %m")));
+
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(plank_database, NULL, 0);
+
+	snprintf(plank_epoch, sizeof(plank_epoch), INT64_FORMAT,
+			 (int64) (GetCurrentTimestamp() +
+					  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC));
+
+	notify_cxt = AllocSetContextCreate(TopMemoryContext, "plank notifications",
+									   ALLOCSET_DEFAULT_SIZES);
+	PqCommMethods = &capture_methods;
+	plank_subs_init();
+	listen_change_channel();
+
+	/* lws closes what it adopts: give it a duplicate of the death pipe */
+	pm_fd = dup(postmaster_alive_fds[POSTMASTER_FD_WATCH]);
+	if (pm_fd < 0)
+		ereport(FATAL,
+				(errcode_for_file_access(),
+				 errmsg("could not duplicate the postmaster death pipe: %m")));
+	plank_server_start(wake_pipe[0], pm_fd);
+
+	ereport(LOG,
+			(errmsg("plank worker serving database \"%s\" on %s port %d",
+					plank_database, plank_listen_addresses, plank_port)));
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	for (;;)
+	{
+		ResetLatch(MyLatch);
+
+		if (plank_server_postmaster_died())
+			proc_exit(1);
+		if (ShutdownRequestPending)
+			break;
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		CHECK_FOR_INTERRUPTS();
+
+		if (notifyInterruptPending)
+			drain_notifications();
+		plank_subs_unlisten_idle();
+
+		/* sleeps in poll() until a socket, the self-pipe or a timer is ready */
+		plank_server_service();
+	}
+
+	ereport(LOG, (errmsg("plank worker shutting down")));
+	plank_server_shutdown();
+	proc_exit(1);
+}
