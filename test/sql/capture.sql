@@ -1,0 +1,97 @@
+-- The JSON that plank.capture() sends with NOTIFY for each operation and for
+-- many column types; nothing for rolled-back work.  psql prints each
+-- notification it receives; the process ID and the transaction ID vary from
+-- run to run, so the notifications go to a file and are shown masked.
+SET timezone = 'UTC';
+SET client_min_messages = warning;
+
+CREATE TABLE kinds (
+    id    int PRIMARY KEY,
+    t     text,
+    n     numeric,
+    i     bigint,
+    f     float8,
+    b     boolean,
+    ts    timestamptz,
+    d     date,
+    j     json,
+    jb    jsonb,
+    arr   int[],
+    tarr  text[],
+    u     uuid,
+    by    bytea
+);
+SELECT plank.track('kinds');
+CREATE TABLE nokey (a int, b text);
+SELECT plank.track('nokey');
+CREATE SCHEMA "My Schema";
+CREATE TABLE "My Schema"."Odd ""Name""" (id int PRIMARY KEY);
+SELECT plank.track('"My Schema"."Odd ""Name"""');
+CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+SELECT plank.track('parted');
+
+LISTEN plank;
+\o test/results/capture_notifications.out
+
+-- INSERT with every kind of value; quotes, backslashes and unicode in text
+INSERT INTO kinds VALUES (1, E'it''s "quoted" \\ back\\slash, tab\t, h\u00e9llo \u2603 \U0001F418',
+    123.4500, 9007199254740993, 1.5, true, '2026-01-02 03:04:05.678+00', '2026-01-02',
+    '{"a": [1, 2]}', '{"b": null}', '{1,NULL,3}', '{"a b","c\"d"}',
+    'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff');
+-- NULLs
+INSERT INTO kinds (id) VALUES (2);
+-- UPDATE: new row, old key
+UPDATE kinds SET t = 'changed', n = -0.5 WHERE id = 2;
+-- DELETE: old key only
+DELETE FROM kinds WHERE id = 1;
+
+-- a rolled-back transaction sends nothing
+BEGIN;
+INSERT INTO kinds (id) VALUES (3);
+ROLLBACK;
+-- a rolled-back savepoint sends nothing; the rest of the transaction is sent
+BEGIN;
+INSERT INTO kinds (id) VALUES (4);
+SAVEPOINT s1;
+INSERT INTO kinds (id) VALUES (5);
+ROLLBACK TO SAVEPOINT s1;
+COMMIT;
+-- identical changes in one transaction are all sent, numbered by n
+BEGIN;
+UPDATE kinds SET t = 'x' WHERE id = 2;
+UPDATE kinds SET t = 'x' WHERE id = 2;
+COMMIT;
+
+-- REPLICA IDENTITY FULL: old holds the whole row
+ALTER TABLE kinds REPLICA IDENTITY FULL;
+UPDATE kinds SET t = 'y' WHERE id = 4;
+ALTER TABLE kinds REPLICA IDENTITY DEFAULT;
+-- a table without a key: old holds the whole row
+INSERT INTO nokey VALUES (1, 'x');
+DELETE FROM nokey;
+
+-- rows too large for NOTIFY: the key and "truncated", and no error
+INSERT INTO kinds (id, t) VALUES (6, repeat('x', 9000));
+UPDATE kinds SET t = repeat('y', 9000) WHERE id = 6;
+DELETE FROM kinds WHERE id = 6;
+INSERT INTO nokey VALUES (2, repeat('z', 9000));
+
+-- TRUNCATE
+TRUNCATE kinds;
+
+-- quoted identifiers are escaped in the payload
+INSERT INTO "My Schema"."Odd ""Name""" VALUES (1);
+-- a partition's change names the tracked partitioned table
+INSERT INTO parted VALUES (1, 'eu');
+
+-- after untrack, nothing is sent
+SELECT plank.untrack('kinds');
+INSERT INTO kinds (id) VALUES (7);
+
+\o
+\! sed -E 's/PID [0-9]+/PID N/; s/"xid":[0-9]+/"xid":N/' test/results/capture_notifications.out
+
+UNLISTEN plank;
+-- the rows are all still there: capture never changes the writer's data
+SELECT id, t IS NULL AS t_null FROM kinds ORDER BY id;
