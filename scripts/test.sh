@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# test.sh: Plank's whole test suite.
+#
+#   setup      scripts/setup.sh (packages, frontend build, make, make install)
+#   regress    pg_regress (make installcheck) on a pg_virtualenv throwaway cluster
+#   cluster    a throwaway cluster in a temp dir with Plank preloaded and demo/items.sql
+#   e2e        pytest end-to-end tests (test/e2e) against that cluster's worker
+#   browser    node --test test/browser/ (when test/browser/package.json exists)
+#
+# Every step runs even when an earlier one failed (except after a failed setup or
+# cluster start, which the later steps need); the script exits non-zero if any step
+# failed and ends with a line "N passed, M failed[, K skipped]" counting the steps.
+#
+# Environment: PLANK_TEST_PGPORT (default 5499), PLANK_TEST_PORT (Plank's port, default
+# 18099), PLANK_REGRESS_PORT (Plank's port under pg_regress, default 18098),
+# PYTEST_ARGS (extra pytest arguments, e.g. "-k seq -x").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PGBIN=/usr/lib/postgresql/15/bin
+PG_CONFIG=$PGBIN/pg_config
+PGPORT=${PLANK_TEST_PGPORT:-5499}
+PORT=${PLANK_TEST_PORT:-18099}
+REGRESS_PORT=${PLANK_REGRESS_PORT:-18098}
+DB=plank_test
+PY=/usr/bin/python3   # Debian's python3 (pytest, websockets, psycopg2); a pyenv one may shadow it
+
+log() { printf '[test] %s\n' "$*"; }
+
+passed=0
+failed=0
+skipped=0
+summary=()
+record() {  # record NAME passed|failed|skipped
+    case $2 in
+        passed) passed=$((passed + 1)) ;;
+        failed) failed=$((failed + 1)) ;;
+        skipped) skipped=$((skipped + 1)) ;;
+    esac
+    summary+=("$(printf '  %-8s %s' "$1" "$2")")
+    log "step $1: $2"
+}
+finish() {
+    echo
+    log "steps:"
+    printf '%s\n' "${summary[@]}"
+    if [ "$skipped" -gt 0 ]; then
+        printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+    else
+        printf '%d passed, %d failed\n' "$passed" "$failed"
+    fi
+    if [ "$failed" -eq 0 ]; then exit 0; else exit 1; fi
+}
+
+as_pg() {
+    if [ "$(id -un)" = postgres ]; then
+        "$@"
+    elif [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        sudo -u postgres -- "$@"
+    fi
+}
+
+# --- setup ----------------------------------------------------------------------------
+log "=== setup"
+if bash scripts/setup.sh; then
+    record setup passed
+else
+    record setup failed
+    finish
+fi
+
+# --- pg_regress -----------------------------------------------------------------------
+log "=== regress: pg_regress on a pg_virtualenv cluster (plank.port $REGRESS_PORT)"
+rm -f test/regression.diffs test/regression.out
+# -t: the throwaway cluster lives in a temp dir even as root (nothing in /etc/postgresql)
+if pg_virtualenv -t -v 15 -o shared_preload_libraries=plank -o plank.port="$REGRESS_PORT" \
+        -o "plank.listen_addresses='127.0.0.1'" \
+        make installcheck PG_CONFIG="$PG_CONFIG" </dev/null; then
+    record regress passed
+else
+    if [ -f test/regression.diffs ]; then
+        log "test/regression.diffs:"
+        cat test/regression.diffs
+    fi
+    record regress failed
+fi
+
+# --- throwaway cluster ----------------------------------------------------------------
+log "=== cluster: PostgreSQL on 127.0.0.1:$PGPORT, Plank on 127.0.0.1:$PORT"
+TMPDIR_TEST=$(mktemp -d /tmp/plank-test.XXXXXX)
+DATADIR=$TMPDIR_TEST/data
+LOGFILE=$TMPDIR_TEST/server.log
+
+cleanup() {
+    local rc=$?
+    if [ -f "$DATADIR/postmaster.pid" ]; then
+        log "stopping the test cluster"
+        as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m fast -w -t 60 >/dev/null 2>&1 \
+            || as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m immediate -w >/dev/null 2>&1 || true
+    fi
+    rm -rf "$TMPDIR_TEST"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+chown postgres:postgres "$TMPDIR_TEST" 2>/dev/null || sudo chown postgres:postgres "$TMPDIR_TEST"
+chmod 755 "$TMPDIR_TEST"
+
+# Static files: the built frontend when the postgres user can read it, else a copy, else
+# a minimal page, so that the HTTP test always has an index.html to fetch.
+STATIC=$TMPDIR_TEST/www
+if [ -f frontend/dist/index.html ] && as_pg test -r "$ROOT/frontend/dist/index.html"; then
+    STATIC=$ROOT/frontend/dist
+elif [ -f frontend/dist/index.html ]; then
+    mkdir -p "$STATIC" && cp -R frontend/dist/. "$STATIC/"
+else
+    mkdir -p "$STATIC"
+    cat >"$STATIC/index.html" <<'EOF'
+<!doctype html>
+<html><head><meta charset="utf-8"><title>Plank test page</title></head>
+<body><p>Plank test page (frontend/dist is not built).</p></body></html>
+EOF
+fi
+chmod -R a+rX "$TMPDIR_TEST"
+
+cluster_up() {
+    as_pg "$PGBIN/initdb" -D "$DATADIR" -A trust -U postgres --encoding=UTF8 \
+        --locale=C.UTF-8 -N >"$TMPDIR_TEST/initdb.log" 2>&1 \
+        || { cat "$TMPDIR_TEST/initdb.log"; return 1; }
+    as_pg tee "$DATADIR/plank.conf" >/dev/null <<EOF || return 1
+listen_addresses = '127.0.0.1'
+port = $PGPORT
+unix_socket_directories = '$TMPDIR_TEST'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_preload_libraries = 'plank'
+plank.port = $PORT
+plank.database = '$DB'
+plank.listen_addresses = '127.0.0.1'
+plank.static_dir = '$STATIC'
+plank.log_connections = on
+EOF
+    printf "include_if_exists = 'plank.conf'\n" | as_pg tee -a "$DATADIR/postgresql.conf" >/dev/null \
+        || return 1
+    as_pg "$PGBIN/pg_ctl" -D "$DATADIR" -l "$LOGFILE" -w -t 60 start >/dev/null || return 1
+    local psql=("$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    "${psql[@]}" -d postgres -c "CREATE DATABASE $DB" || return 1
+    "${psql[@]}" -d "$DB" -f demo/items.sql >/dev/null || return 1
+    # the worker exits while plank_test is missing and comes back after its restart delay
+    local deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -n "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'plank'" 2>/dev/null)" ]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    log "the Plank worker did not show up in pg_stat_activity within 30 s"
+    return 1
+}
+
+if cluster_up; then
+    record cluster passed
+else
+    record cluster failed
+    if [ -f "$LOGFILE" ]; then
+        log "last lines of $LOGFILE:"
+        tail -n 60 "$LOGFILE"
+    fi
+    finish
+fi
+
+export PLANK_PGHOST=127.0.0.1
+export PLANK_PGPORT=$PGPORT
+export PLANK_DB=$DB
+export PLANK_PORT=$PORT
+export PLANK_DATADIR=$DATADIR
+export PLANK_PGCTL=$PGBIN/pg_ctl
+export PLANK_LOGFILE=$LOGFILE
+export PLANK_STATIC=$STATIC
+export PLANK_URL=http://127.0.0.1:$PORT/
+export PLANK_PSQL="psql -h 127.0.0.1 -p $PGPORT -U postgres -d $DB -v ON_ERROR_STOP=1 -qAt"
+
+# --- pytest ---------------------------------------------------------------------------
+log "=== e2e: pytest test/e2e"
+# shellcheck disable=SC2086
+if "$PY" -m pytest -v -p no:cacheprovider test/e2e ${PYTEST_ARGS:-} </dev/null; then
+    record e2e passed
+else
+    record e2e failed
+    log "last lines of $LOGFILE:"
+    tail -n 60 "$LOGFILE" || true
+fi
+
+# --- browser tests --------------------------------------------------------------------
+if [ -f test/browser/package.json ]; then
+    log "=== browser: node --test test/browser/"
+    if npm ci --prefix test/browser --no-audit --no-fund --loglevel=error </dev/null \
+            && node --test test/browser/ </dev/null; then
+        record browser passed
+    else
+        record browser failed
+    fi
+else
+    record browser skipped
+fi
+
+finish
