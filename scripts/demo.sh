@@ -7,12 +7,13 @@
 # for the Plank worker and prints the page address and the commands to try and to stop.
 #
 # Environment: PLANK_DEMO_PGPORT (PostgreSQL port, default 5433),
-#              PLANK_DEMO_PORT (Plank's HTTP/WebSocket port, default 8090).
+#              PLANK_DEMO_PORT (Plank's HTTP/WebSocket port, default 8090),
+#              PLANK_DEMO_DATADIR (data directory, default /var/lib/postgresql/plank-demo).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PGBIN=/usr/lib/postgresql/15/bin
-DATA=/var/lib/postgresql/plank-demo
+DATA=${PLANK_DEMO_DATADIR:-/var/lib/postgresql/plank-demo}
 PGPORT=${PLANK_DEMO_PGPORT:-5433}
 PORT=${PLANK_DEMO_PORT:-8090}
 DB=plank_demo
@@ -42,7 +43,7 @@ as_pg() {
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # psql as the database user postgres over TCP (trust authentication on 127.0.0.1).
-psql_db() { "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_db() { PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 bash "$ROOT/scripts/setup.sh"
 

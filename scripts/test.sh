@@ -43,6 +43,7 @@ record() {  # record NAME passed|failed|skipped
     log "step $1: $2"
 }
 finish() {
+    stop_cluster
     echo
     log "steps:"
     printf '%s\n' "${summary[@]}"
@@ -62,6 +63,21 @@ as_pg() {
     else
         sudo -u postgres -- "$@"
     fi
+}
+
+TMPDIR_TEST=""
+DATADIR=""
+# Stop the throwaway cluster by its PID file (pg_ctl) and remove its directory.
+stop_cluster() {
+    if [ -n "$DATADIR" ] && [ -f "$DATADIR/postmaster.pid" ]; then
+        log "stopping the test cluster"
+        as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m fast -w -t 60 >/dev/null 2>&1 \
+            || as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m immediate -w >/dev/null 2>&1 || true
+    fi
+    if [ -n "$TMPDIR_TEST" ]; then
+        rm -rf "$TMPDIR_TEST"
+    fi
+    return 0
 }
 
 # --- setup ----------------------------------------------------------------------------
@@ -95,17 +111,7 @@ TMPDIR_TEST=$(mktemp -d /tmp/plank-test.XXXXXX)
 DATADIR=$TMPDIR_TEST/data
 LOGFILE=$TMPDIR_TEST/server.log
 
-cleanup() {
-    local rc=$?
-    if [ -f "$DATADIR/postmaster.pid" ]; then
-        log "stopping the test cluster"
-        as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m fast -w -t 60 >/dev/null 2>&1 \
-            || as_pg "$PGBIN/pg_ctl" -D "$DATADIR" stop -m immediate -w >/dev/null 2>&1 || true
-    fi
-    rm -rf "$TMPDIR_TEST"
-    exit $rc
-}
-trap cleanup EXIT
+trap stop_cluster EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -150,7 +156,7 @@ EOF
     printf "include_if_exists = 'plank.conf'\n" | as_pg tee -a "$DATADIR/postgresql.conf" >/dev/null \
         || return 1
     as_pg "$PGBIN/pg_ctl" -D "$DATADIR" -l "$LOGFILE" -w -t 60 start >/dev/null || return 1
-    local psql=("$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    local psql=(env PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
     "${psql[@]}" -d postgres -c "CREATE DATABASE $DB" || return 1
     "${psql[@]}" -d "$DB" -f demo/items.sql >/dev/null || return 1
     # the worker exits while plank_test is missing and comes back after its restart delay
