@@ -13,6 +13,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -29,6 +31,7 @@ char	   *plank_static_dir = NULL;
 int			plank_max_message_size = 64;
 int			plank_max_client_buffer = 8192;
 int			plank_max_subscriptions = 100;
+int			plank_snapshot_limit = 10000;
 bool		plank_log_connections = false;
 
 void		_PG_init(void);
@@ -97,6 +100,15 @@ define_settings(void)
 							NULL,
 							&plank_max_subscriptions,
 							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.snapshot_limit",
+							"Sets the largest number of rows a subscription's snapshot sends.",
+							"A table with more matching rows sends this many with \"complete\": false.",
+							&plank_snapshot_limit,
+							10000, 0, INT_MAX / 2,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -22,6 +22,7 @@ extern char *plank_static_dir;
 extern int	plank_max_message_size;	/* kB */
 extern int	plank_max_client_buffer;	/* kB */
 extern int	plank_max_subscriptions;
+extern int	plank_snapshot_limit;
 extern bool plank_log_connections;
 
 /* worker.c */

@@ -18,6 +18,7 @@
 #include "catalog/pg_class.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
@@ -33,6 +34,9 @@
 
 /* per-request memory, reset after each request */
 static MemoryContext request_cxt = NULL;
+
+/* the "id" of the request being handled, echoed by an error reply */
+static char *request_id = NULL;
 
 /*
  * The outcome of a request that failed: a stable code from docs/PROTOCOL.md
@@ -327,7 +331,7 @@ table_is_tracked(Oid relid)
  */
 static RequestError *
 resolve_table(const char *name, PlankFilter *filters, int nfilters,
-			  char **schema, char **relname)
+			  char **schema, char **relname, Oid *relidp)
 {
 	List	   *names;
 	Oid			relid;
@@ -358,7 +362,65 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters,
 
 	*schema = MemoryContextStrdup(request_cxt, get_namespace_name(get_rel_namespace(relid)));
 	*relname = MemoryContextStrdup(request_cxt, get_rel_name(relid));
+	*relidp = relid;
 	return NULL;
+}
+
+/*
+ * Read the current rows of a table that pass the filters, at most
+ * plank.snapshot_limit of them, inside the caller's transaction, as the body
+ * of a "snapshot" message (allocated in request_cxt).  Rows are rendered by
+ * row_to_json, as the capture trigger renders them, and filtered with jsonb
+ * equality, as changes are.
+ */
+static StringInfo
+read_snapshot(const char *schema, const char *relname,
+			  PlankFilter *filters, int nfilters)
+{
+	StringInfoData query;
+	StringInfo	body;
+	Oid		   *argtypes = palloc(Max(1, 2 * nfilters) * sizeof(Oid));
+	Datum	   *args = palloc(Max(1, 2 * nfilters) * sizeof(Datum));
+	uint64		i;
+	int			f;
+
+	initStringInfo(&query);
+	appendStringInfo(&query, "SELECT pg_catalog.row_to_json(t)::text FROM %s AS t WHERE true",
+					 quote_qualified_identifier(schema, relname));
+	for (f = 0; f < nfilters; f++)
+	{
+		appendStringInfo(&query, " AND (pg_catalog.to_jsonb(t) -> $%d) = $%d", 2 * f + 1, 2 * f + 2);
+		argtypes[2 * f] = TEXTOID;
+		args[2 * f] = CStringGetTextDatum(filters[f].column);
+		argtypes[2 * f + 1] = JSONBOID;
+		args[2 * f + 1] = JsonbPGetDatum(JsonbValueToJsonb(&filters[f].value));
+	}
+	appendStringInfo(&query, " LIMIT %d", plank_snapshot_limit + 1);
+
+	/* the body must outlive the transaction: request_cxt */
+	body = MemoryContextAllocZero(request_cxt, sizeof(StringInfoData));
+	body->data = MemoryContextAlloc(request_cxt, 1024);
+	body->maxlen = 1024;
+	SPI_connect();
+	if (SPI_execute_with_args(query.data, 2 * nfilters, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the rows of table \"%s\".\"%s\"", schema, relname);
+
+	appendStringInfo(body, "\"type\":\"snapshot\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"complete\":%s,\"rows\":[",
+					 plank_seq, plank_epoch,
+					 SPI_processed > (uint64) plank_snapshot_limit ? "false" : "true");
+	for (i = 0; i < SPI_processed && i < (uint64) plank_snapshot_limit; i++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		char	   *row = TextDatumGetCString(d);
+
+		if (i > 0)
+			appendStringInfoChar(body, ',');
+		appendStringInfoString(body, row);
+	}
+	appendStringInfoString(body, "]}");
+	SPI_finish();
+	return body;
 }
 
 static RequestError *
@@ -370,16 +432,28 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
 	int			ops;
 	char	   *schema = NULL;
 	char	   *relname = NULL;
+	Oid			relid;
 	PlankSub   *sub;
+	JsonbValue	v;
+	bool		want_snapshot = false;
+	StringInfo	snapshot = NULL;
 
 	if ((err = parse_ops(jb, &ops)) != NULL ||
 		(err = parse_filter(jb, &filters, &nfilters)) != NULL)
 		return err;
+	if (member(jb, "snapshot", &v) != NULL)
+	{
+		if (v.type != jbvBool)
+			return request_error("invalid_message", "\"snapshot\" must be true or false");
+		want_snapshot = v.val.boolean;
+	}
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	err = resolve_table(table, filters, nfilters, &schema, &relname);
+	err = resolve_table(table, filters, nfilters, &schema, &relname, &relid);
+	if (err == NULL && want_snapshot)
+		snapshot = read_snapshot(schema, relname, filters, nfilters);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(request_cxt);
@@ -391,6 +465,13 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
 	sub->filters = copy_filters(conn->mcxt, filters, nfilters);
 	sub->nfilters = nfilters;
 	plank_subs_add_table(sub, schema, relname);
+	if (snapshot)
+	{
+		PlankFrame *frame = plank_frame_make(snapshot->data, snapshot->len);
+
+		plank_conn_send(conn, frame, sub);
+		plank_frame_unref(frame);
+	}
 	return NULL;
 }
 
@@ -514,7 +595,7 @@ handle_request(PlankConn *conn, char *msg, int len)
 		return;
 	}
 
-	id = string_member(jb, "id", &bad);
+	id = request_id = string_member(jb, "id", &bad);
 	if (bad || (id && (id[0] == '\0' || strlen(id) > PLANK_MAX_ID_LEN)))
 	{
 		send_error(conn, NULL,
@@ -587,10 +668,11 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 							conn->peer, edata->message)));
 			err = request_error("internal_error", "the server could not process the request; see its log");
 		}
-		send_error(conn, NULL, err);
+		send_error(conn, request_id, err);
 	}
 	PG_END_TRY();
 
+	request_id = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_cxt);
 }

@@ -2,7 +2,7 @@
 // reconnect with exponential backoff and jitter when the connection drops.
 import { batch } from "@preact/signals";
 import {
-  applyChange, connState, lastError, mayHaveGaps, noteSeq, retryInMs, welcome,
+  applyChange, applySnapshot, connState, lastError, noteSeq, retryInMs, welcome,
 } from "./store.js";
 
 export const TABLE = "public.items";
@@ -25,7 +25,6 @@ export function socketUrl(loc = window.location) {
 export function connect({ url = socketUrl() } = {}) {
   let ws = null;
   let attempt = 0;
-  let everSubscribed = false;
   let retryTimer = null;
   let countdownTimer = null;
   let keepaliveTimer = null;
@@ -60,13 +59,14 @@ export function connect({ url = socketUrl() } = {}) {
         noteSeq(msg.seq);
         if (msg.id === SUB_ID && msg.request === "subscribe") {
           batch(() => {
-            if (everSubscribed) mayHaveGaps.value = true;
-            everSubscribed = true;
             attempt = 0;
             lastError.value = null;
             connState.value = "open";
           });
         }
+        break;
+      case "snapshot":
+        if (msg.sub === SUB_ID) applySnapshot(msg.rows, msg.seq, msg.epoch);
         break;
       case "change":
         if (msg.sub === SUB_ID) applyChange(msg);
@@ -111,7 +111,8 @@ export function connect({ url = socketUrl() } = {}) {
     sock.onmessage = onMessage;
     sock.onclose = onClose;
     sock.onopen = () => {
-      send({ type: "subscribe", id: SUB_ID, table: TABLE });
+      // snapshot: the table's current rows arrive first, then changes after them
+      send({ type: "subscribe", id: SUB_ID, table: TABLE, snapshot: true });
       keepaliveTimer = setInterval(() => send({ type: "ping", id: "keepalive" }), KEEPALIVE_MS);
     };
   }

@@ -55,8 +55,8 @@ export function welcome(msg) {
 }
 
 /**
- * Replace all rows with a snapshot taken at `seq` of `epochId` (for a future snapshot
- * request): changes with seq <= that are then skipped as already included.
+ * Replace all rows with the snapshot a subscribe with "snapshot": true sends, taken at
+ * `seq` of `epochId`: changes with seq <= that are then skipped as already included.
  */
 export function applySnapshot(list, seq = -1, epochId = epoch.value) {
   const next = new Map();
