@@ -130,7 +130,9 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	if (conn->closing)
 		return;
 
-	if (conn->q_bytes + frame->len > (size_t) plank_max_client_buffer * 1024)
+	/* the bound is on the backlog: one message alone is always accepted */
+	if (conn->q_len > 0 &&
+		conn->q_bytes + frame->len > (size_t) plank_max_client_buffer * 1024)
 	{
 		ereport(LOG,
 				(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
