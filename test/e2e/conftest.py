@@ -37,7 +37,7 @@ PGCTL = os.environ.get("PLANK_PGCTL", "/usr/lib/postgresql/15/bin/pg_ctl")
 LOGFILE = os.environ.get("PLANK_LOGFILE", "")
 STATIC = os.environ.get("PLANK_STATIC", "")
 
-PUSH_TYPES = ("change", "notify")
+PUSH_TYPES = ("change", "notify", "snapshot")  # messages of a subscription, not replies
 TIMEOUT = 10.0  # default bound of one wait for one message
 
 

@@ -1,0 +1,144 @@
+"""A client that does not read is dropped with close code 1013 once its outgoing buffer
+passes plank.max_client_buffer, and other clients keep receiving everything
+(docs/PROTOCOL.md, "Close codes")."""
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+import time
+
+from conftest import PORT, Db, client, run, sql, tag
+
+
+class RawWebSocket:
+    """A minimal blocking WebSocket client over a plain socket with a tiny receive buffer,
+    so that a client which stops reading really stops the flow."""
+
+    def __init__(self, port, rcvbuf=4096, timeout=10):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(timeout)
+        self.s.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.s.recv(4096)
+            assert chunk, "connection closed during the handshake"
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def send_text(self, text):
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.s.sendall(header + mask + masked)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+
+    def recv_frame(self):
+        """(opcode, payload) of the next frame (server frames are not masked)."""
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4)
+            n, off = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10)
+            n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
+        self._need(off + n)
+        payload = self.buf[off:off + n]
+        self.buf = self.buf[off + n:]
+        return b0 & 0x0F, payload
+
+    def recv_json(self):
+        op, payload = self.recv_frame()
+        assert op == 1, f"expected a text frame, got opcode {op}"
+        return json.loads(payload)
+
+    def close(self):
+        self.s.close()
+
+
+def set_max_client_buffer(value):
+    if value is None:
+        sql("ALTER SYSTEM RESET plank.max_client_buffer")
+    else:
+        sql(f"ALTER SYSTEM SET plank.max_client_buffer = '{value}'")
+    sql("SELECT pg_reload_conf()")
+
+
+def test_slow_client_is_dropped_with_1013_and_others_get_everything():
+    rows, width = 1600, 7000  # about 11 MB of changes, each payload under NOTIFY's limit
+    prefix = tag()
+    names = [f"{prefix}-{i:04d}-" + "x" * width for i in range(rows)]
+    set_max_client_buffer("64kB")
+    slow = None
+    try:
+        slow = RawWebSocket(PORT)
+        assert slow.recv_json()["type"] == "welcome"
+        slow.send_text(json.dumps({"type": "subscribe", "id": "items", "table": "public.items"}))
+        ack = slow.recv_json()
+        assert ack["type"] == "ack", ack
+        # from here on the slow client reads nothing until every row is written
+
+        def write():
+            db = Db()
+            try:
+                for n in names:
+                    db.execute("INSERT INTO items (name) VALUES (%s)", (n,))
+            finally:
+                db.close()
+
+        async def body():
+            async with client() as fast:
+                await fast.subscribe("items", table="public.items")
+                writer = asyncio.create_task(asyncio.to_thread(write))
+                msgs = await fast.pushes("items", rows, timeout=60)
+                await writer
+                assert [m["change"]["new"]["name"] for m in msgs] == names, \
+                    "a fast client lost changes while a slow one stalled"
+        started = time.monotonic()
+        run(body(), timeout=120)
+        assert time.monotonic() - started < 60
+
+        # now read what the slow client was sent: some changes, then close 1013
+        code = None
+        deadline = time.monotonic() + 20
+        received = 0
+        try:
+            while time.monotonic() < deadline:
+                op, payload = slow.recv_frame()
+                if op == 8:
+                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                    break
+                received += 1
+        except (EOFError, ConnectionResetError):
+            code = "connection ended without a close frame"
+        print(f"slow client: {received} changes, then close {code}")
+        assert received < rows, "the slow client was sent everything: nothing was bounded"
+        assert code == 1013, f"expected close code 1013, got {code} after {received} messages"
+    finally:
+        if slow is not None:
+            slow.close()
+        set_max_client_buffer(None)
+        sql("DELETE FROM items WHERE name LIKE %s", (prefix + "%",))
