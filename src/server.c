@@ -18,6 +18,7 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
@@ -439,6 +440,38 @@ adopt_fd(int fd)
 }
 
 /*
+ * The interface a vhost binds for one entry of plank.listen_addresses, and
+ * the socket family options that go with it.  An IPv4 address must get an
+ * IPv4 socket: on an IPv6 socket libwebsockets 4.1 would bind every address.
+ */
+static const char *
+listen_iface(const char *addr, uint64_t *options)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	if (strcmp(addr, "*") == 0)
+		return NULL;			/* every address, IPv4 and IPv6 */
+	if (strcmp(addr, "localhost") == 0)
+		addr = "127.0.0.1";
+	if (inet_pton(AF_INET, addr, buf) == 1)
+	{
+		*options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+		return addr;
+	}
+	if (inet_pton(AF_INET6, addr, buf) == 1)
+	{
+		/* this address only, not its IPv4-mapped twin */
+		*options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+		return addr;
+	}
+	ereport(FATAL,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid address \"%s\" in plank.listen_addresses", addr),
+			 errhint("Use IP addresses, \"localhost\" or \"*\".")));
+	return NULL;				/* keep the compiler quiet */
+}
+
+/*
  * plank_server_start
  *		Create the libwebsockets context and one vhost per entry of
  *		plank.listen_addresses, all on plank.port, serving WebSocket clients
@@ -507,16 +540,11 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		memset(&vinfo, 0, sizeof(vinfo));
 		vinfo.vhost_name = name;
 		vinfo.port = plank_port;
-		if (strcmp(addr, "*") == 0)
-			vinfo.iface = NULL;
-		else if (strcmp(addr, "localhost") == 0)
-			vinfo.iface = "127.0.0.1";
-		else
-			vinfo.iface = addr;
 		vinfo.protocols = plank_protocols;
 		vinfo.mounts = &static_mount;
 		vinfo.options = info.options |
 			LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+		vinfo.iface = listen_iface(addr, &vinfo.options);
 		vh = lws_create_vhost(lws_ctx, &vinfo);
 		if (vh == NULL)
 			ereport(FATAL,
