@@ -405,6 +405,9 @@ plank_wake_callback(struct lws *wsi, enum lws_callback_reasons reason,
 		postmaster_died = true;
 		return -1;
 	}
+	/* poll() reports a dead postmaster's pipe as hung up: lws closes the wsi */
+	if (reason == LWS_CALLBACK_RAW_CLOSE_FILE && lws_get_socket_fd(wsi) != wake_fd)
+		postmaster_died = true;
 	return 0;
 }
 
