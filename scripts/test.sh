@@ -48,9 +48,9 @@ finish() {
     log "steps:"
     printf '%s\n' "${summary[@]}"
     if [ "$skipped" -gt 0 ]; then
-        printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
+        printf 'steps: %d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
     else
-        printf '%d passed, %d failed\n' "$passed" "$failed"
+        printf 'steps: %d passed, %d failed\n' "$passed" "$failed"
     fi
     if [ "$failed" -eq 0 ]; then exit 0; else exit 1; fi
 }
