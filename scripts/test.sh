@@ -9,7 +9,7 @@
 #
 # Every step runs even when an earlier one failed (except after a failed setup or
 # cluster start, which the later steps need); the script exits non-zero if any step
-# failed and ends with a line "N passed, M failed[, K skipped]" counting the steps.
+# failed and ends with a line "steps: N passed, M failed[, K skipped]".
 #
 # Environment: PLANK_TEST_PGPORT (default 5499), PLANK_TEST_PORT (Plank's port, default
 # 18099), PLANK_REGRESS_PORT (Plank's port under pg_regress, default 18098),
