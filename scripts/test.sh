@@ -204,6 +204,27 @@ else
     tail -n 60 "$LOGFILE" || true
 fi
 
+# --- JavaScript client tests (node's test runner, against the same worker) -------------
+if [ -f client/package.json ]; then
+    log "=== client: node --test client/test/"
+    if npm ci --prefix client --no-audit --no-fund --loglevel=error </dev/null \
+            && node --test client/test/ </dev/null; then
+        record client passed
+    else
+        record client failed
+    fi
+fi
+
+# --- benchmark smoke run (seconds; keeps bench/ from rotting) ----------------------------
+if [ -f bench/smoke.sh ]; then
+    log "=== bench: bash bench/smoke.sh"
+    if bash bench/smoke.sh </dev/null; then
+        record bench passed
+    else
+        record bench failed
+    fi
+fi
+
 # --- browser tests --------------------------------------------------------------------
 if [ -f test/browser/package.json ]; then
     log "=== browser: node --test test/browser/"
