@@ -5,6 +5,7 @@
  *   plank.track(regclass)    attach the capture triggers to a table
  *   plank.untrack(regclass)  remove them
  *   plank.tracked_tables     the tables that are tracked
+ *   plank.overflow           payloads too large for NOTIFY, until the worker reads them
  * The payload format is documented in docs/PROTOCOL.md ("Change payload").
  */
 
@@ -20,6 +21,18 @@ COMMENT ON FUNCTION plank.capture() IS
 'sends NOTIFY on channel "plank" with a JSON description of the change (docs/PROTOCOL.md, "Change payload"). '
 'Payloads that would reach NOTIFY''s 8000-byte limit carry the row''s key and "truncated": true instead of the row. '
 'Raises 39P01 (trigger_protocol_violated) when fired in any other way.';
+
+CREATE TABLE plank.overflow (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    payload     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON plank.overflow FROM PUBLIC;
+
+COMMENT ON TABLE plank.overflow IS
+'Change payloads too large for NOTIFY (8000 bytes), stored by plank.capture() in the writer''s '
+'transaction and deleted by the worker once it has read them. Empty at rest; written and read '
+'only by Plank (as the table owner).';
 
 CREATE FUNCTION plank.track(rel regclass)
 RETURNS void

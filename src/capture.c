@@ -19,11 +19,16 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/partition.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
 #include "commands/async.h"
+#include "commands/dbcommands.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
@@ -33,12 +38,17 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/syscache.h"
 #include "utils/relcache.h"
 
 #include "plank.h"
 
 /* NOTIFY refuses payloads of this many bytes or more (async.c) */
 #define NOTIFY_PAYLOAD_LIMIT 8000
+
+/* room for ,"overflow":<int64>} at the end of a payload */
+#define OVERFLOW_REF_MAXLEN 40
 
 PG_FUNCTION_INFO_V1(plank_capture);
 
@@ -98,6 +108,82 @@ identity_to_json(Relation rel, HeapTuple tuple)
 											  HeapTupleGetDatum(heap_form_tuple(keydesc, values, nulls))));
 }
 
+/*
+ * Store an oversized payload in plank.overflow for the worker, which reads
+ * and deletes it once the transaction has committed.  Runs as the table's
+ * owner (writers get no privilege on it) in a subtransaction, so that a
+ * failure costs the writer nothing but this payload: returns 0 then, with a
+ * WARNING.  Also returns 0 outside plank.database, where no worker would
+ * ever read the row.
+ */
+static int64
+store_overflow(const char *payload)
+{
+	Oid			nspid = get_namespace_oid("plank", true);
+	Oid			relid = OidIsValid(nspid) ? get_relname_relid("overflow", nspid) : InvalidOid;
+	HeapTuple	reltup;
+	Oid			owner;
+	Oid			save_userid;
+	int			save_sec_context;
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile int64 id = 0;
+	char	   *dbname = get_database_name(MyDatabaseId);
+
+	if (!OidIsValid(relid) || dbname == NULL || strcmp(dbname, plank_database) != 0)
+		return 0;
+
+	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(reltup))
+		return 0;
+	owner = ((Form_pg_class) GETSTRUCT(reltup))->relowner;
+	ReleaseSysCache(reltup);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		args[1] = {CStringGetTextDatum(payload)};
+		bool		isnull;
+
+		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+		SPI_connect();
+		if (SPI_execute_with_args("INSERT INTO plank.overflow (payload) VALUES ($1) RETURNING id",
+								  1, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
+			SPI_processed != 1)
+			elog(ERROR, "could not insert into plank.overflow");
+		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		ereport(WARNING,
+				(errmsg("plank could not store an oversized change payload: %s", edata->message),
+				 errdetail("Clients receive the row's key with \"truncated\": true.")));
+		FreeErrorData(edata);
+		id = 0;
+	}
+	PG_END_TRY();
+
+	return id;
+}
+
 static void
 append_json_text(StringInfo buf, const char *key, text *json)
 {
@@ -127,8 +213,9 @@ payload_relation_names(Relation rel, Trigger *trigger, char **schema, char **tab
  *		ROW, or AFTER TRUNCATE FOR EACH STATEMENT.  Queues one NOTIFY on channel
  *		"plank" whose payload is described in docs/PROTOCOL.md.  Raises 39P01
  *		(trigger_protocol_violated) when called in any other way.  A payload
- *		that would reach NOTIFY's 8000-byte limit is replaced by the row's key
- *		with "truncated": true, so the writer's transaction never fails on size.
+ *		that would reach NOTIFY's 8000-byte limit is stored in plank.overflow
+ *		and replaced by the row's key with "truncated": true and a reference
+ *		the worker resolves, so the writer's transaction never fails on size.
  */
 Datum
 plank_capture(PG_FUNCTION_ARGS)
@@ -207,7 +294,14 @@ plank_capture(PG_FUNCTION_ARGS)
 
 	if (buf.len >= NOTIFY_PAYLOAD_LIMIT)
 	{
-		/* too large for NOTIFY: send the identity only, and say so */
+		/*
+		 * Too large for NOTIFY: store the payload, exactly as it is now, for
+		 * the worker, and notify the identity with "truncated" and a
+		 * reference to the stored payload.  If the payload cannot be stored,
+		 * the identity alone still reaches clients.
+		 */
+		int64		overflow_id = store_overflow(buf.data);
+
 		resetStringInfo(&buf);
 		appendBinaryStringInfo(&buf, head.data, head.len);
 		appendStringInfoString(&buf, ",\"truncated\":true");
@@ -217,15 +311,17 @@ plank_capture(PG_FUNCTION_ARGS)
 											  trigdata->tg_newtuple : trigdata->tg_trigtuple));
 		if (oldjson)
 			append_json_text(&buf, "old", oldjson);
-		appendStringInfoChar(&buf, '}');
 
-		if (buf.len >= NOTIFY_PAYLOAD_LIMIT)
+		if (buf.len >= NOTIFY_PAYLOAD_LIMIT - OVERFLOW_REF_MAXLEN)
 		{
 			/* even the key is too large (or the table has no key) */
 			resetStringInfo(&buf);
 			appendBinaryStringInfo(&buf, head.data, head.len);
-			appendStringInfoString(&buf, ",\"truncated\":true}");
+			appendStringInfoString(&buf, ",\"truncated\":true");
 		}
+		if (overflow_id > 0)
+			appendStringInfo(&buf, ",\"overflow\":" INT64_FORMAT, overflow_id);
+		appendStringInfoChar(&buf, '}');
 	}
 
 	Async_Notify(PLANK_CHANGE_CHANNEL, buf.data);

@@ -32,7 +32,10 @@ int			plank_max_message_size = 64;
 int			plank_max_client_buffer = 8192;
 int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
+int			plank_replay_buffer = 16384;
 bool		plank_log_connections = false;
+int			plank_ping_interval = 30;
+int			plank_ping_timeout = 10;
 
 void		_PG_init(void);
 
@@ -111,6 +114,33 @@ define_settings(void)
 							10000, 0, INT_MAX / 2,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.replay_buffer",
+							"Sets how much memory the replay ring of recent events may use.",
+							"A client that reconnects with \"since\" is sent the events it missed while they are still in the ring; older ones make it resync.",
+							&plank_replay_buffer,
+							16384, 0, MAX_KILOBYTES,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.ping_interval",
+							"Sets how long a WebSocket connection may be silent before the server sends it a ping.",
+							"Zero turns pings off. A change applies from each connection's next ping.",
+							&plank_ping_interval,
+							30, 0, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.ping_timeout",
+							"Sets how long after a ping without answer a silent connection is dropped.",
+							"A client whose network went away without a close is detected after plank.ping_interval plus this.",
+							&plank_ping_timeout,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("plank.log_connections",

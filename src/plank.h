@@ -23,7 +23,10 @@ extern int	plank_max_message_size;	/* kB */
 extern int	plank_max_client_buffer;	/* kB */
 extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
+extern int	plank_replay_buffer;	/* kB */
 extern bool plank_log_connections;
+extern int	plank_ping_interval;	/* s */
+extern int	plank_ping_timeout;	/* s */
 
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
@@ -106,7 +109,40 @@ typedef struct PlankSub
 	void	   *entry;			/* the index entry it is linked into */
 	dlist_node	conn_node;
 	dlist_node	index_node;
+	uint64		open_xid;		/* transaction whose commit marker is due */
+	dlist_node	open_node;		/* in the list of subscriptions with one due */
 } PlankSub;
+
+/* A notification as received, before it becomes an event (worker.c) */
+typedef struct PlankNotification
+{
+	struct PlankNotification *next;
+	int32		pid;
+	char	   *channel;
+	char	   *payload;
+} PlankNotification;
+
+/*
+ * An event: one received notification with its sequence number, routing
+ * information and shared message body.  The replay ring keeps copies of
+ * these (with jb = NULL).
+ */
+typedef struct PlankEvent
+{
+	uint64		seq;
+	bool		is_change;		/* a table change (channel "plank") */
+	NameData	channel;		/* plain NOTIFY: its channel */
+	int32		pid;			/* the notifying backend */
+	NameData	schema;			/* change: the table */
+	NameData	table;
+	int			op;				/* change: PLANK_OP_* */
+	uint64		xid;			/* change: the writing transaction */
+	bool		tx_last;		/* change: the last one of its transaction */
+	PlankFrame *frame;			/* message body, without the "{" or sub prefix */
+	uint32		payload_off;	/* change: the payload's place in frame->data */
+	uint32		payload_len;
+	Jsonb	   *jb;				/* change: parsed payload, while dispatching */
+} PlankEvent;
 
 /* worker.c */
 extern uint64 plank_seq;
@@ -118,6 +154,7 @@ extern void plank_server_start(int wake_fd, int postmaster_fd);
 extern void plank_server_service(void);
 extern bool plank_server_postmaster_died(void);
 extern void plank_server_shutdown(void);
+extern void plank_server_reload(void);
 extern PlankFrame *plank_frame_make(const char *data, int len);
 extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
@@ -128,13 +165,25 @@ extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
 
+/* events.c */
+extern void plank_events_init(void);
+extern void plank_events_cleanup_overflow(void);
+extern void plank_events_process(PlankNotification *batch);
+
+/* ring.c */
+extern void plank_ring_push(const PlankEvent *ev);
+extern bool plank_ring_covers(uint64 after_seq);
+typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
+extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
+
 /* subs.c */
 extern void plank_subs_init(void);
 extern void plank_subs_add_table(PlankSub *sub, const char *schema, const char *table);
 extern bool plank_subs_add_channel(PlankSub *sub, const char *channel);
+extern bool plank_subs_channel_covers(const char *channel, uint64 after_seq);
 extern void plank_subs_remove(PlankSub *sub);
 extern void plank_subs_unlisten_idle(void);
-extern void plank_subs_dispatch(uint64 seq, const char *channel,
-								const char *payload, int32 pid);
+extern void plank_subs_dispatch(PlankEvent *ev);
+extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
 
 #endif							/* PLANK_H */

@@ -24,6 +24,7 @@
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
@@ -34,6 +35,8 @@
 
 /* per-request memory, reset after each request */
 static MemoryContext request_cxt = NULL;
+
+static JsonbValue *member(Jsonb *jb, const char *key, JsonbValue *res);
 
 /* the "id" of the request being handled, echoed by an error reply */
 static char *request_id = NULL;
@@ -93,17 +96,105 @@ send_error(PlankConn *conn, const char *id, RequestError *err)
 	plank_conn_send_text(conn, buf.data, buf.len);
 }
 
+/* resumed: -1 for a request that is not a subscribe, else false/true */
 static void
-send_ack(PlankConn *conn, const char *id, const char *request)
+send_ack(PlankConn *conn, const char *id, const char *request, int resumed)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "\"type\":\"ack\",\"id\":");
 	escape_json(&buf, id);
-	appendStringInfo(&buf, ",\"request\":\"%s\",\"seq\":" UINT64_FORMAT "}",
+	appendStringInfo(&buf, ",\"request\":\"%s\",\"seq\":" UINT64_FORMAT,
 					 request, plank_seq);
+	if (resumed >= 0)
+		appendStringInfo(&buf, ",\"resumed\":%s", resumed ? "true" : "false");
+	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
+}
+
+/* A subscribe's "since": where a reconnecting client left off. */
+typedef struct Since
+{
+	bool		given;
+	char	   *epoch;
+	uint64		seq;
+} Since;
+
+static RequestError *
+parse_since(Jsonb *jb, Since *since)
+{
+	JsonbValue	v;
+	JsonbValue	e;
+	JsonbValue	q;
+
+	since->given = false;
+	if (member(jb, "since", &v) == NULL)
+		return NULL;
+	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data) ||
+		getKeyJsonValueFromContainer(v.val.binary.data, "epoch", 5, &e) == NULL ||
+		e.type != jbvString ||
+		getKeyJsonValueFromContainer(v.val.binary.data, "seq", 3, &q) == NULL ||
+		q.type != jbvNumeric)
+		return request_error("invalid_message",
+							 "\"since\" must be an object with an \"epoch\" string and a \"seq\" number");
+	{
+		Numeric		zero = int64_to_numeric(0);
+		Numeric		max = int64_to_numeric(PG_INT64_MAX);
+
+		if (!DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(q.val.numeric), NumericGetDatum(zero))) ||
+			!DatumGetBool(DirectFunctionCall2(numeric_le, NumericGetDatum(q.val.numeric), NumericGetDatum(max))))
+			return request_error("invalid_message", "\"since\".\"seq\" must be a sequence number");
+		since->seq = (uint64) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(q.val.numeric)));
+	}
+	since->epoch = pnstrdup(e.val.string.val, e.val.string.len);
+	since->given = true;
+	return NULL;
+}
+
+/*
+ * Start delivery to a new subscription that the caller has linked into its
+ * index: replay what the client missed when its "since" can be honoured
+ * (covered: the ring, and for a channel the worker's LISTEN, span it), else
+ * tell it to resync and send the snapshot, if any.  Returns whether it
+ * resumed.
+ */
+static bool
+start_delivery(PlankConn *conn, PlankSub *sub, const Since *since,
+			   bool covered, PlankFrame *snapshot)
+{
+	const char *reason = NULL;
+
+	if (since->given)
+	{
+		if (strcmp(since->epoch, plank_epoch) != 0)
+			reason = "epoch_changed";
+		else if (!covered)
+			reason = "out_of_range";
+		else
+		{
+			plank_subs_replay(sub, since->seq);
+			return true;
+		}
+	}
+	if (reason)
+	{
+		char		buf[200];
+		int			len;
+
+		len = snprintf(buf, sizeof(buf),
+					   "\"type\":\"resync_required\",\"reason\":\"%s\",\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
+					   reason, plank_epoch, plank_seq);
+		{
+			PlankFrame *frame = plank_frame_make(buf, len);
+
+			plank_conn_send(conn, frame, sub);
+			plank_frame_unref(frame);
+		}
+	}
+	if (snapshot)
+		plank_conn_send(conn, snapshot, sub);
+	return false;
 }
 
 /*
@@ -423,8 +514,17 @@ read_snapshot(const char *schema, const char *relname,
 	return body;
 }
 
+/* Can a "since" be honoured as far as the ring and epoch go? */
+static bool
+since_in_ring(const Since *since)
+{
+	return since->given && strcmp(since->epoch, plank_epoch) == 0 &&
+		plank_ring_covers(since->seq);
+}
+
 static RequestError *
-subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
+subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
+				const Since *since, bool *resumed)
 {
 	RequestError *err;
 	PlankFilter *filters;
@@ -436,7 +536,9 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
 	PlankSub   *sub;
 	JsonbValue	v;
 	bool		want_snapshot = false;
+	bool		covered = since_in_ring(since);
 	StringInfo	snapshot = NULL;
+	PlankFrame *snapshot_frame = NULL;
 
 	if ((err = parse_ops(jb, &ops)) != NULL ||
 		(err = parse_filter(jb, &filters, &nfilters)) != NULL)
@@ -452,7 +554,8 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	err = resolve_table(table, filters, nfilters, &schema, &relname, &relid);
-	if (err == NULL && want_snapshot)
+	/* a client that resumes has the rows already */
+	if (err == NULL && want_snapshot && !covered)
 		snapshot = read_snapshot(schema, relname, filters, nfilters);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
@@ -466,29 +569,32 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table)
 	sub->nfilters = nfilters;
 	plank_subs_add_table(sub, schema, relname);
 	if (snapshot)
-	{
-		PlankFrame *frame = plank_frame_make(snapshot->data, snapshot->len);
-
-		plank_conn_send(conn, frame, sub);
-		plank_frame_unref(frame);
-	}
+		snapshot_frame = plank_frame_make(snapshot->data, snapshot->len);
+	*resumed = start_delivery(conn, sub, since, covered, snapshot_frame);
+	if (snapshot_frame)
+		plank_frame_unref(snapshot_frame);
 	return NULL;
 }
 
 static RequestError *
-handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id)
+handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 {
 	bool		bad_table;
 	bool		bad_channel;
 	char	   *table = string_member(jb, "table", &bad_table);
 	char	   *channel = string_member(jb, "channel", &bad_channel);
+	RequestError *err;
+	Since		since;
 
+	*resumed = false;
 	if (id == NULL)
 		return request_error("invalid_message", "subscribe needs an \"id\" naming the subscription");
 	if (bad_table || bad_channel)
 		return request_error("invalid_message", "\"table\" and \"channel\" must be strings");
 	if ((table == NULL) == (channel == NULL))
 		return request_error("invalid_message", "subscribe needs exactly one of \"table\" and \"channel\"");
+	if ((err = parse_since(jb, &since)) != NULL)
+		return err;
 	if (find_sub(conn, id) != NULL)
 		return request_error("duplicate_subscription", "subscription \"%s\" already exists", id);
 	if (conn->nsubs >= plank_max_subscriptions)
@@ -498,16 +604,23 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id)
 
 	if (channel)
 	{
+		bool		covered;
+		PlankSub   *sub;
+
 		if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
 			return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
 		if (strcmp(channel, PLANK_CHANGE_CHANNEL) == 0)
 			return request_error("bad_channel",
 								 "channel \"%s\" is reserved for table changes; subscribe to a table instead",
 								 PLANK_CHANGE_CHANNEL);
-		plank_subs_add_channel(new_sub(conn, id, true), channel);
+		/* judged before this subscription may start a LISTEN of its own */
+		covered = since_in_ring(&since) && plank_subs_channel_covers(channel, since.seq);
+		sub = new_sub(conn, id, true);
+		plank_subs_add_channel(sub, channel);
+		*resumed = start_delivery(conn, sub, &since, covered, NULL);
 		return NULL;
 	}
-	return subscribe_table(conn, jb, id, table);
+	return subscribe_table(conn, jb, id, table, &since, resumed);
 }
 
 static RequestError *
@@ -608,13 +721,15 @@ handle_request(PlankConn *conn, char *msg, int len)
 		err = request_error("invalid_message", "message needs a \"type\" string");
 	else if (strcmp(type, "subscribe") == 0)
 	{
-		if ((err = handle_subscribe(conn, jb, id)) == NULL)
-			send_ack(conn, id, "subscribe");
+		bool		resumed;
+
+		if ((err = handle_subscribe(conn, jb, id, &resumed)) == NULL)
+			send_ack(conn, id, "subscribe", resumed);
 	}
 	else if (strcmp(type, "unsubscribe") == 0)
 	{
 		if ((err = handle_unsubscribe(conn, id)) == NULL)
-			send_ack(conn, id, "unsubscribe");
+			send_ack(conn, id, "unsubscribe", -1);
 	}
 	else if (strcmp(type, "ping") == 0)
 		send_pong(conn, id);

@@ -52,6 +52,18 @@ static int	wake_fd = -1;
 static bool postmaster_died = false;
 static bool shutdown_deadline_passed = false;
 static lws_sorted_usec_list_t shutdown_sul;
+static lws_sorted_usec_list_t housekeeping_sul;
+
+/* how often the loop wakes up with nothing to do, for timed clean-ups */
+#define HOUSEKEEPING_INTERVAL (60 * LWS_USEC_PER_SEC)
+
+/*
+ * Idle policy of WebSocket connections (plank.ping_interval, ping_timeout):
+ * libwebsockets pings a connection silent for secs_since_valid_ping and drops
+ * it when nothing valid came for secs_since_valid_hangup.  The vhosts keep a
+ * pointer to it, so a reload updates it in place.
+ */
+static lws_retry_bo_t idle_policy;
 
 static char static_dir[MAXPGPATH];
 static struct lws_http_mount static_mount;
@@ -475,6 +487,16 @@ listen_iface(const char *addr, uint64_t *options)
 }
 
 /*
+ * A timer that only makes lws_service() return once a minute, so that the
+ * main loop's timed clean-ups (idle channels) run even when nothing happens.
+ */
+static void
+housekeeping(lws_sorted_usec_list_t *sul)
+{
+	lws_sul_schedule(lws_ctx, 0, &housekeeping_sul, housekeeping, HOUSEKEEPING_INTERVAL);
+}
+
+/*
  * plank_server_start
  *		Create the libwebsockets context and one vhost per entry of
  *		plank.listen_addresses, all on plank.port, serving WebSocket clients
@@ -515,6 +537,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	static_mount.origin_protocol = LWSMPRO_FILE;
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
+	plank_server_reload();
 
 	memset(&info, 0, sizeof(info));
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
@@ -545,6 +568,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		vinfo.port = plank_port;
 		vinfo.protocols = plank_protocols;
 		vinfo.mounts = &static_mount;
+		vinfo.retry_and_idle_policy = &idle_policy;
 		vinfo.options = info.options |
 			LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 		vinfo.iface = listen_iface(addr, &vinfo.options);
@@ -561,6 +585,32 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	wake_fd = pipe_fd;
 	adopt_fd(pipe_fd);
 	adopt_fd(postmaster_fd);
+
+	memset(&housekeeping_sul, 0, sizeof(housekeeping_sul));
+	lws_sul_schedule(lws_ctx, 0, &housekeeping_sul, housekeeping, HOUSEKEEPING_INTERVAL);
+}
+
+/*
+ * plank_server_reload
+ *		Apply reloadable settings to the server (after SIGHUP): the idle
+ *		policy.  plank.max_message_size, max_client_buffer and the other limits
+ *		are read where they apply and need nothing here.
+ */
+void
+plank_server_reload(void)
+{
+	memset(&idle_policy, 0, sizeof(idle_policy));
+	if (plank_ping_interval > 0)
+	{
+		idle_policy.secs_since_valid_ping = plank_ping_interval;
+		idle_policy.secs_since_valid_hangup = plank_ping_interval + plank_ping_timeout;
+	}
+	else
+	{
+		/* never ping, never hang up on an idle connection */
+		idle_policy.secs_since_valid_ping = UINT16_MAX;
+		idle_policy.secs_since_valid_hangup = UINT16_MAX;
+	}
 }
 
 /*

@@ -26,6 +26,7 @@
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/timestamp.h"
 
 #include "plank.h"
 
@@ -48,11 +49,18 @@ typedef struct ChannelEntry
 	dlist_head	subs;
 	int			nsubs;
 	bool		listening;		/* Async_Listen() has committed */
+	uint64		listen_seq;		/* plank_seq when it did */
+	TimestampTz idle_since;		/* when nsubs dropped to 0 */
 } ChannelEntry;
+
+/*
+ * A channel without subscribers stays LISTENed this long, so that a client
+ * that reconnects within it can resume its subscription from the ring.
+ */
+#define CHANNEL_IDLE_KEEP_MS (5 * 60 * 1000)
 
 static HTAB *table_index = NULL;
 static HTAB *channel_index = NULL;
-static MemoryContext dispatch_cxt = NULL;
 static bool unlisten_pending = false;
 
 /* plank_subs_init: create the subscription indexes (worker start). */
@@ -70,9 +78,6 @@ plank_subs_init(void)
 	ctl.keysize = sizeof(NameData);
 	ctl.entrysize = sizeof(ChannelEntry);
 	channel_index = hash_create("plank channel subscriptions", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-
-	dispatch_cxt = AllocSetContextCreate(TopMemoryContext, "plank dispatch",
-										 ALLOCSET_DEFAULT_SIZES);
 }
 
 static void
@@ -148,9 +153,27 @@ plank_subs_add_channel(PlankSub *sub, const char *channel)
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(cxt);
 		entry->listening = true;
+		entry->listen_seq = plank_seq;
 	}
 	link_sub(sub, &entry->subs, &entry->nsubs, entry);
 	return true;
+}
+
+/*
+ * plank_subs_channel_covers
+ *		Has the worker been LISTENing on a channel since sequence number
+ *		after_seq, so that the ring holds every notification on it since then?
+ */
+bool
+plank_subs_channel_covers(const char *channel, uint64 after_seq)
+{
+	NameData	key;
+	ChannelEntry *entry;
+
+	memset(&key, 0, sizeof(key));
+	strlcpy(NameStr(key), channel, NAMEDATALEN);
+	entry = hash_search(channel_index, &key, HASH_FIND, NULL);
+	return entry != NULL && entry->listening && entry->listen_seq <= after_seq;
 }
 
 /*
@@ -165,13 +188,18 @@ plank_subs_remove(PlankSub *sub)
 	dlist_delete(&sub->index_node);
 	dlist_delete(&sub->conn_node);
 	sub->conn->nsubs--;
+	if (sub->open_xid != 0)
+		dlist_delete(&sub->open_node);
 
 	if (sub->is_channel)
 	{
 		ChannelEntry *entry = (ChannelEntry *) sub->entry;
 
 		if (--entry->nsubs == 0)
+		{
+			entry->idle_since = GetCurrentTimestamp();
 			unlisten_pending = true;
+		}
 	}
 	else
 	{
@@ -190,8 +218,9 @@ plank_subs_remove(PlankSub *sub)
 
 /*
  * plank_subs_unlisten_idle
- *		UNLISTEN the channels that no longer have subscribers, in one
- *		transaction.  Called from the main loop, outside any transaction.
+ *		UNLISTEN, in one transaction, the channels that have had no
+ *		subscribers for CHANNEL_IDLE_KEEP_MS.  Called from the main loop,
+ *		outside any transaction; cheap when there is nothing to do.
  */
 void
 plank_subs_unlisten_idle(void)
@@ -200,15 +229,24 @@ plank_subs_unlisten_idle(void)
 	ChannelEntry *entry;
 	List	   *idle = NIL;
 	ListCell   *lc;
+	TimestampTz now;
 
 	if (!unlisten_pending)
 		return;
 	unlisten_pending = false;
 
+	now = GetCurrentTimestamp();
 	hash_seq_init(&status, channel_index);
 	while ((entry = hash_seq_search(&status)) != NULL)
-		if (entry->nsubs == 0)
+	{
+		if (entry->nsubs > 0)
+			continue;
+		if (!entry->listening ||
+			TimestampDifferenceExceeds(entry->idle_since, now, CHANNEL_IDLE_KEEP_MS))
 			idle = lappend(idle, entry);
+		else
+			unlisten_pending = true;	/* look again on a later pass */
+	}
 	if (idle == NIL)
 		return;
 
@@ -279,35 +317,14 @@ match_image(const PlankSub *sub, JsonbContainer *image)
 	return result;
 }
 
-/* The parts of a change payload that routing needs. */
+/* The row images of a change that filters compare with. */
 typedef struct Change
 {
-	int			op;				/* PLANK_OP_* */
 	bool		truncated;
 	JsonbContainer *newrow;
 	JsonbContainer *oldrow;
 	JsonbContainer *key;
 } Change;
-
-/* Apply a subscription's filters to a change: docs/PROTOCOL.md rules. */
-static bool
-filters_match(const PlankSub *sub, const Change *c)
-{
-	if (sub->nfilters == 0 || c->op == PLANK_OP_TRUNCATE)
-		return true;
-	if (c->truncated)
-		return match_image(sub, c->key) != MATCH_NO || match_image(sub, c->oldrow) != MATCH_NO;
-	switch (c->op)
-	{
-		case PLANK_OP_INSERT:
-			return match_image(sub, c->newrow) == MATCH_YES;
-		case PLANK_OP_UPDATE:
-			return match_image(sub, c->newrow) == MATCH_YES ||
-				match_image(sub, c->oldrow) == MATCH_YES;
-		default:
-			return match_image(sub, c->oldrow) != MATCH_NO;
-	}
-}
 
 static JsonbContainer *
 object_member(Jsonb *jb, const char *key)
@@ -320,189 +337,199 @@ object_member(Jsonb *jb, const char *key)
 	return v.val.binary.data;
 }
 
+/*
+ * The row images of an event, parsing its payload from the frame if that
+ * was not done yet (ring events, and oversized rows whose full payload was
+ * fetched).  Returns false if the payload cannot be parsed.
+ */
 static bool
-string_member_into(Jsonb *jb, const char *key, char *dst, int dstlen)
+event_images(PlankEvent *ev, Change *c)
 {
-	JsonbValue	v;
-
-	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvString || v.val.string.len >= dstlen)
-		return false;
-	memcpy(dst, v.val.string.val, v.val.string.len);
-	dst[v.val.string.len] = '\0';
-	return true;
-}
-
-static int
-op_from_name(const char *op)
-{
-	if (strcmp(op, "INSERT") == 0)
-		return PLANK_OP_INSERT;
-	if (strcmp(op, "UPDATE") == 0)
-		return PLANK_OP_UPDATE;
-	if (strcmp(op, "DELETE") == 0)
-		return PLANK_OP_DELETE;
-	if (strcmp(op, "TRUNCATE") == 0)
-		return PLANK_OP_TRUNCATE;
-	return 0;
-}
-
-/* Parse a change payload; NULL (after a WARNING) when it is not one. */
-static Jsonb *
-parse_change(const char *payload)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile jb = NULL;
-
-	PG_TRY();
+	if (ev->jb == NULL)
 	{
-		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
+		char	   *text = pnstrdup(ev->frame->data + ev->payload_off, ev->payload_len);
+
+		ev->jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		jb = NULL;
-	}
-	PG_END_TRY();
-
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb))
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("plank ignoring a notification on channel \"%s\" that is not a change payload",
-						PLANK_CHANGE_CHANNEL),
-				 errhint("Channel \"%s\" is reserved for plank.capture(); use another channel for pg_notify().",
-						 PLANK_CHANGE_CHANNEL)));
-		return NULL;
-	}
-	return jb;
-}
-
-/* Payload text as UTF-8, the only encoding of WebSocket text frames. */
-static const char *
-to_utf8(const char *s, int len)
-{
-	if (GetDatabaseEncoding() == PG_UTF8 || GetDatabaseEncoding() == PG_SQL_ASCII)
-		return s;
-	return pg_server_to_any(s, len, PG_UTF8);
-}
-
-static void
-dispatch_change(uint64 seq, const char *payload)
-{
-	Jsonb	   *jb;
-	TableKey	key;
-	TableEntry *entry;
-	char		opname[16];
-	Change		change;
-	PlankFrame *frame = NULL;
-	dlist_iter	iter;
-
-	if ((jb = parse_change(payload)) == NULL)
-		return;
-
-	memset(&key, 0, sizeof(key));
-	if (!string_member_into(jb, "schema", NameStr(key.schema), NAMEDATALEN) ||
-		!string_member_into(jb, "table", NameStr(key.table), NAMEDATALEN) ||
-		!string_member_into(jb, "op", opname, sizeof(opname)) ||
-		(change.op = op_from_name(opname)) == 0)
-	{
-		ereport(WARNING,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("plank ignoring a change payload without schema, table and op")));
-		return;
-	}
-
-	entry = hash_search(table_index, &key, HASH_FIND, NULL);
-	if (entry == NULL)
-		return;
-
 	{
 		JsonbValue	v;
 
-		change.truncated = getKeyJsonValueFromContainer(&jb->root, "truncated", 9, &v) != NULL;
+		c->truncated = getKeyJsonValueFromContainer(&ev->jb->root, "truncated", 9, &v) != NULL;
 	}
-	change.newrow = object_member(jb, "new");
-	change.oldrow = object_member(jb, "old");
-	change.key = object_member(jb, "key");
-
-	dlist_foreach(iter, &entry->subs)
-	{
-		PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-
-		if (!(sub->ops & change.op) || !filters_match(sub, &change))
-			continue;
-		if (frame == NULL)
-		{
-			StringInfoData buf;
-
-			initStringInfo(&buf);
-			appendStringInfo(&buf, "\"type\":\"change\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"change\":",
-							 seq, plank_epoch);
-			appendStringInfoString(&buf, to_utf8(payload, strlen(payload)));
-			appendStringInfoChar(&buf, '}');
-			frame = plank_frame_make(buf.data, buf.len);
-		}
-		plank_conn_send(sub->conn, frame, sub);
-	}
-	if (frame)
-		plank_frame_unref(frame);
+	c->newrow = object_member(ev->jb, "new");
+	c->oldrow = object_member(ev->jb, "old");
+	c->key = object_member(ev->jb, "key");
+	return true;
 }
 
-static void
-dispatch_notify(uint64 seq, const char *channel, const char *payload, int32 pid)
+/* Apply a subscription's filters to a change: docs/PROTOCOL.md rules. */
+static bool
+filters_match(const PlankSub *sub, PlankEvent *ev)
 {
-	NameData	key;
-	ChannelEntry *entry;
-	StringInfoData buf;
-	const char *body;
-	PlankFrame *frame;
-	dlist_iter	iter;
+	Change		c;
 
-	memset(&key, 0, sizeof(key));
-	strlcpy(NameStr(key), channel, NAMEDATALEN);
-	entry = hash_search(channel_index, &key, HASH_FIND, NULL);
-	if (entry == NULL || entry->nsubs == 0)
-		return;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "\"type\":\"notify\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"channel\":",
-					 seq, plank_epoch);
-	escape_json(&buf, channel);
-	appendStringInfoString(&buf, ",\"payload\":");
-	escape_json(&buf, payload);
-	appendStringInfo(&buf, ",\"pid\":%d}", pid);
-	body = to_utf8(buf.data, buf.len);
-	frame = plank_frame_make(body, strlen(body));
-
-	dlist_foreach(iter, &entry->subs)
+	if (sub->nfilters == 0 || ev->op == PLANK_OP_TRUNCATE)
+		return true;
+	event_images(ev, &c);
+	if (c.truncated)
+		return match_image(sub, c.key) != MATCH_NO || match_image(sub, c.oldrow) != MATCH_NO;
+	switch (ev->op)
 	{
-		PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-
-		plank_conn_send(sub->conn, frame, sub);
+		case PLANK_OP_INSERT:
+			return match_image(sub, c.newrow) == MATCH_YES;
+		case PLANK_OP_UPDATE:
+			return match_image(sub, c.newrow) == MATCH_YES ||
+				match_image(sub, c.oldrow) == MATCH_YES;
+		default:
+			return match_image(sub, c.oldrow) != MATCH_NO;
 	}
-	plank_frame_unref(frame);
 }
+
+/* Does a subscription want an event? */
+static bool
+sub_matches(const PlankSub *sub, PlankEvent *ev)
+{
+	if (sub->is_channel)
+		return !ev->is_change &&
+			strcmp(NameStr(((ChannelEntry *) sub->entry)->channel), NameStr(ev->channel)) == 0;
+	if (!ev->is_change || !(sub->ops & ev->op))
+		return false;
+	{
+		TableEntry *entry = (TableEntry *) sub->entry;
+
+		if (strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) != 0 ||
+			strcmp(NameStr(entry->key.table), NameStr(ev->table)) != 0)
+			return false;
+	}
+	return filters_match(sub, ev);
+}
+
+/* The commit marker of a transaction, closing ev (its last change). */
+static PlankFrame *
+commit_frame(const PlankEvent *ev)
+{
+	char		buf[160];
+	int			len;
+
+	len = snprintf(buf, sizeof(buf),
+				   "\"type\":\"commit\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"xid\":" UINT64_FORMAT "}",
+				   ev->seq, plank_epoch, ev->xid);
+	return plank_frame_make(buf, len);
+}
+
+/* subscriptions that received a change of the transaction being dispatched */
+static dlist_head open_subs = DLIST_STATIC_INIT(open_subs);
 
 /*
  * plank_subs_dispatch
- *		Deliver one received notification, stamped with sequence number seq,
- *		to every matching subscription.  Channel "plank" carries change
- *		payloads from plank.capture(); any other channel is a plain NOTIFY.
- *		A payload on "plank" that is not a change is logged (WARNING) and
- *		dropped.
+ *		Send one event to every subscription that matches it, and after the
+ *		last change of a transaction, a commit marker to every subscription
+ *		that received some of its changes.
  */
 void
-plank_subs_dispatch(uint64 seq, const char *channel, const char *payload, int32 pid)
+plank_subs_dispatch(PlankEvent *ev)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(dispatch_cxt);
+	dlist_iter	iter;
+	dlist_mutable_iter miter;
 
-	if (strcmp(channel, PLANK_CHANGE_CHANNEL) == 0)
-		dispatch_change(seq, payload);
+	if (ev->is_change)
+	{
+		TableKey	key;
+		TableEntry *entry;
+
+		memset(&key, 0, sizeof(key));
+		key.schema = ev->schema;
+		key.table = ev->table;
+		entry = hash_search(table_index, &key, HASH_FIND, NULL);
+		if (entry != NULL)
+		{
+			dlist_foreach(iter, &entry->subs)
+			{
+				PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
+
+				if (!(sub->ops & ev->op) || !filters_match(sub, ev))
+					continue;
+				plank_conn_send(sub->conn, ev->frame, sub);
+				if (sub->open_xid == 0)
+					dlist_push_tail(&open_subs, &sub->open_node);
+				sub->open_xid = ev->xid;
+			}
+		}
+		if (ev->tx_last && !dlist_is_empty(&open_subs))
+		{
+			PlankFrame *frame = commit_frame(ev);
+
+			dlist_foreach_modify(miter, &open_subs)
+			{
+				PlankSub   *sub = dlist_container(PlankSub, open_node, miter.cur);
+
+				plank_conn_send(sub->conn, frame, sub);
+				sub->open_xid = 0;
+				dlist_delete(&sub->open_node);
+			}
+			plank_frame_unref(frame);
+		}
+	}
 	else
-		dispatch_notify(seq, channel, payload, pid);
+	{
+		ChannelEntry *entry = hash_search(channel_index, &ev->channel, HASH_FIND, NULL);
 
-	MemoryContextSwitchTo(oldcxt);
-	MemoryContextReset(dispatch_cxt);
+		if (entry == NULL)
+			return;
+		dlist_foreach(iter, &entry->subs)
+		{
+			PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
+
+			plank_conn_send(sub->conn, ev->frame, sub);
+		}
+	}
+}
+
+typedef struct ReplayState
+{
+	PlankSub   *sub;
+	uint64		open_xid;
+} ReplayState;
+
+static bool
+replay_one(PlankEvent *ev, void *arg)
+{
+	ReplayState *rs = (ReplayState *) arg;
+	PlankSub   *sub = rs->sub;
+
+	if (sub_matches(sub, ev))
+	{
+		plank_conn_send(sub->conn, ev->frame, sub);
+		if (ev->is_change)
+			rs->open_xid = ev->xid;
+	}
+	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
+	{
+		PlankFrame *frame = commit_frame(ev);
+
+		plank_conn_send(sub->conn, frame, sub);
+		plank_frame_unref(frame);
+		rs->open_xid = 0;
+	}
+	/* row images parsed for filters are not kept in the ring */
+	ev->jb = NULL;
+	return !sub->conn->closing;
+}
+
+/*
+ * plank_subs_replay
+ *		Send a subscription, linked into its index entry, every event after
+ *		after_seq that the replay ring holds and that it matches, with commit
+ *		markers, exactly as they were sent live.  The caller has checked with
+ *		plank_ring_covers() (and plank_subs_channel_covers()) that nothing is
+ *		missing.
+ */
+void
+plank_subs_replay(PlankSub *sub, uint64 after_seq)
+{
+	ReplayState rs;
+
+	rs.sub = sub;
+	rs.open_xid = 0;
+	plank_ring_walk(after_seq, replay_one, &rs);
 }

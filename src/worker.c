@@ -45,6 +45,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "plank.h"
@@ -63,17 +64,9 @@ static int	wake_pipe[2] = {-1, -1};
  * ProcessNotifyInterrupt() has returned.  putmessage() must never elog or
  * throw, so memory comes from a context with MCXT_ALLOC_NO_OOM.
  */
-typedef struct PendingNotify
-{
-	struct PendingNotify *next;
-	int32		pid;
-	char	   *channel;
-	char	   *payload;
-} PendingNotify;
-
 static MemoryContext notify_cxt = NULL;
-static PendingNotify *pending_head = NULL;
-static PendingNotify *pending_tail = NULL;
+static PlankNotification *pending_head = NULL;
+static PlankNotification *pending_tail = NULL;
 static uint64 pending_lost = 0;
 
 /* Write a byte to the self-pipe; async-signal-safe. */
@@ -129,7 +122,7 @@ capture_putmessage(char msgtype, const char *s, size_t len)
 	const char *end = s + len;
 	size_t		chlen;
 	size_t		pllen;
-	PendingNotify *pn;
+	PlankNotification *pn;
 
 	if (msgtype != 'A' || len < 6)
 		return 0;
@@ -144,7 +137,7 @@ capture_putmessage(char msgtype, const char *s, size_t len)
 		return 0;
 
 	pn = MemoryContextAllocExtended(notify_cxt,
-									sizeof(PendingNotify) + chlen + pllen + 2,
+									sizeof(PlankNotification) + chlen + pllen + 2,
 									MCXT_ALLOC_NO_OOM);
 	if (pn == NULL)
 	{
@@ -205,8 +198,6 @@ static const PQcommMethods capture_methods = {
 static void
 drain_notifications(void)
 {
-	PendingNotify *pn;
-
 	whereToSendOutput = DestRemote;
 	PG_TRY();
 	{
@@ -226,18 +217,25 @@ drain_notifications(void)
 		pending_lost = 0;
 	}
 
-	for (pn = pending_head; pn != NULL; pn = pn->next)
-		plank_subs_dispatch(++plank_seq, pn->channel, pn->payload, pn->pid);
+	if (pending_head != NULL)
+		plank_events_process(pending_head);
 
 	pending_head = pending_tail = NULL;
 	MemoryContextReset(notify_cxt);
 }
 
+/*
+ * LISTEN on the change channel, and drop the oversized payloads that no
+ * worker will ever read (their notifications were sent while none listened).
+ */
 static void
 listen_change_channel(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	plank_events_cleanup_overflow();
+	PopActiveSnapshot();
 	Async_Listen(PLANK_CHANGE_CHANNEL);
 	CommitTransactionCommand();
 }
@@ -282,6 +280,7 @@ plank_worker_main(Datum main_arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	PqCommMethods = &capture_methods;
 	plank_subs_init();
+	plank_events_init();
 	listen_change_channel();
 
 	/* lws closes what it adopts: give it a duplicate of the death pipe */
@@ -309,6 +308,7 @@ plank_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			plank_server_reload();
 		}
 		CHECK_FOR_INTERRUPTS();
 

@@ -1,0 +1,364 @@
+/*-------------------------------------------------------------------------
+ *
+ * events.c
+ *		Turns the notifications the worker received into events: stamps each
+ *		with the next sequence number, parses change payloads, fetches the
+ *		payloads of oversized rows from plank.overflow, marks where each
+ *		transaction ends, builds each event's shared message body once, and
+ *		hands the events to the subscriptions and the replay ring.
+ *
+ * A committed transaction's notifications are always read in one pass of
+ * ProcessNotifyInterrupt (async.c writes them contiguously before commit and
+ * readers stop at uncommitted entries), so the last change of a transaction
+ * is found by looking ahead within the batch.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "plank.h"
+
+static MemoryContext batch_cxt = NULL;
+
+/* plank_events_init: memory for event batches (worker start). */
+void
+plank_events_init(void)
+{
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "plank event batch",
+									  ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * plank_events_cleanup_overflow
+ *		Delete every row of plank.overflow, if the extension is installed in
+ *		this database.  Run in the transaction that starts LISTEN: rows left
+ *		by notifications that no worker received (it was down) would never be
+ *		read.  Uses SPI; the caller holds a transaction and a snapshot.
+ */
+void
+plank_events_cleanup_overflow(void)
+{
+	SPI_connect();
+	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+					"ON n.oid = c.relnamespace WHERE n.nspname = 'plank' AND c.relname = 'overflow'",
+					true, 1) == SPI_OK_SELECT && SPI_processed > 0)
+	{
+		if (SPI_execute("DELETE FROM plank.overflow", false, 0) == SPI_OK_DELETE && SPI_processed > 0)
+			ereport(LOG,
+					(errmsg("plank removed " UINT64_FORMAT " oversized payloads of changes sent while no worker was listening",
+							(uint64) SPI_processed)));
+	}
+	SPI_finish();
+}
+
+static bool
+get_string(Jsonb *jb, const char *key, char *dst, int dstlen)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvString || v.val.string.len >= dstlen)
+		return false;
+	memcpy(dst, v.val.string.val, v.val.string.len);
+	dst[v.val.string.len] = '\0';
+	return true;
+}
+
+static bool
+get_int64(Jsonb *jb, const char *key, int64 *result)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvNumeric)
+		return false;
+	*result = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
+	return true;
+}
+
+static int
+op_from_name(const char *op)
+{
+	if (strcmp(op, "INSERT") == 0)
+		return PLANK_OP_INSERT;
+	if (strcmp(op, "UPDATE") == 0)
+		return PLANK_OP_UPDATE;
+	if (strcmp(op, "DELETE") == 0)
+		return PLANK_OP_DELETE;
+	if (strcmp(op, "TRUNCATE") == 0)
+		return PLANK_OP_TRUNCATE;
+	return 0;
+}
+
+/*
+ * Parse a change payload into an event's routing fields.  Returns false
+ * (after a WARNING) for a notification on channel "plank" that is not a
+ * change from plank.capture().
+ */
+static bool
+parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile jb = NULL;
+	char		opname[16];
+	int64		xid = 0;
+
+	PG_TRY();
+	{
+		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		jb = NULL;
+	}
+	PG_END_TRY();
+
+	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb) ||
+		!get_string(jb, "schema", NameStr(ev->schema), NAMEDATALEN) ||
+		!get_string(jb, "table", NameStr(ev->table), NAMEDATALEN) ||
+		!get_string(jb, "op", opname, sizeof(opname)) ||
+		(ev->op = op_from_name(opname)) == 0 ||
+		!get_int64(jb, "xid", &xid))
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank ignoring a notification on channel \"%s\" that is not a change payload",
+						PLANK_CHANGE_CHANNEL),
+				 errhint("Channel \"%s\" is reserved for plank.capture(); use another channel for pg_notify().",
+						 PLANK_CHANGE_CHANNEL)));
+		return false;
+	}
+	ev->xid = (uint64) xid;
+	ev->jb = jb;
+	if (!get_int64(jb, "overflow", overflow_id))
+		*overflow_id = 0;
+	return true;
+}
+
+/*
+ * Fetch, and delete, the stored payloads of oversized rows: ids[i] becomes
+ * payloads[i], or NULL when the row is gone.  A failure leaves every
+ * payload NULL (the events then go out in their truncated form) and is
+ * logged; it never stops the worker.
+ */
+static void
+fetch_overflow(int64 *ids, char **payloads, int n)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			i;
+
+	memset(payloads, 0, n * sizeof(char *));
+	PG_TRY();
+	{
+		Datum	   *elems = palloc(n * sizeof(Datum));
+		ArrayType  *arr;
+		Oid			argtypes[1] = {INT8ARRAYOID};
+		Datum		args[1];
+		uint64		row;
+
+		for (i = 0; i < n; i++)
+			elems[i] = Int64GetDatum(ids[i]);
+		arr = construct_array(elems, n, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+		args[0] = PointerGetDatum(arr);
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		if (SPI_execute_with_args("DELETE FROM plank.overflow WHERE id = ANY ($1) RETURNING id, payload",
+								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
+			elog(ERROR, "could not read plank.overflow");
+		for (row = 0; row < SPI_processed; row++)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row],
+														 SPI_tuptable->tupdesc, 1, &isnull));
+			Datum		payload = SPI_getbinval(SPI_tuptable->vals[row],
+												SPI_tuptable->tupdesc, 2, &isnull);
+
+			for (i = 0; i < n; i++)
+				if (ids[i] == id && payloads[i] == NULL)
+					payloads[i] = MemoryContextStrdup(cxt, TextDatumGetCString(payload));
+		}
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		ereport(WARNING,
+				(errmsg("plank could not read the payloads of %d oversized rows: %s", n, edata->message),
+				 errdetail("The changes are sent with their key and \"truncated\": true instead.")));
+		memset(payloads, 0, n * sizeof(char *));
+	}
+	PG_END_TRY();
+
+	for (i = 0; i < n; i++)
+		if (payloads[i] == NULL)
+			ereport(WARNING,
+					(errmsg("plank could not find the payload of oversized row " INT64_FORMAT " in plank.overflow", ids[i]),
+					 errdetail("The change is sent with its key and \"truncated\": true instead.")));
+}
+
+/* Payload text as UTF-8, the only encoding of WebSocket text frames. */
+static const char *
+to_utf8(const char *s)
+{
+	int			enc = GetDatabaseEncoding();
+
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		return s;
+	return pg_server_to_any(s, strlen(s), PG_UTF8);
+}
+
+static void
+build_change_frame(PlankEvent *ev, const char *payload)
+{
+	StringInfoData buf;
+	const char *utf8 = to_utf8(payload);
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "\"type\":\"change\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"change\":",
+					 ev->seq, plank_epoch);
+	ev->payload_off = buf.len;
+	ev->payload_len = strlen(utf8);
+	appendBinaryStringInfo(&buf, utf8, ev->payload_len);
+	appendStringInfoChar(&buf, '}');
+	ev->frame = plank_frame_make(buf.data, buf.len);
+}
+
+static void
+build_notify_frame(PlankEvent *ev, const char *channel, const char *payload, int32 pid)
+{
+	StringInfoData buf;
+	const char *utf8;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "\"type\":\"notify\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"channel\":",
+					 ev->seq, plank_epoch);
+	escape_json(&buf, channel);
+	appendStringInfoString(&buf, ",\"payload\":");
+	escape_json(&buf, payload);
+	appendStringInfo(&buf, ",\"pid\":%d}", pid);
+	utf8 = to_utf8(buf.data);
+	ev->frame = plank_frame_make(utf8, strlen(utf8));
+}
+
+/*
+ * plank_events_process
+ *		Process one batch of received notifications, in the order received:
+ *		each valid one becomes an event with the next sequence number, is
+ *		dispatched to the matching subscriptions and kept in the replay ring.
+ */
+void
+plank_events_process(PlankNotification *batch)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
+	PlankNotification *pn;
+	PlankEvent *evs;
+	char	  **payloads;
+	int64	   *overflow_ids;
+	int		   *overflow_index;
+	int			noverflow = 0;
+	int			n = 0;
+	int			nevs = 0;
+	int			i;
+	uint64		next_xid = 0;
+	bool		next_is_change = false;
+
+	for (pn = batch; pn != NULL; pn = pn->next)
+		n++;
+	evs = palloc0(n * sizeof(PlankEvent));
+	payloads = palloc(n * sizeof(char *));
+	overflow_ids = palloc(n * sizeof(int64));
+	overflow_index = palloc(n * sizeof(int));
+
+	/* parse: only valid notifications become events */
+	for (pn = batch; pn != NULL; pn = pn->next)
+	{
+		PlankEvent *ev = &evs[nevs];
+
+		if (strcmp(pn->channel, PLANK_CHANGE_CHANNEL) == 0)
+		{
+			int64		overflow_id;
+
+			if (!parse_change(ev, pn->payload, &overflow_id))
+				continue;
+			ev->is_change = true;
+			if (overflow_id > 0)
+			{
+				overflow_ids[noverflow] = overflow_id;
+				overflow_index[noverflow++] = nevs;
+			}
+		}
+		else
+			namestrcpy(&ev->channel, pn->channel);
+		ev->pid = pn->pid;
+		payloads[nevs++] = pn->payload;
+	}
+
+	/* oversized rows: their payloads, exactly as committed, from plank.overflow */
+	if (noverflow > 0)
+	{
+		char	  **fetched = palloc(noverflow * sizeof(char *));
+
+		fetch_overflow(overflow_ids, fetched, noverflow);
+		for (i = 0; i < noverflow; i++)
+		{
+			if (fetched[i] == NULL)
+				continue;
+			payloads[overflow_index[i]] = fetched[i];
+			/* filters will read the full payload, parsed when needed */
+			evs[overflow_index[i]].jb = NULL;
+		}
+	}
+
+	/* the last change of each transaction: the next change has another xid */
+	for (i = nevs - 1; i >= 0; i--)
+	{
+		if (!evs[i].is_change)
+			continue;
+		evs[i].tx_last = !next_is_change || next_xid != evs[i].xid;
+		next_is_change = true;
+		next_xid = evs[i].xid;
+	}
+
+	for (i = 0; i < nevs; i++)
+	{
+		PlankEvent *ev = &evs[i];
+
+		ev->seq = ++plank_seq;
+		if (ev->is_change)
+			build_change_frame(ev, payloads[i]);
+		else
+			build_notify_frame(ev, NameStr(ev->channel), payloads[i], ev->pid);
+		plank_subs_dispatch(ev);
+		plank_ring_push(ev);
+		plank_frame_unref(ev->frame);
+	}
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(batch_cxt);
+}
