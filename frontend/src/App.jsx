@@ -75,7 +75,7 @@ function ItemsTable() {
       </h2>
       <p class="notice" data-testid="row-source">
         {rowSource.value === "snapshot" ? "Showing a snapshot, kept live." : "Showing changes since page load."}
-        {mayHaveGaps.value && " The connection dropped and came back: changes made while it was down may be missing."}
+        {mayHaveGaps.value && " The connection dropped and came back without a snapshot: changes made while it was down may be missing."}
       </p>
       <table class="items">
         <thead>
@@ -106,7 +106,10 @@ function EventLog() {
             <tr key={e.n} data-op={e.op}>
               <td class="time">{formatTime(e.time)}</td>
               <td class="num">{e.seq}</td>
-              <td><span class={`op op-${e.op.toLowerCase()}`}>{e.op}</span></td>
+              <td>
+                <span class={`op op-${e.op.toLowerCase()}`}>{e.op}</span>
+                {e.detail && <span class="muted detail" data-testid="event-detail"> {e.detail}</span>}
+              </td>
               <td class="num">{e.id ?? ""}</td>
             </tr>
           ))}

@@ -1,129 +1,104 @@
-// The WebSocket to the Plank worker: subscribe to public.items, feed the store, and
-// reconnect with exponential backoff and jitter when the connection drops.
+// The page's connection to the Plank worker, through plank-client (client/): subscribe
+// to public.items with a snapshot and feed the store. The client reconnects with backoff
+// and jitter, pings to notice dead connections, and on every reconnect resumes where
+// the page left off (the worker replays what was missed) or, when that is impossible
+// (the worker restarted), reports a resync and reloads the snapshot.
 import { batch } from "@preact/signals";
+import { PlankClient } from "../../client/src/index.js";
 import {
-  applyChange, applySnapshot, connState, lastError, noteSeq, retryInMs, welcome,
+  applyCommit, applySnapshot, connState, lastError, logNote, mayHaveGaps, noteSeq, retryInMs,
+  welcome,
 } from "./store.js";
 
 export const TABLE = "public.items";
 const SUB_ID = "items";
-const BACKOFF_BASE_MS = 250;
-const BACKOFF_CAP_MS = 5000;
-const KEEPALIVE_MS = 30000;
-
-/** Delay before reconnect attempt number `attempt` (0, 1, ...): between half and all of
- *  min(cap, base * 2^attempt), so clients that lost the worker together spread out. */
-export function backoffDelay(attempt, random = Math.random) {
-  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** attempt);
-  return Math.round(ceiling / 2 + random() * (ceiling / 2));
-}
 
 export function socketUrl(loc = window.location) {
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
 }
 
 export function connect({ url = socketUrl() } = {}) {
-  let ws = null;
-  let attempt = 0;
-  let retryTimer = null;
+  const client = new PlankClient(url, {
+    backoff: { initialMs: 250, maxMs: 5000, jitter: "half" },
+    heartbeatMs: 15_000,
+    heartbeatTimeoutMs: 10_000,
+  });
   let countdownTimer = null;
-  let keepaliveTimer = null;
+  let wasOpen = false; // the subscription was acknowledged on the connection that closed
+  let replayed = 0; // changes delivered before this connection's ack: a resume's replay
 
-  const send = (msg) => ws && ws.readyState === WebSocket.OPEN && ws.send(JSON.stringify(msg));
+  const stopCountdown = () => {
+    clearInterval(countdownTimer);
+    countdownTimer = null;
+  };
 
-  function scheduleReconnect() {
-    const delay = backoffDelay(attempt++);
+  client.on("connecting", () => {
+    stopCountdown();
+    batch(() => {
+      retryInMs.value = null;
+      connState.value = "connecting";
+    });
+    replayed = 0;
+  });
+  client.on("open", (w) => welcome(w));
+  client.on("message", (msg) => {
+    // every seq the worker reports, in the current epoch (changes carry their own)
+    if (msg.type === "pong" || msg.type === "ack") noteSeq(msg.seq);
+  });
+  client.on("closed", (info) => {
+    stopCountdown();
+    batch(() => {
+      connState.value = "closed";
+      if (info.code && info.code !== 1000 && info.code !== 1006) {
+        lastError.value = `connection closed (code ${info.code}${info.reason ? `: ${info.reason}` : ""})`;
+      }
+      if (wasOpen) logNote("CLOSED", null, info.reason || `code ${info.code}`);
+    });
+    wasOpen = false;
+  });
+  client.on("reconnecting", ({ delay }) => {
     const due = Date.now() + delay;
     retryInMs.value = delay;
     countdownTimer = setInterval(() => { retryInMs.value = Math.max(0, due - Date.now()); }, 250);
-    retryTimer = setTimeout(() => {
-      clearInterval(countdownTimer);
-      retryInMs.value = null;
-      open();
-    }, delay);
-  }
+  });
+  client.on("error", (err) => {
+    lastError.value = err.code ? `${err.code}: ${err.message}` : String(err.message);
+  });
 
-  function onMessage(event) {
-    let msg;
-    try {
-      msg = JSON.parse(event.data);
-    } catch {
-      lastError.value = "the server sent a message that is not JSON";
-      return;
-    }
-    switch (msg.type) {
-      case "welcome":
-        welcome(msg);
-        break;
-      case "ack":
-        noteSeq(msg.seq);
-        if (msg.id === SUB_ID && msg.request === "subscribe") {
-          batch(() => {
-            attempt = 0;
-            lastError.value = null;
-            connState.value = "open";
-          });
+  client.subscribeTable(SUB_ID, { table: TABLE, snapshot: true }, {
+    snapshot: (msg) => applySnapshot(msg.rows, msg.seq, msg.epoch),
+    change: (msg) => {
+      noteSeq(msg.seq);
+      if (client.subscriptions.get(SUB_ID)?.state === "pending") replayed++;
+    },
+    // a transaction is applied whole, when its commit arrives
+    commit: (c) => applyCommit(c.changes),
+    resync: (r) => batch(() => {
+      logNote("RESYNC", r.seq, r.reason);
+      if (!r.snapshot) mayHaveGaps.value = true;
+    }),
+    ack: (ack) => {
+      batch(() => {
+        noteSeq(ack.seq);
+        if (ack.resumed) {
+          logNote("RESUMED", ack.seq, `${replayed} missed ${replayed === 1 ? "change" : "changes"}`);
         }
-        break;
-      case "snapshot":
-        if (msg.sub === SUB_ID) applySnapshot(msg.rows, msg.seq, msg.epoch);
-        break;
-      case "change":
-        if (msg.sub === SUB_ID) applyChange(msg);
-        break;
-      case "pong":
-        noteSeq(msg.seq);
-        break;
-      case "error":
-        batch(() => {
-          lastError.value = `${msg.code}: ${msg.message}`;
-          if (msg.id === SUB_ID) connState.value = "error";
-        });
-        break;
-      default:
-        break; // unknown pushes are ignored, as a newer server may send more
-    }
-  }
+        lastError.value = null;
+        connState.value = "open";
+      });
+      wasOpen = true;
+    },
+    error: (err) => batch(() => {
+      lastError.value = `${err.code}: ${err.message}`;
+      connState.value = "error";
+    }),
+  });
 
-  function onClose(event) {
-    clearInterval(keepaliveTimer);
-    ws = null;
-    batch(() => {
-      connState.value = "closed";
-      if (event && event.code && event.code !== 1000 && event.code !== 1006) {
-        lastError.value = `connection closed (code ${event.code}${event.reason ? `: ${event.reason}` : ""})`;
-      }
-    });
-    scheduleReconnect();
-  }
-
-  function open() {
-    connState.value = "connecting";
-    let sock;
-    try {
-      sock = new WebSocket(url);
-    } catch (e) {
-      lastError.value = `cannot open ${url}: ${e.message}`;
-      onClose(null);
-      return;
-    }
-    ws = sock;
-    sock.onmessage = onMessage;
-    sock.onclose = onClose;
-    sock.onopen = () => {
-      // snapshot: the table's current rows arrive first, then changes after them
-      send({ type: "subscribe", id: SUB_ID, table: TABLE, snapshot: true });
-      keepaliveTimer = setInterval(() => send({ type: "ping", id: "keepalive" }), KEEPALIVE_MS);
-    };
-  }
-
-  open();
   return {
+    client,
     close() {
-      clearTimeout(retryTimer);
-      clearInterval(countdownTimer);
-      clearInterval(keepaliveTimer);
-      if (ws) { ws.onclose = null; ws.close(1000); }
+      stopCountdown();
+      client.close();
     },
   };
 }

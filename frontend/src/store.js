@@ -21,7 +21,7 @@ export const rowSource = signal("changes");
 
 /** key (string) -> { key, row, version, partial } */
 const rowMap = signal(new Map());
-/** Newest first: { n, time, seq, op, id } */
+/** Newest first: { n, time, seq, op, id, detail } (op is a change's, or RESUMED, RESYNC, CLOSED) */
 export const events = signal([]);
 
 let eventCounter = 0;
@@ -45,7 +45,7 @@ export function noteSeq(seq) {
   if (typeof seq === "number" && (lastSeq.value === null || seq > lastSeq.value)) lastSeq.value = seq;
 }
 
-/** A welcome: a new epoch means seq numbers restart and any snapshot seq is void. */
+/** A welcome ({epoch, seq}): a new epoch means seq numbers restart and any snapshot seq is void. */
 export function welcome(msg) {
   batch(() => {
     if (epoch.value !== msg.epoch) lastSeq.value = null;
@@ -73,9 +73,21 @@ export function applySnapshot(list, seq = -1, epochId = epoch.value) {
   });
 }
 
-function logEvent(seq, op, id) {
-  const entry = { n: ++eventCounter, time: new Date(), seq, op, id };
+function logEvent(seq, op, id, detail = null) {
+  const entry = { n: ++eventCounter, time: new Date(), seq, op, id, detail };
   events.value = [entry, ...events.value].slice(0, MAX_EVENTS);
+}
+
+/** A connection event in the log: RESUMED (missed changes replayed), RESYNC (reason), CLOSED. */
+export function logNote(kind, seq, detail) {
+  logEvent(seq ?? "", kind, null, detail ?? null);
+}
+
+/** Apply a transaction's changes (a commit event's `changes`) in one go. */
+export function applyCommit(changes) {
+  batch(() => {
+    for (const msg of changes) applyChange(msg);
+  });
 }
 
 /** Apply one "change" message (see docs/PROTOCOL.md, "Change payload"). */
