@@ -11,7 +11,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -37,7 +37,31 @@ function psql(sql) {
 
 const sqlString = (s) => `'${s.replaceAll("'", "''")}'`;
 
-test("rows inserted, updated and deleted with psql show up live", { skip, timeout: 120_000 }, async (t) => {
+// restart.test.mjs restarts the cluster: when a test runner runs files in parallel, the
+// two take turns through this lock (a directory, with the holder's pid for stale locks).
+const LOCK = join(tmpdir(), `plank-browser-tests-${URL ? new globalThis.URL(URL).port : "none"}.lock`);
+async function acquireLock(timeoutMs = 180_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      mkdirSync(LOCK);
+      writeFileSync(join(LOCK, "pid"), String(process.pid));
+      return () => rmSync(LOCK, { recursive: true, force: true });
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      let holder = NaN;
+      try { holder = Number(readFileSync(join(LOCK, "pid"), "utf8")); } catch { /* being written */ }
+      if (Number.isInteger(holder) && holder > 0) {
+        try { process.kill(holder, 0); } catch (k) { if (k.code === "ESRCH") rmSync(LOCK, { recursive: true, force: true }); }
+      }
+      if (Date.now() > deadline) throw new Error(`lock ${LOCK} held too long by pid ${holder}`);
+      await new Promise((r) => setTimeout(r, 200)); // polling a lock held by another process
+    }
+  }
+}
+
+test("rows inserted, updated and deleted with psql show up live", { skip, timeout: 240_000 }, async (t) => {
+  t.after(await acquireLock());
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
