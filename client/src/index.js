@@ -610,8 +610,8 @@ export class PlankClient extends Emitter {
     }
     if (!msg || typeof msg !== "object") return;
     this.#emit("message", msg);
-    if (typeof msg.seq === "number" && msg.epoch === undefined && this.epoch !== null) {
-      // pong, ack: seq in the connection's epoch
+    if (this._welcomed && typeof msg.seq === "number" && (msg.epoch === undefined || msg.epoch === this.epoch)) {
+      // the last seq the server reported in this connection's epoch (pongs, acks, pushes)
       if (this.seq === null || msg.seq > this.seq) this.seq = msg.seq;
     }
 
