@@ -241,6 +241,17 @@ test("a transaction's changes come as one commit", { skip, timeout: 30_000 }, as
   // every change came once, before its commit
   const order = rec.events.filter((e) => e.name === "change" || e.name === "commit").map((e) => e.name);
   assert.deepEqual(order, ["change", "change", "commit", "change", "change", "commit"]);
+
+  // a transaction whose last change the filter leaves out: the commit carries that
+  // change's seq (docs/PROTOCOL.md, "commit"), and the position moves on to it
+  tags.push(`${tag}-other`);
+  psql(`BEGIN; INSERT INTO public.items (name, value) VALUES (${q(tag)}, 3);
+        INSERT INTO public.items (name, value) VALUES (${q(`${tag}-other`)}, 4); COMMIT`);
+  const third = await rec.nth("commit", 3);
+  assert.equal(third.changes.length, 1);
+  assert.equal(Number(third.changes[0].change.new.value), 3);
+  assert.equal(third.seq, third.changes[0].seq + 1, "the seq of the unseen last change");
+  assert.equal(sub.seq, third.seq);
 });
 
 test("channel subscription: notify", { skip, timeout: 30_000 }, async (t) => {
