@@ -37,7 +37,12 @@ PGCTL = os.environ.get("PLANK_PGCTL", "/usr/lib/postgresql/15/bin/pg_ctl")
 LOGFILE = os.environ.get("PLANK_LOGFILE", "")
 STATIC = os.environ.get("PLANK_STATIC", "")
 
-PUSH_TYPES = ("change", "notify", "snapshot")  # messages of a subscription, not replies
+# Messages pushed for a subscription (they carry "sub"), as opposed to replies (ack, pong,
+# error). DATA_TYPES are what most tests wait for; a `commit` marker follows the last change
+# of each transaction a table subscription received changes of (it reuses that change's
+# seq), and `resync_required` precedes the ack of a subscribe whose "since" was refused.
+DATA_TYPES = ("change", "notify", "snapshot")
+PUSH_TYPES = DATA_TYPES + ("commit", "resync_required")
 TIMEOUT = 10.0  # default bound of one wait for one message
 
 
@@ -159,16 +164,24 @@ def close_code_of(exc, ws):
 
 class Client:
     """One WebSocket client. Messages that arrive while the test waits for something else
-    are kept, in order, in `inbox`."""
+    are kept, in order, in `inbox`.
 
-    def __init__(self, ws, welcome):
+    `commit` markers: with keep_commits=False (the default, for tests that are not about
+    transactions) they are set aside in `commits` as they arrive and never reach `inbox`,
+    so that waits, `kept_pushes()` and `request()` see changes and replies only. With
+    keep_commits=True they stay in `inbox` in arrival order, and `next_event()` /
+    `events()` return them interleaved with the changes."""
+
+    def __init__(self, ws, welcome, keep_commits=False):
         self.ws = ws
         self.welcome = welcome
+        self.keep_commits = keep_commits
         self.inbox = collections.deque()
+        self.commits = []
         self._n = 0
 
     @classmethod
-    async def open(cls, url=WS_URL, timeout=TIMEOUT):
+    async def open(cls, url=WS_URL, timeout=TIMEOUT, keep_commits=False):
         ws = await asyncio.wait_for(
             websockets.connect(url, max_size=None, max_queue=None, ping_interval=None,
                                close_timeout=2, open_timeout=timeout),
@@ -181,7 +194,7 @@ class Client:
         assert isinstance(raw, str), f"welcome is not a text frame: {raw!r}"
         welcome = json.loads(raw)
         assert welcome.get("type") == "welcome", f"first message is not a welcome: {welcome}"
-        return cls(ws, welcome)
+        return cls(ws, welcome, keep_commits)
 
     # -- raw I/O
     async def send(self, message):
@@ -220,12 +233,19 @@ class Client:
                 continue
             if pred(m):
                 return m
+            self._keep(m)
+
+    def _keep(self, m):
+        if m["type"] == "commit" and not self.keep_commits:
+            self.commits.append(m)
+        else:
             self.inbox.append(m)
 
     # -- requests
     async def request(self, message, timeout=TIMEOUT):
-        """Send a request and return the next reply (any message that is not a pushed
-        change or notify). Requests are answered in order, one at a time."""
+        """Send a request and return the next reply (any message that is not pushed for a
+        subscription: not a change, notify, snapshot, commit or resync_required). Requests
+        are answered in order, one at a time."""
         await self.send(message)
         return await self.wait_for(lambda m: m["type"] not in PUSH_TYPES, timeout,
                                    what=f"a reply to {str(message)[:200]}")
@@ -242,6 +262,10 @@ class Client:
         assert reply.get("type") == "ack" and reply.get("id") == sub_id \
             and reply.get("request") == "subscribe" and isinstance(reply.get("seq"), int), \
             f"subscribe {req} got {reply}"
+        # every subscribe ack says whether a "since" was honoured; without one it was not
+        assert isinstance(reply.get("resumed"), bool), f"subscribe ack without resumed: {reply}"
+        if "since" not in req:
+            assert reply["resumed"] is False, f"resumed without a since: {reply}"
         return reply
 
     async def unsubscribe(self, sub_id):
@@ -260,11 +284,58 @@ class Client:
         return await self.wait_for(lambda m: m["type"] == "pong" and m.get("id") == pid,
                                    timeout, what=f"pong {pid}")
 
+    async def request_all(self, message, timeout=TIMEOUT):
+        """Send a request; return (pushed, reply): every message pushed for a subscription
+        (commit markers included) that came before the reply, in arrival order, and the
+        reply. For a subscribe with "since" these are the replayed events, or
+        resync_required and the snapshot. Kept messages count as having come first."""
+        pushed = [m for m in self.inbox if m["type"] in PUSH_TYPES]
+        others = [m for m in self.inbox if m["type"] not in PUSH_TYPES]
+        self.inbox.clear()
+        assert not others, f"replies pending before {str(message)[:200]}: {others}"
+        await self.send(message)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for a reply to "
+                                     f"{str(message)[:200]}; pushed before: {pushed[:10]}")
+            try:
+                m = await self._recv(left)
+            except asyncio.TimeoutError:
+                continue
+            if m["type"] not in PUSH_TYPES:
+                return pushed, m
+            pushed.append(m)
+
     # -- pushed messages
     async def next_push(self, sub=None, timeout=TIMEOUT):
+        """The next change, notify or snapshot (not a commit marker) of `sub`."""
+        return await self.wait_for(
+            lambda m: m["type"] in DATA_TYPES and (sub is None or m.get("sub") == sub),
+            timeout, what=f"a change/notify for sub {sub!r}")
+
+    async def next_event(self, sub=None, timeout=TIMEOUT):
+        """The next pushed message of `sub`, commit markers included (keep_commits=True)."""
+        assert self.keep_commits, "next_event() needs a client opened with keep_commits=True"
         return await self.wait_for(
             lambda m: m["type"] in PUSH_TYPES and (sub is None or m.get("sub") == sub),
-            timeout, what=f"a change/notify for sub {sub!r}")
+            timeout, what=f"a pushed message for sub {sub!r}")
+
+    async def events(self, sub, count, timeout=TIMEOUT):
+        """The next `count` pushed messages of `sub`, commits included, in arrival order."""
+        return [await self.next_event(sub, timeout) for _ in range(count)]
+
+    async def events_until_commit(self, sub, xid, timeout=TIMEOUT, limit=10000):
+        """Pushed messages of `sub` up to and including the commit of transaction `xid`."""
+        out = []
+        while len(out) < limit:
+            m = await self.next_event(sub, timeout)
+            out.append(m)
+            if m["type"] == "commit" and m.get("xid") == xid:
+                return out
+        raise AssertionError(f"no commit of xid {xid} within {limit} messages: {out[:10]}")
 
     async def pushes(self, sub, count, timeout=TIMEOUT):
         """The next `count` pushed messages of subscription `sub`, in arrival order."""
@@ -281,6 +352,12 @@ class Client:
             timeout, what=f"a change of {sub!r} with name {name!r}")
 
     def kept_pushes(self, sub=None):
+        """Kept changes, notifies and snapshots (not commit markers)."""
+        return [m for m in self.inbox
+                if m["type"] in DATA_TYPES and (sub is None or m.get("sub") == sub)]
+
+    def kept_events(self, sub=None):
+        """Every kept pushed message, commit markers included (with keep_commits=True)."""
         return [m for m in self.inbox
                 if m["type"] in PUSH_TYPES and (sub is None or m.get("sub") == sub)]
 
@@ -289,7 +366,7 @@ class Client:
         """Read until the server closes; return the close code (1006: no close frame)."""
         try:
             while True:
-                self.inbox.append(await self._recv(timeout))
+                self._keep(await self._recv(timeout))
         except Closed as e:
             return e.code
         except asyncio.TimeoutError:
@@ -301,12 +378,78 @@ class Client:
 
 
 @contextlib.asynccontextmanager
-async def client(url=WS_URL, timeout=TIMEOUT):
-    c = await Client.open(url, timeout)
+async def client(url=WS_URL, timeout=TIMEOUT, keep_commits=False):
+    c = await Client.open(url, timeout, keep_commits)
     try:
         yield c
     finally:
         await c.close()
+
+
+# --------------------------------------------------------------------------- settings, log
+
+
+def _alter_system(name, value):
+    assert name.replace(".", "").replace("_", "").isalnum(), name
+    if value is None:
+        sql(f"ALTER SYSTEM RESET {name}")
+    else:
+        sql(f"ALTER SYSTEM SET {name} = %s", (str(value),))
+
+
+def _snapshot_limited():
+    """Is plank.snapshot_limit = 1 in effect in the worker (a 2-row table's snapshot is
+    incomplete)?"""
+    async def probe():
+        async with client() as c:
+            await c.subscribe("probe", table="public.e2e_reload_probe", snapshot=True)
+            return c.kept_pushes("probe")[0]["complete"] is False
+    return run(probe(), timeout=20)
+
+
+def set_setting(name, value, timeout=15.0):
+    """ALTER SYSTEM SET name = 'value' (RESET when value is None), pg_reload_conf(), and
+    wait until the worker has applied the reload. The worker handles SIGHUP on its own
+    time and shows no setting to SQL, so the reload carries a marker it can be seen to
+    apply: plank.snapshot_limit = 1 (a snapshot of a 2-row table becomes incomplete);
+    then a second reload resets the marker, and is waited for the same way."""
+    sql("CREATE TABLE IF NOT EXISTS public.e2e_reload_probe (id int PRIMARY KEY)")
+    sql("INSERT INTO public.e2e_reload_probe VALUES (1), (2) ON CONFLICT DO NOTHING")
+    sql("SELECT plank.track('public.e2e_reload_probe')")
+    _alter_system(name, value)
+    _alter_system("plank.snapshot_limit", 1)
+    sql("SELECT pg_reload_conf()")
+    poll(_snapshot_limited, timeout, what=f"the worker to apply {name} = {value!r}")
+    _alter_system("plank.snapshot_limit", None)
+    sql("SELECT pg_reload_conf()")
+    poll(lambda: not _snapshot_limited(), timeout, what="the worker to reset the marker")
+
+
+def poll(fn, timeout=15.0, interval=0.1, what="a condition"):
+    """Call fn until it returns something truthy; return that (bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = fn()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class ServerLog:
+    """The server log from the moment this object was made: `text()` is what was written
+    since (PLANK_LOGFILE; empty when it is not set)."""
+
+    def __init__(self):
+        self.offset = os.path.getsize(LOGFILE) if LOGFILE and os.path.exists(LOGFILE) else 0
+
+    def text(self):
+        if not LOGFILE:
+            return ""
+        with open(LOGFILE, "rb") as f:
+            f.seek(self.offset)
+            return f.read().decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- waiting

@@ -35,6 +35,10 @@ def test_seq_increases_by_one_without_gaps():
             assert {m["epoch"] for m in msgs} == {c.welcome["epoch"]}
             pong = await c.request({"type": "ping", "id": "end"})
             assert pong["seq"] == seqs[-1], pong
+            # one commit marker per transaction (one row each), reusing its change's seq:
+            # commits are not counted as gaps, nor do they take numbers of their own
+            assert [m["seq"] for m in c.commits] == seqs, "commit markers do not follow changes"
+            assert [m["xid"] for m in c.commits] == [m["change"]["xid"] for m in msgs]
         finally:
             await c.close()
     run(body(), timeout=90)

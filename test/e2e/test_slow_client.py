@@ -4,13 +4,56 @@ passes plank.max_client_buffer, and other clients keep receiving everything
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import socket
 import struct
+import threading
 import time
 
-from conftest import PORT, Db, client, run, sql, tag
+from conftest import PORT, Db, client, connect, run, set_setting, sql, tag
+
+# pg_notification_queue_usage() is the fraction of the NOTIFY queue's maximum size (about
+# 8 GB in PostgreSQL 15) that is in use. The changes these tests write (a few to 11 MB)
+# would occupy about 0.0005 to 0.0014 of it if the worker stopped draining, so besides
+# the bound 0.01 the tests compare with what the rows would occupy undrained.
+QUEUE_BYTES = 8 * 1024 ** 3
+
+
+@contextlib.contextmanager
+def queue_usage_sampler(interval=0.005):
+    """Sample pg_notification_queue_usage() on a connection of its own until the block
+    ends; yields a list that then holds every sample."""
+    samples = []
+    stop = threading.Event()
+    conn = connect()
+
+    def sample():
+        with conn.cursor() as cur:
+            while not stop.is_set():
+                cur.execute("SELECT pg_notification_queue_usage()")
+                samples.append(cur.fetchone()[0])
+                stop.wait(interval)
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        t.join(10)
+        conn.close()
+
+
+def check_queue_usage(samples, written_bytes):
+    assert len(samples) >= 3, f"too few samples of the NOTIFY queue: {samples}"
+    peak = max(samples)
+    print(f"pg_notification_queue_usage(): peak {peak:.6f} over {len(samples)} samples")
+    assert peak < 0.01, f"the NOTIFY queue filled up to {peak} while a client stalled"
+    undrained = written_bytes / QUEUE_BYTES
+    assert peak < undrained / 3, \
+        f"the NOTIFY queue peaked at {peak:.6f}, a third or more of what the rows would " \
+        f"occupy undrained ({undrained:.6f}): the worker did not keep draining it"
 
 
 class RawWebSocket:
@@ -79,19 +122,15 @@ class RawWebSocket:
         self.s.close()
 
 
-def set_max_client_buffer(value):
-    if value is None:
-        sql("ALTER SYSTEM RESET plank.max_client_buffer")
-    else:
-        sql(f"ALTER SYSTEM SET plank.max_client_buffer = '{value}'")
-    sql("SELECT pg_reload_conf()")
-
-
 def test_slow_client_is_dropped_with_1013_and_others_get_everything():
     rows, width = 1600, 7000  # about 11 MB of changes, each payload under NOTIFY's limit
     prefix = tag()
     names = [f"{prefix}-{i:04d}-" + "x" * width for i in range(rows)]
-    set_max_client_buffer("64kB")
+    # 1MB: far less than the 11 MB written, yet room for a burst of ~150 changes that the
+    # worker queues at once when it reads a batch of notifications (with commit markers
+    # in between), so that the reading client, whose Python process also runs the
+    # writer, is not dropped for a hiccup of a few milliseconds (64kB, nine rows, was)
+    set_setting("plank.max_client_buffer", "1MB")
     slow = None
     try:
         slow = RawWebSocket(PORT)
@@ -118,8 +157,10 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
                 assert [m["change"]["new"]["name"] for m in msgs] == names, \
                     "a fast client lost changes while a slow one stalled"
         started = time.monotonic()
-        run(body(), timeout=120)
+        with queue_usage_sampler() as samples:
+            run(body(), timeout=120)
         assert time.monotonic() - started < 60
+        check_queue_usage(samples, rows * width)
 
         # now read what the slow client was sent: some changes, then close 1013
         code = None
@@ -134,11 +175,63 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
                 received += 1
         except (EOFError, ConnectionResetError):
             code = "connection ended without a close frame"
-        print(f"slow client: {received} changes, then close {code}")
+        print(f"slow client: {received} messages, then close {code}")
         assert received < rows, "the slow client was sent everything: nothing was bounded"
         assert code == 1013, f"expected close code 1013, got {code} after {received} messages"
     finally:
         if slow is not None:
             slow.close()
-        set_max_client_buffer(None)
+        set_setting("plank.max_client_buffer", None)
+        sql("DELETE FROM items WHERE name LIKE %s", (prefix + "%",))
+
+
+def test_stalled_client_keeps_its_backlog_and_the_notify_queue_stays_drained():
+    """A client that stops reading, with a backlog under plank.max_client_buffer (8MB by
+    default), stays connected; the worker keeps draining the NOTIFY queue meanwhile (the
+    queue stays near empty), a reading client gets everything at once, and the stalled
+    client gets its whole backlog, in order, when it reads again."""
+    rows, width = 600, 7000  # about 4 MB: under the default 8MB buffer
+    prefix = tag()
+    names = [f"{prefix}-{i:04d}-" + "x" * width for i in range(rows)]
+    stalled = RawWebSocket(PORT)
+    try:
+        assert stalled.recv_json()["type"] == "welcome"
+        stalled.send_text(json.dumps({"type": "subscribe", "id": "items",
+                                      "table": "public.items", "filter": {"value": 7007}}))
+        ack = stalled.recv_json()
+        assert ack["type"] == "ack", ack
+
+        def write():
+            db = Db()
+            try:
+                for n in names:
+                    db.execute("INSERT INTO items (name, value) VALUES (%s, 7007)", (n,))
+            finally:
+                db.close()
+
+        async def body():
+            async with client() as reader:
+                await reader.subscribe("items", table="public.items", filter={"value": 7007})
+                writer = asyncio.create_task(asyncio.to_thread(write))
+                msgs = await reader.pushes("items", rows, timeout=60)
+                await writer
+                assert [m["change"]["new"]["name"] for m in msgs] == names
+        with queue_usage_sampler() as samples:
+            run(body(), timeout=90)
+        check_queue_usage(samples, rows * width)
+
+        # the stalled client was not dropped: it now reads its whole backlog
+        got = []
+        stalled.s.settimeout(20)
+        while len(got) < rows:
+            op, payload = stalled.recv_frame()
+            assert op == 1, f"opcode {op} after {len(got)} changes (8 is a close: dropped)"
+            m = json.loads(payload)
+            if m["type"] == "change":
+                got.append(m["change"]["new"]["name"])
+            else:
+                assert m["type"] == "commit", m
+        assert got == names, "the stalled client's backlog lost or reordered changes"
+    finally:
+        stalled.close()
         sql("DELETE FROM items WHERE name LIKE %s", (prefix + "%",))
