@@ -7,10 +7,10 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = plank--1.0.sql
 PGFILEDESC = "plank - push committed changes to WebSocket clients"
 
-LWS_CFLAGS := $(shell pkg-config --cflags libwebsockets)
-LWS_LIBS := $(shell pkg-config --libs libwebsockets)
-PG_CPPFLAGS = -I$(srcdir)/src $(LWS_CFLAGS)
-SHLIB_LINK = $(LWS_LIBS)
+DEP_CFLAGS := $(shell pkg-config --cflags libwebsockets libcrypto)
+DEP_LIBS := $(shell pkg-config --libs libwebsockets libcrypto)
+PG_CPPFLAGS = -I$(srcdir)/src $(DEP_CFLAGS)
+SHLIB_LINK = $(DEP_LIBS)
 
 REGRESS = track capture
 REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=plank

@@ -6,6 +6,7 @@
  *   plank.untrack(regclass)  remove them
  *   plank.tracked_tables     the tables that are tracked
  *   plank.overflow           payloads too large for NOTIFY, until the worker reads them
+ *   plank.channel_grants     who may subscribe to NOTIFY channels (grant_channel, revoke_channel)
  * The payload format is documented in docs/PROTOCOL.md ("Change payload").
  */
 
@@ -33,6 +34,48 @@ COMMENT ON TABLE plank.overflow IS
 'Change payloads too large for NOTIFY (8000 bytes), stored by plank.capture() in the writer''s '
 'transaction and deleted by the worker once it has read them. Empty at rest; written and read '
 'only by Plank (as the table owner).';
+
+CREATE TABLE plank.channel_grants (
+    channel  text NOT NULL,
+    grantee  name NOT NULL,
+    PRIMARY KEY (channel, grantee)
+);
+REVOKE ALL ON plank.channel_grants FROM PUBLIC;
+GRANT SELECT ON plank.channel_grants TO PUBLIC;
+
+COMMENT ON TABLE plank.channel_grants IS
+'Who may subscribe to plain NOTIFY channels over WebSocket: a client whose role is a member of '
+'grantee (or any client, for grantee ''public'') may subscribe to channels matching the LIKE '
+'pattern channel. Superusers may subscribe to any channel. Managed with plank.grant_channel and '
+'plank.revoke_channel.';
+
+CREATE FUNCTION plank.grant_channel(channel text, grantee name)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO plank.channel_grants (channel, grantee) VALUES (channel, grantee)
+    ON CONFLICT DO NOTHING;
+$$;
+REVOKE ALL ON FUNCTION plank.grant_channel(text, name) FROM PUBLIC;
+
+COMMENT ON FUNCTION plank.grant_channel(text, name) IS
+'Lets members of a role (or ''public'': everyone) subscribe over WebSocket to the NOTIFY channels '
+'matching a LIKE pattern (''chat'', ''room_%''). Idempotent. Executable by the extension owner and '
+'superusers only.';
+
+CREATE FUNCTION plank.revoke_channel(channel text, grantee name)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM plank.channel_grants g WHERE g.channel = $1 AND g.grantee = $2;
+$$;
+REVOKE ALL ON FUNCTION plank.revoke_channel(text, name) FROM PUBLIC;
+
+COMMENT ON FUNCTION plank.revoke_channel(text, name) IS
+'Removes a grant made by plank.grant_channel; existing subscriptions stay until they end. '
+'Executable by the extension owner and superusers only.';
 
 CREATE FUNCTION plank.track(rel regclass)
 RETURNS void

@@ -26,6 +26,18 @@ CREATE TRIGGER items_touch_updated_at BEFORE UPDATE ON public.items
 
 SELECT plank.track('public.items');
 
+-- The role of the demo page's anonymous visitors (plank.anonymous_role in demo.sh):
+-- it may read items and nothing else.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plank_web') THEN
+        CREATE ROLE plank_web NOLOGIN;
+    END IF;
+END;
+$$;
+GRANT USAGE ON SCHEMA public TO plank_web;
+GRANT SELECT ON public.items TO plank_web;
+
 INSERT INTO public.items (name, value)
 SELECT v.name, v.value
   FROM (VALUES ('apple', 3), ('banana', 12), ('cherry', 7.5)) AS v(name, value)

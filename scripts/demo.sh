@@ -70,6 +70,8 @@ shared_preload_libraries = 'plank'
 plank.port = $PORT
 plank.database = '$DB'
 plank.listen_addresses = '127.0.0.1'
+# the demo page's visitors have no token: they act as plank_web (demo/items.sql)
+plank.anonymous_role = 'plank_web'
 EOF
 if ! as_pg grep -q "^include_if_exists = 'plank.conf'" "$DATA/postgresql.conf"; then
     printf "\n# Plank demo settings (scripts/demo.sh)\ninclude_if_exists = 'plank.conf'\n" \

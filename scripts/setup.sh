@@ -25,8 +25,8 @@ fi
 # --- 1. Debian packages ---------------------------------------------------------------
 # postgresql-15 and postgresql-server-dev-15 go in one apt-get call so that their minor
 # versions match (the module is built against the headers of the server it loads into).
-PKGS=(postgresql-15 postgresql-server-dev-15 libkrb5-dev libwebsockets-dev pkg-config
-      make gcc nodejs npm python3 python3-pytest python3-websockets python3-psycopg2
+PKGS=(postgresql-15 postgresql-server-dev-15 libkrb5-dev libwebsockets-dev libssl-dev pkg-config
+      make gcc nodejs npm python3 python3-pytest python3-websockets python3-psycopg2 python3-jwt python3-cryptography
       chromium)
 
 # A Node.js from NodeSource (as on the project's machines) bundles npm and declares

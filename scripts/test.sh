@@ -152,6 +152,10 @@ plank.database = '$DB'
 plank.listen_addresses = '127.0.0.1'
 plank.static_dir = '$STATIC'
 plank.log_connections = on
+# clients without a token act as the superuser here; tests of authentication
+# and authorization set plank.anonymous_role themselves
+plank.anonymous_role = 'postgres'
+plank.jwt_secret = 'plank-test-secret-0123456789abcdef'
 EOF
     printf "include_if_exists = 'plank.conf'\n" | as_pg tee -a "$DATADIR/postgresql.conf" >/dev/null \
         || return 1

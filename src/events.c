@@ -358,6 +358,7 @@ plank_events_process(PlankNotification *batch)
 		plank_ring_push(ev);
 		plank_frame_unref(ev->frame);
 	}
+	plank_access_batch_done();
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);

@@ -36,6 +36,19 @@ int			plank_replay_buffer = 16384;
 bool		plank_log_connections = false;
 int			plank_ping_interval = 30;
 int			plank_ping_timeout = 10;
+char	   *plank_jwt_secret = NULL;
+char	   *plank_jwt_public_key_file = NULL;
+char	   *plank_jwt_audience = NULL;
+char	   *plank_jwt_issuer = NULL;
+char	   *plank_jwt_role_claim = NULL;
+char	   *plank_anonymous_role = NULL;
+char	   *plank_allowed_origins = NULL;
+int			plank_max_connections = 10000;
+int			plank_auth_timeout = 10;
+int			plank_rate_limit = 50;
+bool		plank_ssl = false;
+char	   *plank_ssl_cert_file = NULL;
+char	   *plank_ssl_key_file = NULL;
 
 void		_PG_init(void);
 
@@ -142,6 +155,125 @@ define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_secret",
+							   "Sets the shared secret that verifies HS256, HS384 and HS512 tokens.",
+							   "Empty refuses HMAC-signed tokens. Visible to superusers only.",
+							   &plank_jwt_secret,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_public_key_file",
+							   "Sets the PEM file of the public key that verifies RS256/384/512 and ES256/384/512 tokens.",
+							   "Read at start and on reload. Empty refuses those algorithms.",
+							   &plank_jwt_public_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_audience",
+							   "Sets the audience a token's aud claim must contain.",
+							   "Empty: the aud claim is not checked.",
+							   &plank_jwt_audience,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_issuer",
+							   "Sets the issuer a token's iss claim must equal.",
+							   "Empty: the iss claim is not checked.",
+							   &plank_jwt_issuer,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_role_claim",
+							   "Sets the path of the token claim that names the client's role.",
+							   "Object keys separated by dots, for example app_metadata.role.",
+							   &plank_jwt_role_claim,
+							   "role",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.anonymous_role",
+							   "Sets the role of clients that present no token.",
+							   "Empty refuses clients without a token.",
+							   &plank_anonymous_role,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.allowed_origins",
+							   "Sets the web origins whose pages may open WebSocket connections.",
+							   "A comma-separated list such as https://app.example.com; \"*\" allows any. "
+							   "Empty allows only the pages Plank serves itself. Clients that send no Origin "
+							   "(non-browser clients) are not affected.",
+							   &plank_allowed_origins,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_connections",
+							"Sets the largest number of concurrent WebSocket connections.",
+							"Further connections are refused during the handshake.",
+							&plank_max_connections,
+							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.auth_timeout",
+							"Sets how long a client without a token has to send an auth message.",
+							"When no anonymous role is set, a client that does not authenticate in time is closed with 4001.",
+							&plank_auth_timeout,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.rate_limit",
+							"Sets how many messages per second a client may send, on average.",
+							"Bursts of twice as many are allowed; a client going faster is closed with 1008. Zero: no limit.",
+							&plank_rate_limit,
+							50, 0, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.ssl",
+							 "Serves WebSocket and HTTP over TLS (wss://, https://).",
+							 NULL,
+							 &plank_ssl,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.ssl_cert_file",
+							   "Sets the PEM certificate (chain) file of the TLS server.",
+							   "Empty uses PostgreSQL's ssl_cert_file. Relative paths are relative to the data directory.",
+							   &plank_ssl_cert_file,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.ssl_key_file",
+							   "Sets the PEM private key file of the TLS server.",
+							   "Empty uses PostgreSQL's ssl_key_file. Relative paths are relative to the data directory.",
+							   &plank_ssl_key_file,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("plank.log_connections",
 							 "Logs each WebSocket connection and disconnection.",

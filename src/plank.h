@@ -26,6 +26,19 @@ extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
 extern bool plank_log_connections;
 extern int	plank_ping_interval;	/* s */
+extern char *plank_jwt_secret;
+extern char *plank_jwt_public_key_file;
+extern char *plank_jwt_audience;
+extern char *plank_jwt_issuer;
+extern char *plank_jwt_role_claim;
+extern char *plank_anonymous_role;
+extern char *plank_allowed_origins;
+extern int	plank_max_connections;
+extern int	plank_auth_timeout;	/* s */
+extern int	plank_rate_limit;	/* messages per second */
+extern bool plank_ssl;
+extern char *plank_ssl_cert_file;
+extern char *plank_ssl_key_file;
 extern int	plank_ping_timeout;	/* s */
 
 /* worker.c */
@@ -38,9 +51,20 @@ extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
 
-struct lws;
+#include <libwebsockets.h>
+
 struct PlankSub;
+
+/* Who a client is: the role it acts as, and the claims of its token */
+typedef struct PlankIdentity
+{
+	Oid			roleid;			/* InvalidOid: not authenticated */
+	char	   *role;
+	char	   *claims;			/* JSON object text; "{}" when anonymous */
+	int64		exp;			/* token expiry, Unix seconds; 0: none */
+} PlankIdentity;
 
 /*
  * An outgoing message body shared by every connection it goes to: the event
@@ -78,9 +102,14 @@ typedef struct PlankConn
 	dlist_head	subs;			/* PlankSub.conn_node */
 	int			nsubs;
 	bool		closing;		/* a close frame is to be sent */
+	bool		close_when_drained; /* ... once the queue is empty */
 	int			close_code;
 	const char *close_reason;
 	char		peer[64];
+	PlankIdentity ident;		/* roleid InvalidOid until authenticated */
+	lws_sorted_usec_list_t deadline;	/* auth timeout, then token expiry */
+	double		rate_tokens;	/* token bucket of plank.rate_limit */
+	TimestampTz rate_checked;
 } PlankConn;
 
 #define PLANK_OP_INSERT		0x01
@@ -106,6 +135,13 @@ typedef struct PlankSub
 	int			ops;			/* PLANK_OP_* mask, tables only */
 	int			nfilters;
 	PlankFilter *filters;
+	int			ncolumns;		/* > 0: the only columns its role may read */
+	char	  **columns;
+	char	   *colkey;			/* the column list as one string, to share frames */
+	bool		rls;			/* row-level security applies to its role */
+	int			nkeycols;		/* with rls: the table's identity columns */
+	char	  **keycols;
+	Oid			relid;			/* tables: the table */
 	void	   *entry;			/* the index entry it is linked into */
 	dlist_node	conn_node;
 	dlist_node	index_node;
@@ -160,15 +196,34 @@ extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
 extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
+extern void plank_conn_close(PlankConn *conn, int code, const char *reason);
+extern void plank_conn_close_after_send(PlankConn *conn, int code, const char *reason);
+extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
 
 /* protocol.c */
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
+extern void plank_protocol_auth_failed(PlankConn *conn, const char *code, const char *detail);
 
 /* events.c */
 extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
+
+/* auth.c */
+extern void plank_auth_load_keys(void);
+extern const char *plank_auth_verify(const char *token, MemoryContext cxt,
+									 PlankIdentity *id, char **detail);
+extern bool plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id);
+extern bool plank_auth_channel_allowed(Oid roleid, const char *channel);
+extern void plank_auth_become(const PlankIdentity *id, Oid *save_userid, int *save_sec_context);
+extern void plank_auth_unbecome(Oid save_userid, int save_sec_context);
+
+/* access.c */
+extern List *plank_access_key_columns(Oid relid);
+extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
+extern void plank_access_event_done(void);
+extern void plank_access_batch_done(void);
 
 /* ring.c */
 extern void plank_ring_push(const PlankEvent *ev);
@@ -185,5 +240,6 @@ extern void plank_subs_remove(PlankSub *sub);
 extern void plank_subs_unlisten_idle(void);
 extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
+extern Jsonb *plank_event_payload(PlankEvent *ev);
 
 #endif							/* PLANK_H */

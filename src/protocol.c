@@ -25,6 +25,9 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
+#include "utils/rls.h"
+#include "utils/acl.h"
+#include "access/relation.h"
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
 #include "utils/varlena.h"
@@ -205,14 +208,42 @@ start_delivery(PlankConn *conn, PlankSub *sub, const Since *since,
 void
 plank_protocol_welcome(PlankConn *conn)
 {
-	char		buf[160];
-	int			len;
+	StringInfoData buf;
 
-	len = snprintf(buf, sizeof(buf),
-				   "\"type\":\"welcome\",\"protocol\":1,\"server\":\"plank/1.0\","
-				   "\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
-				   plank_epoch, plank_seq);
-	plank_conn_send_text(conn, buf, len);
+	initStringInfo(&buf);
+	appendStringInfo(&buf,
+					 "\"type\":\"welcome\",\"protocol\":1,\"server\":\"plank/1.0\","
+					 "\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT,
+					 plank_epoch, plank_seq);
+	if (OidIsValid(conn->ident.roleid))
+	{
+		appendStringInfoString(&buf, ",\"role\":");
+		escape_json(&buf, conn->ident.role);
+	}
+	else
+		appendStringInfoString(&buf, ",\"auth\":\"required\"");
+	appendStringInfoChar(&buf, '}');
+	plank_conn_send_text(conn, buf.data, buf.len);
+	pfree(buf.data);
+}
+
+/*
+ * plank_protocol_auth_failed
+ *		Answer a refused token with an error carrying its code, then close
+ *		the connection with 4001 once the error is sent.
+ */
+void
+plank_protocol_auth_failed(PlankConn *conn, const char *code, const char *detail)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "\"type\":\"error\",\"code\":\"%s\",\"message\":", code);
+	escape_json(&buf, detail);
+	appendStringInfoChar(&buf, '}');
+	plank_conn_send_text(conn, buf.data, buf.len);
+	pfree(buf.data);
+	plank_conn_close_after_send(conn, 4001, "authentication failed");
 }
 
 /* Look up a member of a JSON object; NULL when absent. */
@@ -420,14 +451,60 @@ table_is_tracked(Oid relid)
  * Resolve and check a table name inside the caller's transaction.  Returns
  * an error, or NULL with *schema and *relname allocated in request_cxt.
  */
+/*
+ * The columns of a table that a role may SELECT, when it may not SELECT the
+ * whole table; NIL when it may (allocated in request_cxt).
+ */
+static List *
+selectable_columns(Oid relid, Oid roleid)
+{
+	Relation	rel;
+	TupleDesc	tupdesc;
+	List	   *cols = NIL;
+	int			i;
+
+	if (pg_class_aclcheck(relid, roleid, ACL_SELECT) == ACLCHECK_OK)
+		return NIL;
+	rel = relation_open(relid, AccessShareLock);
+	tupdesc = RelationGetDescr(rel);
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (!att->attisdropped &&
+			pg_attribute_aclcheck(relid, att->attnum, roleid, ACL_SELECT) == ACLCHECK_OK)
+		{
+			/* the list outlives the transaction */
+			MemoryContext old = MemoryContextSwitchTo(request_cxt);
+
+			cols = lappend(cols, pstrdup(NameStr(att->attname)));
+			MemoryContextSwitchTo(old);
+		}
+	}
+	relation_close(rel, AccessShareLock);
+	return cols;
+}
+
+static bool
+column_in(List *cols, const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, cols)
+		if (strcmp((const char *) lfirst(lc), name) == 0)
+			return true;
+	return false;
+}
+
 static RequestError *
-resolve_table(const char *name, PlankFilter *filters, int nfilters,
-			  char **schema, char **relname, Oid *relidp)
+resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
+			  char **schema, char **relname, Oid *relidp, List **columns)
 {
 	List	   *names;
 	Oid			relid;
 	char		relkind;
 	int			i;
+	List	   *cols;
 
 	names = stringToQualifiedNameList(name);
 	if (list_length(names) > 2)
@@ -451,6 +528,21 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters,
 								 filters[i].column, name);
 	}
 
+	/* the client's role must be able to SELECT the table, or some columns */
+	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
+		return request_error("permission_denied", "permission denied for the schema of table \"%s\"", name);
+	cols = selectable_columns(relid, roleid);
+	if (cols != NIL || pg_class_aclcheck(relid, roleid, ACL_SELECT) != ACLCHECK_OK)
+	{
+		if (cols == NIL)
+			return request_error("permission_denied", "permission denied for table \"%s\"", name);
+		for (i = 0; i < nfilters; i++)
+			if (!column_in(cols, filters[i].column))
+				return request_error("permission_denied", "permission denied for column \"%s\" of table \"%s\"",
+									 filters[i].column, name);
+	}
+	*columns = cols;
+
 	*schema = MemoryContextStrdup(request_cxt, get_namespace_name(get_rel_namespace(relid)));
 	*relname = MemoryContextStrdup(request_cxt, get_rel_name(relid));
 	*relidp = relid;
@@ -459,15 +551,19 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters,
 
 /*
  * Read the current rows of a table that pass the filters, at most
- * plank.snapshot_limit of them, inside the caller's transaction, as the body
+ * plank.snapshot_limit of them, as the client's role (so that its column
+ * privileges and row-level security apply), inside the caller's transaction, as the body
  * of a "snapshot" message (allocated in request_cxt).  Rows are rendered by
  * row_to_json, as the capture trigger renders them, and filtered with jsonb
  * equality, as changes are.
  */
 static StringInfo
-read_snapshot(const char *schema, const char *relname,
-			  PlankFilter *filters, int nfilters)
+read_snapshot(PlankConn *conn, const char *schema, const char *relname,
+			  List *columns, PlankFilter *filters, int nfilters)
 {
+	Oid			save_userid;
+	int			save_sec_context;
+	ListCell   *lc;
 	StringInfoData query;
 	StringInfo	body;
 	Oid		   *argtypes = palloc(Max(1, 2 * nfilters) * sizeof(Oid));
@@ -476,8 +572,19 @@ read_snapshot(const char *schema, const char *relname,
 	int			f;
 
 	initStringInfo(&query);
-	appendStringInfo(&query, "SELECT pg_catalog.row_to_json(t)::text FROM %s AS t WHERE true",
-					 quote_qualified_identifier(schema, relname));
+	appendStringInfoString(&query, "SELECT pg_catalog.row_to_json(t)::text FROM ");
+	if (columns == NIL)
+		appendStringInfoString(&query, quote_qualified_identifier(schema, relname));
+	else
+	{
+		/* only the columns the role may read */
+		appendStringInfoString(&query, "(SELECT ");
+		foreach(lc, columns)
+			appendStringInfo(&query, "%s%s", lc == list_head(columns) ? "" : ", ",
+							 quote_identifier((const char *) lfirst(lc)));
+		appendStringInfo(&query, " FROM %s)", quote_qualified_identifier(schema, relname));
+	}
+	appendStringInfoString(&query, " AS t WHERE true");
 	for (f = 0; f < nfilters; f++)
 	{
 		appendStringInfo(&query, " AND (pg_catalog.to_jsonb(t) -> $%d) = $%d", 2 * f + 1, 2 * f + 2);
@@ -492,9 +599,12 @@ read_snapshot(const char *schema, const char *relname,
 	body = MemoryContextAllocZero(request_cxt, sizeof(StringInfoData));
 	body->data = MemoryContextAlloc(request_cxt, 1024);
 	body->maxlen = 1024;
+	/* read as the client: its privileges and row-level security policies apply */
 	SPI_connect();
+	plank_auth_become(&conn->ident, &save_userid, &save_sec_context);
 	if (SPI_execute_with_args(query.data, 2 * nfilters, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the rows of table \"%s\".\"%s\"", schema, relname);
+	plank_auth_unbecome(save_userid, save_sec_context);
 
 	appendStringInfo(body, "\"type\":\"snapshot\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"complete\":%s,\"rows\":[",
 					 plank_seq, plank_epoch,
@@ -539,6 +649,9 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	bool		covered = since_in_ring(since);
 	StringInfo	snapshot = NULL;
 	PlankFrame *snapshot_frame = NULL;
+	List	   *columns = NIL;
+	List	   *keycols = NIL;
+	bool		rls = false;
 
 	if ((err = parse_ops(jb, &ops)) != NULL ||
 		(err = parse_filter(jb, &filters, &nfilters)) != NULL)
@@ -553,10 +666,20 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	err = resolve_table(table, filters, nfilters, &schema, &relname, &relid);
+	err = resolve_table(table, filters, nfilters, conn->ident.roleid,
+						&schema, &relname, &relid, &columns);
+	if (err == NULL)
+		rls = check_enable_rls(relid, conn->ident.roleid, false) == RLS_ENABLED;
+	if (rls)
+	{
+		MemoryContext old = MemoryContextSwitchTo(request_cxt);
+
+		keycols = plank_access_key_columns(relid);
+		MemoryContextSwitchTo(old);
+	}
 	/* a client that resumes has the rows already */
 	if (err == NULL && want_snapshot && !covered)
-		snapshot = read_snapshot(schema, relname, filters, nfilters);
+		snapshot = read_snapshot(conn, schema, relname, columns, filters, nfilters);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(request_cxt);
@@ -567,6 +690,34 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	sub->ops = ops;
 	sub->filters = copy_filters(conn->mcxt, filters, nfilters);
 	sub->nfilters = nfilters;
+	sub->relid = relid;
+	sub->rls = rls;
+	if (keycols != NIL)
+	{
+		ListCell   *lc;
+		int			i = 0;
+
+		sub->nkeycols = list_length(keycols);
+		sub->keycols = MemoryContextAlloc(conn->mcxt, sub->nkeycols * sizeof(char *));
+		foreach(lc, keycols)
+			sub->keycols[i++] = MemoryContextStrdup(conn->mcxt, (const char *) lfirst(lc));
+	}
+	if (columns != NIL)
+	{
+		StringInfoData key;
+		ListCell   *lc;
+		int			i = 0;
+
+		initStringInfo(&key);
+		sub->ncolumns = list_length(columns);
+		sub->columns = MemoryContextAlloc(conn->mcxt, sub->ncolumns * sizeof(char *));
+		foreach(lc, columns)
+		{
+			sub->columns[i++] = MemoryContextStrdup(conn->mcxt, (const char *) lfirst(lc));
+			appendStringInfo(&key, "%s,", (const char *) lfirst(lc));
+		}
+		sub->colkey = MemoryContextStrdup(conn->mcxt, key.data);
+	}
 	plank_subs_add_table(sub, schema, relname);
 	if (snapshot)
 		snapshot_frame = plank_frame_make(snapshot->data, snapshot->len);
@@ -574,6 +725,74 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	if (snapshot_frame)
 		plank_frame_unref(snapshot_frame);
 	return NULL;
+}
+
+/* Check plank.channel_grants for a client, in a transaction of its own. */
+static bool
+channel_allowed(PlankConn *conn, const char *channel)
+{
+	bool		allowed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	allowed = plank_auth_channel_allowed(conn->ident.roleid, channel);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(request_cxt);
+	return allowed;
+}
+
+/*
+ * auth: a token, first or fresh.  A fresh token must name the same role; it
+ * moves the connection's expiry.  A refused token closes the connection.
+ */
+static RequestError *
+handle_auth(PlankConn *conn, Jsonb *jb, bool *closed)
+{
+	bool		bad;
+	char	   *token = string_member(jb, "token", &bad);
+	PlankIdentity ident;
+	char	   *detail;
+	const char *code;
+
+	*closed = false;
+	if (token == NULL)
+		return request_error("invalid_message", "auth needs a \"token\" string");
+	code = plank_auth_verify(token, request_cxt, &ident, &detail);
+	if (code != NULL)
+	{
+		ereport(LOG,
+				(errmsg("plank refused a token from %s: %s", conn->peer, detail)));
+		plank_protocol_auth_failed(conn, code, detail);
+		*closed = true;
+		return NULL;
+	}
+	if (OidIsValid(conn->ident.roleid) && ident.roleid != conn->ident.roleid)
+		return request_error("role_mismatch",
+							 "a fresh token must name the connection's role \"%s\"", conn->ident.role);
+	plank_conn_set_identity(conn, &ident);
+	return NULL;
+}
+
+static void
+send_auth_ack(PlankConn *conn, const char *id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "\"type\":\"ack\"");
+	if (id)
+	{
+		appendStringInfoString(&buf, ",\"id\":");
+		escape_json(&buf, id);
+	}
+	appendStringInfoString(&buf, ",\"request\":\"auth\",\"role\":");
+	escape_json(&buf, conn->ident.role);
+	if (conn->ident.exp > 0)
+		appendStringInfo(&buf, ",\"expires\":" INT64_FORMAT, conn->ident.exp);
+	appendStringInfo(&buf, ",\"seq\":" UINT64_FORMAT "}", plank_seq);
+	plank_conn_send_text(conn, buf.data, buf.len);
 }
 
 static RequestError *
@@ -587,6 +806,8 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 	Since		since;
 
 	*resumed = false;
+	if (!OidIsValid(conn->ident.roleid))
+		return request_error("unauthenticated", "send an auth message with a token first");
 	if (id == NULL)
 		return request_error("invalid_message", "subscribe needs an \"id\" naming the subscription");
 	if (bad_table || bad_channel)
@@ -613,6 +834,9 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 			return request_error("bad_channel",
 								 "channel \"%s\" is reserved for table changes; subscribe to a table instead",
 								 PLANK_CHANGE_CHANNEL);
+		if (!channel_allowed(conn, channel))
+			return request_error("permission_denied",
+								 "role \"%s\" may not subscribe to channel \"%s\"", conn->ident.role, channel);
 		/* judged before this subscription may start a LISTEN of its own */
 		covered = since_in_ring(&since) && plank_subs_channel_covers(channel, since.seq);
 		sub = new_sub(conn, id, true);
@@ -733,6 +957,13 @@ handle_request(PlankConn *conn, char *msg, int len)
 	}
 	else if (strcmp(type, "ping") == 0)
 		send_pong(conn, id);
+	else if (strcmp(type, "auth") == 0)
+	{
+		bool		closed;
+
+		if ((err = handle_auth(conn, jb, &closed)) == NULL && !closed)
+			send_auth_ack(conn, id);
+	}
 	else
 		err = request_error("unknown_type", "unknown message type \"%.32s\"", type);
 

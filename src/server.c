@@ -27,12 +27,18 @@
 #include "miscadmin.h"
 #include "port.h"
 #include "utils/memutils.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "plank.h"
 
 /* RFC 6455 7.4.2 / IANA registry: "Try Again Later"; libwebsockets 4.1 has no name for it */
 #define PLANK_CLOSE_TRY_AGAIN_LATER 1013
+
+/* Private-use close codes (RFC 6455 7.4.2), documented in docs/PROTOCOL.md */
+#define PLANK_CLOSE_AUTH_FAILED 4001
+#define PLANK_CLOSE_TOKEN_EXPIRED 4002
 
 /* per-session storage that libwebsockets allocates for each WebSocket */
 typedef struct PlankSession
@@ -113,11 +119,13 @@ conn_purge_queue(PlankConn *conn)
 }
 
 /*
- * Start closing a connection with an RFC 6455 close code: queued messages
- * are dropped and the close frame goes out on the next writeable callback.
+ * plank_conn_close
+ *		Start closing a connection with an RFC 6455 close code (reason must be
+ *		a constant string): queued messages are dropped and the close frame
+ *		goes out on the next writeable callback.
  */
-static void
-conn_close(PlankConn *conn, int code, const char *reason)
+void
+plank_conn_close(PlankConn *conn, int code, const char *reason)
 {
 	if (conn->closing)
 		return;
@@ -126,6 +134,24 @@ conn_close(PlankConn *conn, int code, const char *reason)
 	conn->close_reason = reason;
 	conn_purge_queue(conn);
 	lws_callback_on_writable(conn->wsi);
+}
+
+/*
+ * plank_conn_close_after_send
+ *		Close a connection with an RFC 6455 close code once the messages
+ *		already queued for it (an error explaining why) have been sent.
+ */
+void
+plank_conn_close_after_send(PlankConn *conn, int code, const char *reason)
+{
+	if (conn->q_len == 0)
+	{
+		plank_conn_close(conn, code, reason);
+		return;
+	}
+	conn->close_when_drained = true;
+	conn->close_code = code;
+	conn->close_reason = reason;
 }
 
 /*
@@ -140,7 +166,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 {
 	PlankOutMsg *slot;
 
-	if (conn->closing)
+	if (conn->closing || conn->close_when_drained)
 		return;
 
 	/* the bound is on the backlog: one message alone is always accepted */
@@ -150,7 +176,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 		ereport(LOG,
 				(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
 						(unsigned long long) conn->id, conn->peer)));
-		conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+		plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
 		return;
 	}
 
@@ -212,12 +238,90 @@ plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub)
 
 /* ---------- connection life cycle ---------- */
 
+/*
+ * Is a page of this origin allowed to connect?  The pages Plank serves
+ * itself (the Origin equals this server's scheme and Host), and the origins
+ * in plank.allowed_origins ("*": any).
+ */
+static bool
+origin_allowed(struct lws *wsi, const char *origin)
+{
+	char		host[256];
+	char		self[300];
+	char	   *list;
+	List	   *origins;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0)
+	{
+		snprintf(self, sizeof(self), "%s://%s", plank_ssl ? "https" : "http", host);
+		if (pg_strcasecmp(origin, self) == 0)
+			return true;
+	}
+
+	list = pstrdup(plank_allowed_origins);
+	if (SplitGUCList(list, ',', &origins))
+	{
+		foreach(lc, origins)
+		{
+			const char *o = (const char *) lfirst(lc);
+
+			if (strcmp(o, "*") == 0 || pg_strcasecmp(o, origin) == 0)
+				allowed = true;
+		}
+	}
+	list_free(origins);
+	pfree(list);
+	return allowed;
+}
+
+/* The connection's deadline: the end of its auth timeout, or its token's expiry. */
+static void
+conn_deadline(lws_sorted_usec_list_t *sul)
+{
+	PlankConn  *conn = lws_container_of(sul, PlankConn, deadline);
+
+	if (!OidIsValid(conn->ident.roleid))
+		plank_conn_close(conn, PLANK_CLOSE_AUTH_FAILED, "authentication timeout");
+	else
+		plank_conn_close(conn, PLANK_CLOSE_TOKEN_EXPIRED, "token expired");
+}
+
+/*
+ * plank_conn_set_identity
+ *		Make a connection act as a verified identity (copied into its memory
+ *		context) and arm its expiry, replacing any earlier one.
+ */
+void
+plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
+{
+	if (conn->ident.role)
+		pfree(conn->ident.role);
+	if (conn->ident.claims)
+		pfree(conn->ident.claims);
+	conn->ident.roleid = id->roleid;
+	conn->ident.role = MemoryContextStrdup(conn->mcxt, id->role);
+	conn->ident.claims = MemoryContextStrdup(conn->mcxt, id->claims);
+	conn->ident.exp = id->exp;
+
+	lws_sul_cancel(&conn->deadline);
+	if (id->exp > 0)
+	{
+		int64		secs = id->exp - (int64) time(NULL);
+
+		lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
+						 Max(secs, 0) * LWS_USEC_PER_SEC);
+	}
+}
+
 static void
 conn_open(struct lws *wsi, PlankSession *pss)
 {
 	MemoryContext mcxt;
 	MemoryContext oldcxt;
 	PlankConn  *conn;
+	PlankIdentity ident;
 
 	mcxt = AllocSetContextCreate(conns_cxt, "plank connection", ALLOCSET_SMALL_SIZES);
 	oldcxt = MemoryContextSwitchTo(mcxt);
@@ -231,16 +335,59 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	conn->queue = palloc(conn->q_cap * sizeof(PlankOutMsg));
 	dlist_init(&conn->subs);
 	lws_get_peer_simple(wsi, conn->peer, sizeof(conn->peer));
+	conn->rate_tokens = 2.0 * plank_rate_limit;
+	conn->rate_checked = GetCurrentTimestamp();
 	MemoryContextSwitchTo(oldcxt);
 
 	pss->conn = conn;
 	dlist_push_tail(&all_conns, &conn->node);
 	nconns++;
 
+	if (plank_auth_anonymous(mcxt, &ident))
+		plank_conn_set_identity(conn, &ident);
+	else
+		lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
+						 (lws_usec_t) plank_auth_timeout * LWS_USEC_PER_SEC);
+	plank_protocol_welcome(conn);
+
 	if (plank_log_connections)
 		ereport(LOG,
-				(errmsg("plank connection %llu from %s", (unsigned long long) conn->id, conn->peer)));
-	plank_protocol_welcome(conn);
+				(errmsg("plank connection %llu from %s as role %s", (unsigned long long) conn->id,
+						conn->peer, conn->ident.role ? conn->ident.role : "(none yet)")));
+}
+
+/*
+ * Check a WebSocket handshake before it completes: the connection limit and
+ * the Origin (cross-site WebSocket hijacking).  Returns non-zero to refuse.
+ * Tokens come in the first message, not in Sec-WebSocket-Protocol:
+ * libwebsockets 4.1 refuses that header beyond 127 bytes, shorter than a JWT.
+ */
+static int
+conn_filter(struct lws *wsi)
+{
+	char		buf[1024];
+	int			len;
+
+	if (nconns >= plank_max_connections)
+	{
+		ereport(LOG,
+				(errmsg("plank refused a connection: plank.max_connections (%d) reached",
+						plank_max_connections)));
+		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
+		return 1;
+	}
+
+	len = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_ORIGIN);
+	if (len > 0 && !origin_allowed(wsi, buf))
+	{
+		ereport(LOG,
+				(errmsg("plank refused a connection from origin \"%s\"", buf),
+				 errhint("Add the origin to plank.allowed_origins to allow its pages.")));
+		lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+		return 1;
+	}
+
+	return 0;
 }
 
 static void
@@ -248,6 +395,7 @@ conn_free(PlankConn *conn)
 {
 	dlist_mutable_iter iter;
 
+	lws_sul_cancel(&conn->deadline);
 	dlist_foreach_modify(iter, &conn->subs)
 		plank_subs_remove(dlist_container(PlankSub, conn_node, iter.cur));
 	conn_purge_queue(conn);
@@ -258,6 +406,29 @@ conn_free(PlankConn *conn)
 		ereport(LOG,
 				(errmsg("plank disconnection %llu from %s", (unsigned long long) conn->id, conn->peer)));
 	MemoryContextDelete(conn->mcxt);
+}
+
+/*
+ * Token bucket of plank.rate_limit: refilled at that many messages per
+ * second, holding at most twice as many.
+ */
+static bool
+rate_allows(PlankConn *conn)
+{
+	TimestampTz now;
+	double		burst = 2.0 * plank_rate_limit;
+
+	if (plank_rate_limit <= 0)
+		return true;
+	now = GetCurrentTimestamp();
+	conn->rate_tokens += (double) (now - conn->rate_checked) / USECS_PER_SEC * plank_rate_limit;
+	conn->rate_checked = now;
+	if (conn->rate_tokens > burst)
+		conn->rate_tokens = burst;
+	if (conn->rate_tokens < 1.0)
+		return false;
+	conn->rate_tokens -= 1.0;
+	return true;
 }
 
 /* Reassemble a message from its fragments; handle it once complete. */
@@ -271,18 +442,23 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 
 	if (lws_frame_is_binary(wsi))
 	{
-		conn_close(conn, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "binary frames are not supported");
+		plank_conn_close(conn, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, "binary frames are not supported");
 		return 0;
 	}
 	if ((size_t) conn->rx.len + len > (size_t) plank_max_message_size * 1024)
 	{
-		conn_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message exceeds plank.max_message_size");
+		plank_conn_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message exceeds plank.max_message_size");
 		return 0;
 	}
 	appendBinaryStringInfo(&conn->rx, in, len);
 
 	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
 	{
+		if (!rate_allows(conn))
+		{
+			plank_conn_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message rate exceeds plank.rate_limit");
+			return 0;
+		}
 		plank_protocol_handle(conn, conn->rx.data, conn->rx.len);
 		if (conn->rx.maxlen > 64 * 1024)
 		{
@@ -333,6 +509,8 @@ conn_writeable(PlankConn *conn)
 
 	if (conn->q_len > 0)
 		lws_callback_on_writable(conn->wsi);
+	else if (conn->close_when_drained)
+		plank_conn_close(conn, conn->close_code, conn->close_reason);
 	return 0;
 }
 
@@ -344,6 +522,8 @@ plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
 
 	switch (reason)
 	{
+		case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+			return conn_filter(wsi);
 		case LWS_CALLBACK_ESTABLISHED:
 			conn_open(wsi, pss);
 			return 0;
@@ -542,7 +722,11 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	memset(&info, 0, sizeof(info));
 	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
 		LWS_SERVER_OPTION_VALIDATE_UTF8;
+	if (plank_ssl)
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	info.port = CONTEXT_PORT_NO_LISTEN;
+	/* room for long Cookie and Origin headers */
+	info.max_http_header_data = 8192;
 	lws_ctx = lws_create_context(&info);
 	if (lws_ctx == NULL)
 		ereport(FATAL,
@@ -569,6 +753,14 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		vinfo.protocols = plank_protocols;
 		vinfo.mounts = &static_mount;
 		vinfo.retry_and_idle_policy = &idle_policy;
+		if (plank_ssl)
+		{
+			/* relative paths are relative to the data directory, our cwd */
+			vinfo.ssl_cert_filepath = plank_ssl_cert_file[0] ? plank_ssl_cert_file :
+				GetConfigOption("ssl_cert_file", false, false);
+			vinfo.ssl_private_key_filepath = plank_ssl_key_file[0] ? plank_ssl_key_file :
+				GetConfigOption("ssl_key_file", false, false);
+		}
 		vinfo.options = info.options |
 			LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 		vinfo.iface = listen_iface(addr, &vinfo.options);
@@ -648,7 +840,7 @@ plank_server_shutdown(void)
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &all_conns)
-		conn_close(dlist_container(PlankConn, node, iter.cur),
+		plank_conn_close(dlist_container(PlankConn, node, iter.cur),
 				   LWS_CLOSE_STATUS_GOINGAWAY, "server shutting down");
 
 	memset(&shutdown_sul, 0, sizeof(shutdown_sul));

@@ -338,12 +338,13 @@ object_member(Jsonb *jb, const char *key)
 }
 
 /*
- * The row images of an event, parsing its payload from the frame if that
- * was not done yet (ring events, and oversized rows whose full payload was
- * fetched).  Returns false if the payload cannot be parsed.
+ * plank_event_payload
+ *		An event's change payload as jsonb, parsed from its frame the first
+ *		time it is needed (ring events, and oversized rows whose full payload
+ *		was fetched), in the current memory context.
  */
-static bool
-event_images(PlankEvent *ev, Change *c)
+Jsonb *
+plank_event_payload(PlankEvent *ev)
 {
 	if (ev->jb == NULL)
 	{
@@ -351,15 +352,20 @@ event_images(PlankEvent *ev, Change *c)
 
 		ev->jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 	}
-	{
-		JsonbValue	v;
+	return ev->jb;
+}
 
-		c->truncated = getKeyJsonValueFromContainer(&ev->jb->root, "truncated", 9, &v) != NULL;
-	}
-	c->newrow = object_member(ev->jb, "new");
-	c->oldrow = object_member(ev->jb, "old");
-	c->key = object_member(ev->jb, "key");
-	return true;
+/* The row images of a change that filters compare with. */
+static void
+event_images(PlankEvent *ev, Change *c)
+{
+	Jsonb	   *jb = plank_event_payload(ev);
+	JsonbValue	v;
+
+	c->truncated = getKeyJsonValueFromContainer(&jb->root, "truncated", 9, &v) != NULL;
+	c->newrow = object_member(jb, "new");
+	c->oldrow = object_member(jb, "old");
+	c->key = object_member(jb, "key");
 }
 
 /* Apply a subscription's filters to a change: docs/PROTOCOL.md rules. */
@@ -447,9 +453,13 @@ plank_subs_dispatch(PlankEvent *ev)
 			{
 				PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
 
+				PlankFrame *frame;
+
 				if (!(sub->ops & ev->op) || !filters_match(sub, ev))
 					continue;
-				plank_conn_send(sub->conn, ev->frame, sub);
+				if ((frame = plank_access_frame(sub, ev)) == NULL)
+					continue;
+				plank_conn_send(sub->conn, frame, sub);
 				if (sub->open_xid == 0)
 					dlist_push_tail(&open_subs, &sub->open_node);
 				sub->open_xid = ev->xid;
@@ -469,6 +479,7 @@ plank_subs_dispatch(PlankEvent *ev)
 			}
 			plank_frame_unref(frame);
 		}
+		plank_access_event_done();
 	}
 	else
 	{
@@ -499,9 +510,16 @@ replay_one(PlankEvent *ev, void *arg)
 
 	if (sub_matches(sub, ev))
 	{
-		plank_conn_send(sub->conn, ev->frame, sub);
+		PlankFrame *frame = ev->is_change ? plank_access_frame(sub, ev) : ev->frame;
+
+		if (frame)
+		{
+			plank_conn_send(sub->conn, frame, sub);
+			if (ev->is_change)
+				rs->open_xid = ev->xid;
+		}
 		if (ev->is_change)
-			rs->open_xid = ev->xid;
+			plank_access_event_done();
 	}
 	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
 	{
@@ -532,4 +550,5 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 	rs.sub = sub;
 	rs.open_xid = 0;
 	plank_ring_walk(after_seq, replay_one, &rs);
+	plank_access_batch_done();
 }

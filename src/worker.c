@@ -281,6 +281,7 @@ plank_worker_main(Datum main_arg)
 	PqCommMethods = &capture_methods;
 	plank_subs_init();
 	plank_events_init();
+	plank_auth_load_keys();
 	listen_change_channel();
 
 	/* lws closes what it adopts: give it a duplicate of the death pipe */
@@ -309,6 +310,7 @@ plank_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			plank_server_reload();
+			plank_auth_load_keys();
 		}
 		CHECK_FOR_INTERRUPTS();
 
