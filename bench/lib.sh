@@ -1,0 +1,212 @@
+# lib.sh: shared by bench/run.sh and bench/smoke.sh (source it; bash only).
+#
+# bench_deps            install what the tools need when it is missing (Debian)
+# bench_build           make -C bench
+# bench_cluster_up      a throwaway PostgreSQL 15 cluster with Plank preloaded, in a temp
+#                       dir, as the postgres user, listening on 127.0.0.1 only:
+#                       PG on $BENCH_PGPORT, Plank on $BENCH_PORT, database $BENCH_DB
+#                       with the bench tables; sets BENCH_TMP, BENCH_DATADIR, BENCH_LOG
+# bench_cluster_down    stop it by its PID file (pg_ctl stop) and remove the temp dir
+# bench_psql ...        psql on the bench database
+# bench_worker_pid      PID of the Plank worker (pg_stat_activity)
+# bench_reset_table     TRUNCATE bench_events RESTART IDENTITY (ids start at 1 again)
+#
+# Server settings (printed by bench_settings): fsync = off, synchronous_commit = off,
+# full_page_writes = off (a throwaway cluster; commits do not wait for the disk, as in
+# the NOTIFY floors of shared/DESIGN.md), max_connections = 250; the server's soft
+# open-file limit is raised to the hard limit (ulimit -n) before it starts.
+
+BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BENCH_PGPORT=${BENCH_PGPORT:-5498}
+BENCH_PORT=${BENCH_PORT:-18096}
+BENCH_DB=${BENCH_DB:-plank_bench}
+BENCH_TMP=""
+BENCH_DATADIR=""
+BENCH_LOG=""
+
+blog() { printf '[bench] %s\n' "$*" >&2; }
+
+as_pg() {
+    if [ "$(id -un)" = postgres ]; then
+        "$@"
+    elif [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        sudo -u postgres -- "$@"
+    fi
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+bench_deps() {
+    local missing=()
+    command -v gcc >/dev/null || missing+=(gcc)
+    command -v make >/dev/null || missing+=(make)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    command -v pgbench >/dev/null || [ -x "$PGBIN/pgbench" ] || missing+=(postgresql-15)
+    if command -v pkg-config >/dev/null; then
+        pkg-config --exists libwebsockets || missing+=(libwebsockets-dev)
+        pkg-config --exists libpq || missing+=(libpq-dev)
+        pkg-config --exists json-c || missing+=(libjson-c-dev)
+    else
+        missing+=(libwebsockets-dev libpq-dev libjson-c-dev)
+    fi
+    if [ ${#missing[@]} -gt 0 ]; then
+        blog "installing ${missing[*]}"
+        as_root apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if [ ! -f "$PGBIN/../lib/plank.so" ]; then
+        blog "plank.so is not installed in $PGBIN/../lib: build and install the extension first (scripts/setup.sh)"
+        return 1
+    fi
+}
+
+bench_build() {
+    make -s -C "$BENCH_DIR" all
+}
+
+bench_psql() {
+    env PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$BENCH_PGPORT" \
+        -U postgres -v ON_ERROR_STOP=1 -qAt -d "$BENCH_DB" "$@"
+}
+
+bench_settings() {
+    echo "fsync=off synchronous_commit=off full_page_writes=off max_connections=250 shared_buffers=256MB autovacuum=off; server open files: soft limit raised to $(as_pg bash -c 'ulimit -H -n')"
+}
+
+bench_cluster_up() {
+    BENCH_TMP=$(mktemp -d /tmp/plank-bench.XXXXXX)
+    BENCH_DATADIR=$BENCH_TMP/data
+    BENCH_LOG=$BENCH_TMP/server.log
+    as_root chown postgres:postgres "$BENCH_TMP"
+    chmod 755 "$BENCH_TMP"
+    mkdir -p "$BENCH_TMP/www"
+    echo '<!doctype html><title>plank bench</title>' >"$BENCH_TMP/www/index.html"
+    chmod -R a+rX "$BENCH_TMP/www"
+
+    as_pg "$PGBIN/initdb" -D "$BENCH_DATADIR" -A trust -U postgres --encoding=UTF8 \
+        --locale=C.UTF-8 -N >"$BENCH_TMP/initdb.log" 2>&1 \
+        || { cat "$BENCH_TMP/initdb.log" >&2; return 1; }
+    as_pg tee "$BENCH_DATADIR/plank-bench.conf" >/dev/null <<EOF || return 1
+listen_addresses = '127.0.0.1'
+port = $BENCH_PGPORT
+unix_socket_directories = '$BENCH_TMP'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 250
+shared_buffers = 256MB
+max_wal_size = 4GB
+checkpoint_timeout = 30min
+autovacuum = off
+shared_preload_libraries = 'plank'
+plank.port = $BENCH_PORT
+plank.database = '$BENCH_DB'
+plank.listen_addresses = '127.0.0.1'
+plank.static_dir = '$BENCH_TMP/www'
+EOF
+    printf "include_if_exists = 'plank-bench.conf'\n" | as_pg tee -a "$BENCH_DATADIR/postgresql.conf" >/dev/null \
+        || return 1
+    # The postmaster (and so the Plank worker, which does not raise it itself) inherits
+    # the soft open-file limit, 1024 for the postgres user under runuser: raise it to
+    # the hard limit, or the worker cannot accept more than about 1,000 clients.
+    as_pg bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$@"' pg_ctl \
+        "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" -l "$BENCH_LOG" -w -t 60 start >/dev/null || {
+        tail -n 30 "$BENCH_LOG" >&2
+        return 1
+    }
+    BENCH_DB=postgres bench_psql -c "CREATE DATABASE $BENCH_DB" || return 1
+    bench_psql <<'EOF' || return 1
+CREATE EXTENSION plank;
+-- tracked by Plank
+CREATE TABLE bench_events (id bigserial PRIMARY KEY, ts_us bigint, payload text);
+SELECT plank.track('public.bench_events');
+-- the same table, untracked (writer cost baseline)
+CREATE TABLE bench_plain (id bigserial PRIMARY KEY, ts_us bigint, payload text);
+-- the same table with the cheapest NOTIFY capture there is (writer cost floor):
+-- a plpgsql row trigger sending row_to_json(NEW) on channel bench_floor
+CREATE TABLE bench_notify (id bigserial PRIMARY KEY, ts_us bigint, payload text);
+CREATE FUNCTION bench_notify_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('bench_floor', row_to_json(NEW)::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER bench_notify_row AFTER INSERT ON bench_notify
+    FOR EACH ROW EXECUTE FUNCTION bench_notify_row();
+EOF
+    # Settings of newer builds (a build without them would warn about unknown plank.*
+    # names): the bench clients connect without a token, as role plank_bench_reader,
+    # and the 10,000-client scenario must not hit plank.max_connections.
+    if grep -q 'plank.anonymous_role' "$PGBIN/../lib/plank.so" 2>/dev/null; then
+        bench_psql -c "CREATE ROLE plank_bench_reader" \
+            -c "GRANT SELECT ON bench_events, bench_plain, bench_notify TO plank_bench_reader" \
+            -c "ALTER SYSTEM SET plank.anonymous_role = 'plank_bench_reader'" || return 1
+    fi
+    if grep -q 'plank.max_connections' "$PGBIN/../lib/plank.so" 2>/dev/null; then
+        bench_psql -c "ALTER SYSTEM SET plank.max_connections = 20000" || return 1
+    fi
+    bench_psql -c "SELECT pg_reload_conf()" >/dev/null || return 1
+    # the worker exits while the database is missing and comes back a second later
+    local deadline=$((SECONDS + 30))
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -n "$(bench_worker_pid)" ]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    blog "the Plank worker did not show up in pg_stat_activity within 30 s"
+    tail -n 30 "$BENCH_LOG" >&2
+    return 1
+}
+
+bench_cluster_down() {
+    if [ -n "$BENCH_DATADIR" ] && [ -f "$BENCH_DATADIR/postmaster.pid" ]; then
+        as_pg "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" stop -m fast -w -t 60 >/dev/null 2>&1 \
+            || as_pg "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" stop -m immediate -w >/dev/null 2>&1 || true
+    fi
+    if [ -n "$BENCH_TMP" ] && [ -z "${BENCH_KEEP:-}" ]; then
+        rm -rf "$BENCH_TMP"
+    fi
+    BENCH_DATADIR=""
+    return 0
+}
+
+bench_worker_pid() {
+    BENCH_DB=postgres bench_psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'plank'" 2>/dev/null
+}
+
+bench_reset_table() {
+    bench_psql -c "TRUNCATE ${1:-bench_events} RESTART IDENTITY"
+}
+
+# kv FILE KEY: the value of KEY=value in FILE (last one wins)
+kv() {
+    awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print v }' "$1"
+}
+
+# cpu_s PID: utime + stime of a process in seconds (/proc/PID/stat)
+cpu_s() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo NA
+}
+
+# rss_kb PID: VmRSS of a process in kB (/proc/PID/status)
+rss_kb() {
+    awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo NA
+}
+
+# wait_file FILE SECONDS [PID]: wait for FILE to appear (fails early if PID exits)
+wait_file() {
+    local deadline=$((SECONDS + $2))
+    while [ $SECONDS -lt $deadline ]; do
+        [ -f "$1" ] && return 0
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            return 1
+        fi
+        sleep 0.05
+    done
+    return 1
+}

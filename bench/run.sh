@@ -1,0 +1,361 @@
+#!/usr/bin/env bash
+# bench/run.sh: Plank's benchmark suite (about 10 minutes on 2 cores).
+#
+# Builds bench/ (loadgen, writer, listen_floor), starts its own throwaway cluster
+# (PostgreSQL on 127.0.0.1:$BENCH_PGPORT, default 5498; Plank on 127.0.0.1:$BENCH_PORT,
+# default 18096; database plank_bench; see lib.sh for the settings), runs every
+# scenario against Plank and against the raw-LISTEN floor, and prints one table:
+# scenario, Plank, raw-LISTEN floor, target, met.
+#
+#   latency     100 clients, 200 rows/s: commit-to-client p50 / p99
+#   fan-out     1,000 clients, writer flat out: deliveries/s, worker CPU per delivery,
+#               CPU of worker / load generator / writer (which one is the bottleneck)
+#   idle-10k    10,000 idle clients, then single changes: p99 and max to reach all,
+#               worker VmRSS
+#   writer      pgbench single-row INSERT TPS: untracked, tracked, plpgsql NOTIFY floor
+#   bulk        INSERT ... SELECT of 100,000 rows and UPDATE of 100,000 rows
+#   stall       100 clients receive 100,000 events, with and without a stalled client
+#   profile     perf record of the worker under fan-out (when perf works here)
+#
+# Raw outputs (key=value files, perf report) go to $BENCH_OUT (default a new
+# /tmp/plank-bench-results.XXXXXX), the table also to $BENCH_OUT/table.md.
+# Every size below can be changed through the environment (e.g. FAN_ROWS=500).
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib.sh
+source "$BENCH_DIR/lib.sh"
+
+LAT_CLIENTS=${LAT_CLIENTS:-100}
+LAT_RATE=${LAT_RATE:-200}
+LAT_ROWS=${LAT_ROWS:-3000}          # 15 s at 200 rows/s
+LAT_TS=${LAT_TS:-client}            # where ts_us comes from: client (writer) or server
+FAN_CLIENTS=${FAN_CLIENTS:-1000}
+FAN_ROWS=${FAN_ROWS:-1000}
+FAN_FLOOR_CONNS=${FAN_FLOOR_CONNS:-100}
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+IDLE_CHANGES=${IDLE_CHANGES:-5}
+PGB_CLIENTS=${PGB_CLIENTS:-4}
+PGB_SECONDS=${PGB_SECONDS:-10}
+BULK_ROWS=${BULK_ROWS:-100000}
+STALL_CLIENTS=${STALL_CLIENTS:-100}
+STALL_EVENTS=${STALL_EVENTS:-100000}
+STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCHMARKS.md)
+STALL_PER_TXN=${STALL_PER_TXN:-10}
+PROFILE=${PROFILE:-1}
+PROFILE_ROWS=${PROFILE_ROWS:-500}
+
+OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
+mkdir -p "$OUT"
+READY=$OUT/ready
+CONNINFO="host=127.0.0.1 port=$BENCH_PGPORT dbname=$BENCH_DB user=postgres"
+PGBENCH=$PGBIN/pgbench
+[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench)
+
+declare -a ROWS=()
+# row SCENARIO PLANK FLOOR TARGET MET
+row() { ROWS+=("$1|$2|$3|$4|$5"); }
+
+cleanup() {
+    bench_cluster_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# fcmp A OP B: float comparison, false when either side is not a number
+fcmp() { awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN {
+    if (a !~ /^-?[0-9.]+$/ || b !~ /^-?[0-9.]+$/) exit 1
+    if (op == "<=") exit !(a + 0 <= b + 0); if (op == ">=") exit !(a + 0 >= b + 0)
+    if (op == "==") exit !(a + 0 == b + 0); exit 1 }'; }
+met() { if fcmp "$1" "$2" "$3"; then echo met; else echo "not met"; fi; }
+calc() { awk "BEGIN { printf \"$1\", $2 }"; }
+
+# wait_pid PID SECONDS: wait for a background tool, killing it (by its PID) at the deadline
+wait_pid() {
+    local deadline=$((SECONDS + $2))
+    while kill -0 "$1" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            blog "PID $1 still running after $2 s: stopping it"
+            kill "$1" 2>/dev/null || true
+            sleep 1
+            kill -9 "$1" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    wait "$1" 2>/dev/null || true
+}
+
+# start_bg NAME TOOL ARGS...: start loadgen or listen_floor, wait until it is ready
+BG_PID=""
+start_bg() {
+    local name=$1 tool=$2
+    shift 2
+    rm -f "$READY"
+    "$BENCH_DIR/$tool" --ready-file "$READY" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+    BG_PID=$!
+    if ! wait_file "$READY" 180 "$BG_PID"; then
+        blog "$name: $tool did not get ready (see $OUT/$name.err)"
+        tail -n 5 "$OUT/$name.err" >&2 || true
+        return 1
+    fi
+}
+
+loadgen() { start_bg "$1" loadgen --port "$BENCH_PORT" "${@:2}"; }
+floor() { start_bg "$1" listen_floor --conninfo "$CONNINFO" "${@:2}"; }
+writer() { "$BENCH_DIR/writer" --conninfo "$CONNINFO" "$@"; }
+
+worker_pid() { bench_worker_pid; }
+
+# ------------------------------------------------------------------------------------
+blog "building the tools"
+bench_deps
+bench_build
+
+blog "starting the benchmark cluster (PG 127.0.0.1:$BENCH_PGPORT, Plank 127.0.0.1:$BENCH_PORT)"
+bench_cluster_up
+
+{
+    echo "machine: $(nproc) cores ($(lscpu 2>/dev/null | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')), $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM, kernel $(uname -r)"
+    echo "software: $("$PGBIN/postgres" --version), libwebsockets $(pkg-config --modversion libwebsockets), json-c $(pkg-config --modversion json-c), libpq $(pkg-config --modversion libpq)"
+    echo "server settings: $(bench_settings)"
+    echo "plank.so: $(stat -c '%y' "$PGBIN/../lib/plank.so" | cut -d. -f1), plank.max_client_buffer = $(bench_psql -c 'SHOW plank.max_client_buffer')"
+    echo "open files: $(ulimit -H -n) per process (hard limit)"
+} | tee "$OUT/machine.txt" >&2
+
+# ------------------------------------------------------------------------------------
+blog "=== latency: $LAT_CLIENTS clients, $LAT_RATE rows/s, $LAT_ROWS rows (ts_us: $LAT_TS)"
+WP=$(worker_pid)
+bench_reset_table
+if loadgen lat --clients "$LAT_CLIENTS" --rows "$LAT_ROWS" --duration 120 --idle 5; then
+    c0=$(cpu_s "$WP")
+    writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/lat.writer" 2>&1 || true
+    wait_pid "$BG_PID" 60
+    c1=$(cpu_s "$WP")
+    echo "worker_cpu_s=$(calc %.2f "$c1 - $c0")" >>"$OUT/lat.out"
+fi
+bench_reset_table
+if floor latfloor --rows "$LAT_ROWS" --duration 120 --idle 5; then
+    writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/latfloor.writer" 2>&1 || true
+    wait_pid "$BG_PID" 60
+fi
+grep summary "$OUT/lat.out" "$OUT/latfloor.out" >&2 || true
+p50=$(kv "$OUT/lat.out" p50_ms); p99=$(kv "$OUT/lat.out" p99_ms); loss=$(kv "$OUT/lat.out" loss)
+f50=$(kv "$OUT/latfloor.out" p50_ms); f99=$(kv "$OUT/latfloor.out" p99_ms)
+row "Latency p50, $LAT_CLIENTS clients x $LAT_RATE rows/s (loss $loss)" "$p50 ms" "$f50 ms (1 LISTEN conn)" "<= 0.3 ms" "$(met "$p50" "<=" 0.3)"
+row "Latency p99, same run" "$p99 ms" "$f99 ms" "<= 1 ms" "$(met "$p99" "<=" 1)"
+
+# ------------------------------------------------------------------------------------
+blog "=== fan-out: $FAN_CLIENTS clients, writer flat out, $FAN_ROWS rows"
+WP=$(worker_pid)
+bench_reset_table
+if loadgen fan --clients "$FAN_CLIENTS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
+    w0=$(cpu_s "$WP")
+    t0=$(date +%s.%N)
+    writer --rows "$FAN_ROWS" >"$OUT/fan.writer" 2>&1 || true
+    wait_pid "$BG_PID" 320
+    t1=$(date +%s.%N)
+    w1=$(cpu_s "$WP")
+    echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")" >>"$OUT/fan.out"
+    echo "wall_s=$(calc %.2f "$t1 - $t0")" >>"$OUT/fan.out"
+fi
+bench_reset_table
+if floor fanfloor --conns "$FAN_FLOOR_CONNS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
+    writer --rows "$FAN_ROWS" >"$OUT/fanfloor.writer" 2>&1 || true
+    wait_pid "$BG_PID" 320
+fi
+grep summary "$OUT/fan.out" "$OUT/fanfloor.out" >&2 || true
+d=$(kv "$OUT/fan.out" deliveries); dexp=$(kv "$OUT/fan.out" deliveries_expected)
+dps=$(kv "$OUT/fan.out" deliveries_per_s); loss=$(kv "$OUT/fan.out" loss)
+commits=$(kv "$OUT/fan.out" other_messages)
+span=$(awk -v a="$(kv "$OUT/fan.out" first_rx_us)" -v b="$(kv "$OUT/fan.out" last_rx_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+wcpu=$(kv "$OUT/fan.out" worker_cpu_s); lcpu=$(kv "$OUT/fan.out" loadgen_cpu_s)
+wrcpu=$(awk -v a="$(kv "$OUT/fan.writer" writer_cpu_s)" -v b="$(kv "$OUT/fan.writer" backend_cpu_s)" 'BEGIN { printf "%.2f", a + b }')
+wall=$(kv "$OUT/fan.out" wall_s)
+us_per=$(awk -v c="$wcpu" -v d="$d" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / d; else print "NA" }')
+us_per_frame=$(awk -v c="$wcpu" -v d="$d" -v m="$commits" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / (d + m); else print "NA" }')
+share() { awk -v c="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f%%", 100 * c / w; else print "NA" }'; }
+fdps=$(kv "$OUT/fanfloor.out" deliveries_per_s); floss=$(kv "$OUT/fanfloor.out" loss)
+if [ "$d" = "$dexp" ] && [ "$loss" = 0 ]; then allgot=met; else allgot="not met"; fi
+row "Fan-out $FAN_CLIENTS clients, writer flat out ($FAN_ROWS rows): deliveries/s" \
+    "$dps/s, $d of $dexp delivered, loss $loss" "$fdps/s ($FAN_FLOOR_CONNS LISTEN backends, loss $floss)" \
+    "every event to every client" "$allgot"
+row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame, $commits commit frames)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
+row "Fan-out: CPU over the ${wall}s run (one core = 100%)" \
+    "worker $(share "$wcpu" "$wall"), loadgen $(share "$lcpu" "$wall"), writer+backend $(share "$wrcpu" "$wall")" \
+    "-" "show the bottleneck" "worker-bound if worker ~100%"
+
+# ------------------------------------------------------------------------------------
+blog "=== idle-10k: $IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart"
+# a fresh worker, so that its RSS is not what earlier scenarios left behind
+OLD=$(worker_pid)
+BENCH_DB=postgres bench_psql -c "SELECT pg_terminate_backend($OLD)" >/dev/null || true
+for _ in $(seq 100); do
+    WP=$(worker_pid)
+    [ -n "$WP" ] && [ "$WP" != "$OLD" ] && break
+    sleep 0.2
+done
+sleep 1
+rss0=$(rss_kb "$WP")
+bench_reset_table
+if loadgen idle --clients "$IDLE_CLIENTS" --rows "$IDLE_CHANGES" --duration 120 --idle 10; then
+    sleep 1
+    rss1=$(rss_kb "$WP")
+    grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$WP/status" >"$OUT/idle.rss" || true
+    writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idle.writer" 2>&1 || true
+    wait_pid "$BG_PID" 150
+    rss2=$(rss_kb "$WP")
+fi
+bench_reset_table
+if floor idlefloor --rows "$IDLE_CHANGES" --duration 60 --idle 5; then
+    writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idlefloor.writer" 2>&1 || true
+    wait_pid "$BG_PID" 70
+fi
+grep summary "$OUT/idle.out" "$OUT/idlefloor.out" >&2 || true
+ip99=$(kv "$OUT/idle.out" p99_ms); imax=$(kv "$OUT/idle.out" max_ms); iloss=$(kv "$OUT/idle.out" loss)
+iconn=$(kv "$OUT/idle.out" connect_ms)
+rss_mb=$(awk -v k="${rss2:-${rss1:-0}}" 'BEGIN { printf "%.1f", k / 1024 }')
+row "$IDLE_CLIENTS idle clients, one change: p99 to reach all (max; loss $iloss; connect ${iconn} ms)" \
+    "$ip99 ms (max $imax ms)" "$(kv "$OUT/idlefloor.out" p99_ms) ms (1 LISTEN conn)" "<= 20 ms" "$(met "$ip99" "<=" 20)"
+row "$IDLE_CLIENTS clients: worker VmRSS" \
+    "$rss_mb MB ($(awk -v k="${rss0:-0}" 'BEGIN { printf "%.1f", k / 1024 }') MB before connecting)" "-" "<= 50 MB" "$(met "$rss_mb" "<=" 50)"
+row "100,000 concurrent connections" "not measured" "-" "100,000" \
+    "not possible yet: $(ulimit -H -n) open files per process, one worker"
+
+# ------------------------------------------------------------------------------------
+blog "=== writer cost: pgbench -c $PGB_CLIENTS -T $PGB_SECONDS single-row INSERT"
+pgb() { # NAME TABLE
+    printf "INSERT INTO %s (ts_us, payload) VALUES (0, repeat('x', 64));\n" "$2" >"$OUT/pgb-$1.sql"
+    bench_psql -c "TRUNCATE $2 RESTART IDENTITY" -c "CHECKPOINT"
+    "$PGBENCH" -n -h 127.0.0.1 -p "$BENCH_PGPORT" -U postgres -c "$PGB_CLIENTS" -j 2 -T "$PGB_SECONDS" \
+        -f "$OUT/pgb-$1.sql" "$BENCH_DB" >"$OUT/pgb-$1.out" 2>&1 || true
+    awk '/^tps = / { printf "%.0f", $3 }' "$OUT/pgb-$1.out"
+}
+tps_plain=$(pgb plain bench_plain)
+# tracked, with one subscribed client draining the events
+if loadgen pgbclient --clients 1 --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
+    tps_tracked=$(pgb tracked bench_events)
+    wait_pid "$BG_PID" 60
+else
+    tps_tracked=NA
+fi
+# floor: the cheapest NOTIFY capture (plpgsql pg_notify) with one raw listener
+if floor pgbfloor --channel bench_floor --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
+    tps_floor=$(pgb floor bench_notify)
+    wait_pid "$BG_PID" 60
+else
+    tps_floor=NA
+fi
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf "%.0f", 100 * a / b; else print "NA" }'; }
+ratio=$(pct "$tps_tracked" "$tps_plain"); fratio=$(pct "$tps_floor" "$tps_plain")
+row "Writer cost: pgbench INSERT TPS tracked / untracked ($PGB_CLIENTS clients, 1 subscriber)" \
+    "$ratio% ($tps_tracked vs $tps_plain TPS)" "$fratio% ($tps_floor TPS, plpgsql pg_notify + 1 listener)" ">= 85%" "$(met "$ratio" ">=" 85)"
+
+# ------------------------------------------------------------------------------------
+blog "=== bulk: INSERT ... SELECT and UPDATE of $BULK_ROWS rows"
+bench_psql -c "TRUNCATE bench_plain RESTART IDENTITY"
+writer --table bench_plain --bulk-insert "$BULK_ROWS" >"$OUT/bulk-plain-ins.writer" 2>&1 || true
+writer --table bench_plain --bulk-update >"$OUT/bulk-plain-upd.writer" 2>&1 || true
+bulk() { # NAME TOOL(loadgen|floor) WRITER-ARGS...
+    local name=$1 tool=$2
+    shift 2
+    if "$tool" "$name" --rows "$BULK_ROWS" --duration 300 --idle 20; then
+        writer "$@" >"$OUT/$name.writer" 2>&1 || true
+        wait_pid "$BG_PID" 330
+    fi
+}
+bench_reset_table
+bulk bulkins loadgen --bulk-insert "$BULK_ROWS"
+bulk bulkupd loadgen --bulk-update
+bench_reset_table
+bulk bulkinsfloor floor --bulk-insert "$BULK_ROWS"
+bulk bulkupdfloor floor --bulk-update
+reach() { # NAME: seconds from statement start to the last row at the client, or NA
+    awk -v s="$(kv "$OUT/$1.writer" start_us)" -v l="$(kv "$OUT/$1.out" last_rx_us)" \
+        -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" \
+        'BEGIN { if (l > 0 && s > 0) printf "%.2f s%s", (l - s) / 1e6, (d < n ? " (only " d " rows)" : ""); else print "NA" }'
+}
+for op in ins upd; do
+    what=$([ $op = ins ] && echo "INSERT ... SELECT" || echo "UPDATE")
+    row "Bulk $what of $BULK_ROWS rows: statement time (untracked: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
+        "$(kv "$OUT/bulk$op.writer" seconds) s" "$(kv "$OUT/bulk${op}floor.writer" seconds) s" "-" "-"
+    row "Bulk $what: statement start to last row at a client (loss $(kv "$OUT/bulk$op.out" loss))" \
+        "$(reach bulk$op)" "$(reach bulk${op}floor)" "-" "-"
+done
+
+# ------------------------------------------------------------------------------------
+blog "=== stall: $STALL_CLIENTS clients, $STALL_EVENTS events at $STALL_RATE/s ($STALL_PER_TXN per transaction), without and with a stalled client"
+stall() { # NAME NSTALL
+    bench_reset_table
+    if loadgen "$1" --clients "$STALL_CLIENTS" --stall "$2" --rows "$STALL_EVENTS" --parse scan \
+            --duration 900 --idle 10 --drain 10; then
+        writer --rows "$STALL_EVENTS" --rate "$STALL_RATE" --per-txn "$STALL_PER_TXN" --max-seconds 900 \
+            >"$OUT/$1.writer" 2>&1 || true
+        wait_pid "$BG_PID" 930
+    fi
+}
+n1013_0=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+stall stall0 0
+stall stall1 1
+n1013_1=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+grep summary "$OUT/stall0.out" "$OUT/stall1.out" >&2 || true
+for n in 0 1; do
+    f=$OUT/stall$n.out
+    d=$(kv "$f" deliveries); de=$(kv "$f" deliveries_expected)
+    if [ "$d" = "$de" ] && [ "$(kv "$f" loss)" = 0 ]; then ok=met; else ok="not met"; fi
+    if [ $n = 0 ]; then
+        label="Stall: $STALL_CLIENTS clients x $STALL_EVENTS events, no stalled client: p99 (p50)"
+        extra=""
+    else
+        label="Stall: same with 1 stalled client: others' p99 (p50)"
+        extra="; stalled client closed with 1013: $(kv "$f" stalled_closed_1013) (server log: $((n1013_1 - n1013_0)) closes)"
+    fi
+    row "$label" "$(kv "$f" p99_ms) ms ($(kv "$f" p50_ms) ms), $d of $de delivered$extra" "-" \
+        "others get everything" "$ok"
+done
+
+# ------------------------------------------------------------------------------------
+if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
+        perf record -e cpu-clock -o "$OUT/perf-check.data" -- true >/dev/null 2>&1; then
+    blog "=== profile: perf record -e cpu-clock -g of the worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows"
+    WP=$(worker_pid)
+    bench_reset_table
+    if loadgen prof --clients "$FAN_CLIENTS" --rows "$PROFILE_ROWS" --parse scan --duration 300 --idle 10; then
+        perf record -e cpu-clock -g -o "$OUT/worker.perf" -p "$WP" >/dev/null 2>"$OUT/perf.err" &
+        PERF_PID=$!
+        sleep 0.5
+        writer --rows "$PROFILE_ROWS" >"$OUT/prof.writer" 2>&1 || true
+        wait_pid "$BG_PID" 320
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait_pid "$PERF_PID" 30
+        {
+            echo "# perf report --no-children --sort dso (worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows)"
+            perf report -i "$OUT/worker.perf" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -8
+            echo "# perf report --no-children --sort dso,sym: top self costs"
+            perf report -i "$OUT/worker.perf" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -25
+            echo "# perf report --children --sort sym: top inclusive costs"
+            perf report -i "$OUT/worker.perf" --children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -30
+        } >"$OUT/profile.txt"
+        blog "profile: $OUT/profile.txt"
+    fi
+else
+    blog "perf does not work here: no profile (PROFILE=$PROFILE)"
+fi
+
+# ------------------------------------------------------------------------------------
+{
+    echo
+    cat "$OUT/machine.txt"
+    echo "Plank: loadgen over WebSocket; floor: listen_floor (raw libpq LISTEN on the same notifications);"
+    echo "latency = receive time - ts_us the writer put in the row (CLOCK_REALTIME, taken $([ "$LAT_TS" = server ] && echo "by the server while the INSERT runs" || echo "just before the INSERT is sent"))"
+    echo
+    echo "| scenario | Plank | raw-LISTEN floor | target | met |"
+    echo "|---|---|---|---|---|"
+    for r in "${ROWS[@]}"; do
+        IFS='|' read -r a b c t m <<<"$r"
+        echo "| $a | $b | $c | $t | $m |"
+    done
+    echo
+    echo "raw outputs: $OUT"
+} | tee "$OUT/table.md"
