@@ -99,6 +99,7 @@ typedef struct PlankConn
 	int			q_len;
 	int			q_cap;
 	size_t		q_bytes;
+	size_t		q_big;			/* largest message queued since it was empty */
 	dlist_head	subs;			/* PlankSub.conn_node */
 	int			nsubs;
 	bool		closing;		/* a close frame is to be sent */

@@ -116,6 +116,7 @@ conn_purge_queue(PlankConn *conn)
 	}
 	conn->q_head = 0;
 	conn->q_bytes = 0;
+	conn->q_big = 0;
 }
 
 /*
@@ -169,15 +170,23 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	if (conn->closing || conn->close_when_drained)
 		return;
 
-	/* the bound is on the backlog: one message alone is always accepted */
-	if (conn->q_len > 0 &&
-		conn->q_bytes + frame->len > (size_t) plank_max_client_buffer * 1024)
+	/*
+	 * The bound is on the backlog not counting its largest message, so that
+	 * a large row or snapshot is always accepted.  q_big only drops when the
+	 * queue empties: an over-estimate, on the lenient side.
+	 */
 	{
-		ereport(LOG,
-				(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
-						(unsigned long long) conn->id, conn->peer)));
-		plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
-		return;
+		size_t		big = Max(conn->q_big, (size_t) frame->len);
+
+		if (conn->q_bytes + frame->len - big > (size_t) plank_max_client_buffer * 1024)
+		{
+			ereport(LOG,
+					(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
+							(unsigned long long) conn->id, conn->peer)));
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+			return;
+		}
+		conn->q_big = big;
 	}
 
 	if (conn->q_len == conn->q_cap)
@@ -454,6 +463,8 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 
 	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
 	{
+		/* any message proves the connection alive, like a pong */
+		lws_validity_confirmed(wsi);
 		if (!rate_allows(conn))
 		{
 			plank_conn_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message rate exceeds plank.rate_limit");
@@ -492,6 +503,8 @@ conn_writeable(PlankConn *conn)
 	conn->q_head = (conn->q_head + 1) % conn->q_cap;
 	conn->q_len--;
 	conn->q_bytes -= msg.frame->len;
+	if (conn->q_len == 0)
+		conn->q_big = 0;
 
 	conn->wbuf.len = 0;
 	enlargeStringInfo(&conn->wbuf, LWS_PRE);
