@@ -8,7 +8,7 @@
 // last one terminates the worker (pg_terminate_backend) and waits for its successor.
 // Connection faults are made with a TCP proxy in this process (node:net) that can drop
 // every connection, refuse new ones, or blackhole the ones it has.
-import { test, after } from "node:test";
+import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import net from "node:net";
@@ -38,6 +38,24 @@ const newTag = (what) => `client-${what}-${process.pid}-${Date.now()}-${++tagCou
 const tags = [];
 after(() => {
   if (!skip && tags.length) psql(`DELETE FROM public.items WHERE name IN (${tags.map(q).join(", ")})`);
+});
+
+// Channels: where the server has channel grants (plank.grant_channel), let every client
+// subscribe to this file's channels for the duration of the tests.
+const CHANNELS = "plank_client_%";
+let grantedChannels = false;
+before(() => {
+  if (skip) return;
+  if (psql("SELECT to_regclass('plank.channel_grants') IS NOT NULL") !== "t") return;
+  const had = psql(`SELECT count(*) FROM plank.channel_grants
+                     WHERE channel = ${q(CHANNELS)} AND grantee = 'public'`);
+  if (had === "0") {
+    psql(`SELECT plank.grant_channel(${q(CHANNELS)}, 'public')`);
+    grantedChannels = true;
+  }
+});
+after(() => {
+  if (grantedChannels) psql(`SELECT plank.revoke_channel(${q(CHANNELS)}, 'public')`);
 });
 
 /**
