@@ -14,10 +14,13 @@ coroutine with `run()` (asyncio.run under a bounded timeout). Every wait is boun
 """
 
 import asyncio
+import base64
 import collections
 import contextlib
 import json
 import os
+import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -408,18 +411,24 @@ def _snapshot_limited():
 
 
 def set_setting(name, value, timeout=15.0):
-    """ALTER SYSTEM SET name = 'value' (RESET when value is None), pg_reload_conf(), and
-    wait until the worker has applied the reload. The worker handles SIGHUP on its own
-    time and shows no setting to SQL, so the reload carries a marker it can be seen to
-    apply: plank.snapshot_limit = 1 (a snapshot of a 2-row table becomes incomplete);
+    """set_settings({name: value})."""
+    set_settings({name: value}, timeout)
+
+
+def set_settings(settings, timeout=15.0):
+    """ALTER SYSTEM SET name = 'value' for each item (RESET when value is None),
+    pg_reload_conf(), and wait until the worker has applied the reload. The worker
+    handles SIGHUP on its own time and shows no setting to SQL, so the reload carries a
+    marker it can be seen to apply: plank.snapshot_limit = 1 (a snapshot of a 2-row table becomes incomplete);
     then a second reload resets the marker, and is waited for the same way."""
     sql("CREATE TABLE IF NOT EXISTS public.e2e_reload_probe (id int PRIMARY KEY)")
     sql("INSERT INTO public.e2e_reload_probe VALUES (1), (2) ON CONFLICT DO NOTHING")
     sql("SELECT plank.track('public.e2e_reload_probe')")
-    _alter_system(name, value)
+    for name, value in settings.items():
+        _alter_system(name, value)
     _alter_system("plank.snapshot_limit", 1)
     sql("SELECT pg_reload_conf()")
-    poll(_snapshot_limited, timeout, what=f"the worker to apply {name} = {value!r}")
+    poll(_snapshot_limited, timeout, what=f"the worker to apply {settings}")
     _alter_system("plank.snapshot_limit", None)
     sql("SELECT pg_reload_conf()")
     poll(lambda: not _snapshot_limited(), timeout, what="the worker to reset the marker")
@@ -450,6 +459,82 @@ class ServerLog:
         with open(LOGFILE, "rb") as f:
             f.seek(self.offset)
             return f.read().decode("utf-8", errors="replace")
+
+
+# --------------------------------------------------------------------------- raw WebSocket
+
+
+class RawWebSocket:
+    """A minimal blocking WebSocket client over a plain socket with a tiny receive buffer,
+    so that a client which stops reading really stops the flow."""
+
+    def __init__(self, port, rcvbuf=4096, timeout=10):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.s.settimeout(timeout)
+        self.s.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.s.recv(4096)
+            assert chunk, "connection closed during the handshake"
+            self.buf += chunk
+        head, rest = self.buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        self.buf = bytearray(rest)  # appended to in place: large frames stay cheap
+
+    def send_pong(self, payload=b""):
+        """A masked pong frame (answer to the server's ping)."""
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.s.sendall(struct.pack("!BB", 0x8A, 0x80 | len(payload)) + mask + masked)
+
+    def send_text(self, text):
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 65536:
+            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.s.sendall(header + mask + masked)
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(max(65536, n - len(self.buf)))
+            if not chunk:
+                raise EOFError
+            self.buf += chunk
+
+    def recv_frame(self):
+        """(opcode, payload) of the next frame (server frames are not masked)."""
+        self._need(2)
+        b0, b1 = self.buf[0], self.buf[1]
+        n, off = b1 & 0x7F, 2
+        if n == 126:
+            self._need(4)
+            n, off = struct.unpack("!H", self.buf[2:4])[0], 4
+        elif n == 127:
+            self._need(10)
+            n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
+        self._need(off + n)
+        payload = bytes(self.buf[off:off + n])
+        del self.buf[:off + n]
+        return b0 & 0x0F, payload
+
+    def recv_json(self):
+        op, payload = self.recv_frame()
+        assert op == 1, f"expected a text frame, got opcode {op}"
+        return json.loads(payload)
+
+    def close(self):
+        self.s.close()
 
 
 # --------------------------------------------------------------------------- waiting

@@ -3,16 +3,13 @@ passes plank.max_client_buffer, and other clients keep receiving everything
 (docs/PROTOCOL.md, "Close codes")."""
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
-import socket
 import struct
 import threading
 import time
 
-from conftest import PORT, Db, client, connect, run, set_setting, sql, tag
+from conftest import PORT, Db, RawWebSocket, client, connect, run, set_setting, sql, tag
 
 # pg_notification_queue_usage() is the fraction of the NOTIFY queue's maximum size (about
 # 8 GB in PostgreSQL 15) that is in use. The changes these tests write (a few to 11 MB)
@@ -54,72 +51,6 @@ def check_queue_usage(samples, written_bytes):
     assert peak < undrained / 3, \
         f"the NOTIFY queue peaked at {peak:.6f}, a third or more of what the rows would " \
         f"occupy undrained ({undrained:.6f}): the worker did not keep draining it"
-
-
-class RawWebSocket:
-    """A minimal blocking WebSocket client over a plain socket with a tiny receive buffer,
-    so that a client which stops reading really stops the flow."""
-
-    def __init__(self, port, rcvbuf=4096, timeout=10):
-        self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.s.settimeout(timeout)
-        self.s.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.s.recv(4096)
-            assert chunk, "connection closed during the handshake"
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def send_text(self, text):
-        data = text.encode()
-        mask = os.urandom(4)
-        n = len(data)
-        if n < 126:
-            header = struct.pack("!BB", 0x81, 0x80 | n)
-        elif n < 65536:
-            header = struct.pack("!BBH", 0x81, 0x80 | 126, n)
-        else:
-            header = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.s.sendall(header + mask + masked)
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise EOFError
-            self.buf += chunk
-
-    def recv_frame(self):
-        """(opcode, payload) of the next frame (server frames are not masked)."""
-        self._need(2)
-        b0, b1 = self.buf[0], self.buf[1]
-        n, off = b1 & 0x7F, 2
-        if n == 126:
-            self._need(4)
-            n, off = struct.unpack("!H", self.buf[2:4])[0], 4
-        elif n == 127:
-            self._need(10)
-            n, off = struct.unpack("!Q", self.buf[2:10])[0], 10
-        self._need(off + n)
-        payload = self.buf[off:off + n]
-        self.buf = self.buf[off + n:]
-        return b0 & 0x0F, payload
-
-    def recv_json(self):
-        op, payload = self.recv_frame()
-        assert op == 1, f"expected a text frame, got opcode {op}"
-        return json.loads(payload)
-
-    def close(self):
-        self.s.close()
 
 
 def test_slow_client_is_dropped_with_1013_and_others_get_everything():
@@ -235,3 +166,44 @@ def test_stalled_client_keeps_its_backlog_and_the_notify_queue_stays_drained():
     finally:
         stalled.close()
         sql("DELETE FROM items WHERE name LIKE %s", (prefix + "%",))
+
+
+def test_small_backlog_behind_a_large_message_is_not_dropped():
+    """A client that is slow to take one large message (6 MB, under the 8MB default
+    bound) while small ones queue behind it is far under plank.max_client_buffer: it must
+    not be closed, and gets everything in order once it reads."""
+    label = tag()
+    sql("CREATE TABLE IF NOT EXISTS public.e2e_backlog ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text, body text)")
+    sql("SELECT plank.track('public.e2e_backlog')")
+    raw = RawWebSocket(PORT)
+    try:
+        assert raw.recv_json()["type"] == "welcome"
+        raw.send_text(json.dumps({"type": "subscribe", "id": "b", "table": "public.e2e_backlog",
+                                  "filter": {"label": label}}))
+        assert raw.recv_json()["type"] == "ack"
+        # not reading from here: the large change fills the socket buffers, its commit
+        # marker waits behind it, then small changes come
+        sql("INSERT INTO e2e_backlog (label, body) VALUES (%s, repeat('x', 6000000))", (label,))
+        time.sleep(0.3)
+        for i in range(3):
+            sql("INSERT INTO e2e_backlog (label, body) VALUES (%s, %s)", (label, f"small-{i}"))
+        time.sleep(0.3)
+
+        raw.s.settimeout(20)
+        got = []
+        while len(got) < 8:
+            op, payload = raw.recv_frame()
+            if op == 8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                raise AssertionError(
+                    f"closed with {code} {payload[2:]!r} after {[t for t, _ in got]}: a backlog "
+                    f"of a few hundred bytes behind one 6 MB message is not past the 8MB bound")
+            if op == 1:
+                m = json.loads(payload)
+                got.append((m["type"], (m.get("change") or {}).get("new", {}).get("body", "")))
+        assert [t for t, _ in got] == ["change", "commit"] * 4, [t for t, _ in got]
+        assert len(got[0][1]) == 6000000
+        assert [b for t, b in got[2::2]] == ["small-0", "small-1", "small-2"]
+    finally:
+        raw.close()
