@@ -172,3 +172,120 @@ COMMENT ON VIEW plank.tracked_tables IS
 
 GRANT USAGE ON SCHEMA plank TO PUBLIC;
 GRANT SELECT ON plank.tracked_tables TO PUBLIC;
+
+-- Monitoring and control (docs in README.md, "Monitoring").  Readable by
+-- superusers and members of pg_monitor; plank.disconnect and plank.publish by
+-- superusers, or roles granted EXECUTE.
+
+CREATE FUNCTION plank.stats(
+    OUT worker_pid integer,
+    OUT epoch text,
+    OUT started timestamptz,
+    OUT last_seq bigint,
+    OUT connections integer,
+    OUT subscriptions integer,
+    OUT connections_total bigint,
+    OUT notifications_received bigint,
+    OUT messages_sent bigint,
+    OUT bytes_sent bigint,
+    OUT clients_dropped_slow bigint,
+    OUT resyncs bigint,
+    OUT protocol_errors bigint,
+    OUT auth_failures bigint,
+    OUT replay_ring_events bigint,
+    OUT replay_ring_bytes bigint,
+    OUT notify_queue_usage double precision)
+RETURNS record
+AS 'MODULE_PATHNAME', 'plank_stats_sql'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION plank.stats() IS
+'The worker''s counters since it started (epoch), read from shared memory: notifications received, '
+'messages and bytes sent, clients closed for being slow (1013), resync_required sent, requests '
+'answered with an error, refused tokens, replay ring size, and pg_notification_queue_usage(). '
+'worker_pid, epoch and started are NULL while no worker runs. Raises nothing.';
+
+CREATE VIEW plank.stats AS SELECT * FROM plank.stats();
+COMMENT ON VIEW plank.stats IS 'One row: the Plank worker''s state and counters (see plank.stats()).';
+
+CREATE FUNCTION plank.connections(
+    OUT id bigint,
+    OUT client_addr text,
+    OUT role text,
+    OUT connected_at timestamptz,
+    OUT subscriptions integer,
+    OUT messages_sent bigint,
+    OUT bytes_sent bigint,
+    OUT queue_depth integer,
+    OUT queue_bytes bigint,
+    OUT last_activity timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'plank_connections_sql'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION plank.connections() IS
+'One row per connected WebSocket client: its id (for plank.disconnect), address, role (NULL until '
+'authenticated), subscriptions, messages and bytes sent, outgoing queue (messages, bytes) and the '
+'last time it sent anything (message or pong). Lists at most min(plank.max_connections at server '
+'start, 10000) clients. Raises nothing.';
+
+CREATE VIEW plank.connections AS SELECT * FROM plank.connections();
+COMMENT ON VIEW plank.connections IS 'Connected WebSocket clients (see plank.connections()).';
+
+CREATE FUNCTION plank.subscriptions(
+    OUT connection_id bigint,
+    OUT id text,
+    OUT kind text,
+    OUT target text,
+    OUT ops text,
+    OUT filter text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'plank_subscriptions_sql'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION plank.subscriptions() IS
+'One row per subscription: the connection, the client''s subscription id, kind (table or channel), '
+'target (schema.table or channel), operations (tables), and the filter as text (first 127 bytes). '
+'Lists at most as many subscriptions as plank.connections lists clients. Raises nothing.';
+
+CREATE VIEW plank.subscriptions AS SELECT * FROM plank.subscriptions();
+COMMENT ON VIEW plank.subscriptions IS 'Live subscriptions of WebSocket clients (see plank.subscriptions()).';
+
+CREATE FUNCTION plank.disconnect(id bigint)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'plank_disconnect_sql'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION plank.disconnect(bigint) IS
+'Closes the WebSocket client with this id (plank.connections.id) with close code 4003. Returns '
+'false when no such client is listed. Raises 55000 when no worker runs, 53400 when too many '
+'requests are pending.';
+
+CREATE FUNCTION plank.publish(channel text, payload jsonb)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF channel IS NULL OR payload IS NULL THEN
+        RAISE EXCEPTION 'channel and payload must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF channel = 'plank' THEN
+        RAISE EXCEPTION 'channel "plank" is reserved for table changes'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Publish on another channel.';
+    END IF;
+    PERFORM pg_notify(channel, payload::text);
+END;
+$$;
+
+COMMENT ON FUNCTION plank.publish(text, jsonb) IS
+'Sends a JSON payload to the subscribers of a NOTIFY channel, at commit (pg_notify). The payload '
+'must stay under NOTIFY''s 8000 bytes. Raises 22004 for NULL arguments, 22023 for channel "plank".';
+
+REVOKE ALL ON FUNCTION plank.stats(), plank.connections(), plank.subscriptions(),
+    plank.disconnect(bigint), plank.publish(text, jsonb) FROM PUBLIC;
+REVOKE ALL ON plank.stats, plank.connections, plank.subscriptions FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION plank.stats(), plank.connections(), plank.subscriptions() TO pg_monitor;
+GRANT SELECT ON plank.stats, plank.connections, plank.subscriptions TO pg_monitor;

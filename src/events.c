@@ -359,6 +359,8 @@ plank_events_process(PlankNotification *batch)
 		plank_frame_unref(ev->frame);
 	}
 	plank_access_batch_done();
+	plank_stats_count(PLANK_STAT_NOTIFICATIONS, nevs);
+	plank_stats_seq(plank_seq);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);

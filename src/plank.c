@@ -34,6 +34,7 @@ int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
 int			plank_replay_buffer = 16384;
 bool		plank_log_connections = false;
+char	   *plank_http_allowed_addresses = NULL;
 int			plank_ping_interval = 30;
 int			plank_ping_timeout = 10;
 char	   *plank_jwt_secret = NULL;
@@ -275,6 +276,15 @@ define_settings(void)
 							   0,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("plank.http_allowed_addresses",
+							   "Sets the client addresses that may read /health and /metrics.",
+							   "A comma-separated list of IP addresses; \"localhost\" means 127.0.0.1 and ::1, \"*\" any.",
+							   &plank_http_allowed_addresses,
+							   "localhost",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("plank.log_connections",
 							 "Logs each WebSocket connection and disconnection.",
 							 NULL,
@@ -323,5 +333,6 @@ _PG_init(void)
 				 errhint("Add plank to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
 
 	define_settings();
+	plank_stats_init();
 	register_worker();
 }

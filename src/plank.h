@@ -25,6 +25,7 @@ extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
 extern bool plank_log_connections;
+extern char *plank_http_allowed_addresses;
 extern int	plank_ping_interval;	/* s */
 extern char *plank_jwt_secret;
 extern char *plank_jwt_public_key_file;
@@ -50,6 +51,7 @@ extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
  */
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -83,6 +85,7 @@ typedef struct PlankOutMsg
 {
 	PlankFrame *frame;
 	struct PlankSub *sub;		/* NULL for replies and welcome */
+	TimestampTz queued_at;
 } PlankOutMsg;
 
 /* One WebSocket client.  Lives in its own memory context. */
@@ -109,6 +112,7 @@ typedef struct PlankConn
 	char		peer[64];
 	PlankIdentity ident;		/* roleid InvalidOid until authenticated */
 	lws_sorted_usec_list_t deadline;	/* auth timeout, then token expiry */
+	int			slot;			/* in shared memory (stats.c); -1: none */
 	double		rate_tokens;	/* token bucket of plank.rate_limit */
 	TimestampTz rate_checked;
 } PlankConn;
@@ -146,6 +150,7 @@ typedef struct PlankSub
 	void	   *entry;			/* the index entry it is linked into */
 	dlist_node	conn_node;
 	dlist_node	index_node;
+	int			slot;			/* in shared memory (stats.c); -1: none */
 	uint64		open_xid;		/* transaction whose commit marker is due */
 	dlist_node	open_node;		/* in the list of subscriptions with one due */
 } PlankSub;
@@ -192,6 +197,7 @@ extern void plank_server_service(void);
 extern bool plank_server_postmaster_died(void);
 extern void plank_server_shutdown(void);
 extern void plank_server_reload(void);
+extern void plank_server_disconnect(uint64 id);
 extern PlankFrame *plank_frame_make(const char *data, int len);
 extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
@@ -225,6 +231,32 @@ extern List *plank_access_key_columns(Oid relid);
 extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
 extern void plank_access_event_done(void);
 extern void plank_access_batch_done(void);
+
+/* stats.c */
+typedef enum PlankCounter
+{
+	PLANK_STAT_NOTIFICATIONS,
+	PLANK_STAT_DROPPED_SLOW,
+	PLANK_STAT_RESYNCS,
+	PLANK_STAT_PROTOCOL_ERRORS,
+	PLANK_STAT_AUTH_FAILURES
+} PlankCounter;
+
+extern void plank_stats_init(void);
+extern void plank_stats_worker_started(void);
+extern void plank_stats_count(PlankCounter counter, uint64 n);
+extern void plank_stats_seq(uint64 seq);
+extern void plank_stats_ring(uint64 bytes, uint64 events);
+extern void plank_stats_conn_opened(PlankConn *conn);
+extern void plank_stats_conn_updated(PlankConn *conn);
+extern void plank_stats_conn_activity(PlankConn *conn);
+extern void plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at);
+extern void plank_stats_conn_closed(PlankConn *conn);
+extern void plank_stats_sub_added(PlankSub *sub, const char *target);
+extern void plank_stats_sub_removed(PlankSub *sub);
+extern int	plank_stats_take_disconnects(uint64 *ids, int max);
+extern void plank_stats_health(StringInfo buf, bool *ok);
+extern void plank_stats_metrics(StringInfo buf);
 
 /* ring.c */
 extern void plank_ring_push(const PlankEvent *ev);

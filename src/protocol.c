@@ -97,6 +97,7 @@ send_error(PlankConn *conn, const char *id, RequestError *err)
 	escape_json(&buf, err->message);
 	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
+	plank_stats_count(PLANK_STAT_PROTOCOL_ERRORS, 1);
 }
 
 /* resumed: -1 for a request that is not a subscribe, else false/true */
@@ -185,6 +186,7 @@ start_delivery(PlankConn *conn, PlankSub *sub, const Since *since,
 		char		buf[200];
 		int			len;
 
+		plank_stats_count(PLANK_STAT_RESYNCS, 1);
 		len = snprintf(buf, sizeof(buf),
 					   "\"type\":\"resync_required\",\"reason\":\"%s\",\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
 					   reason, plank_epoch, plank_seq);
@@ -244,6 +246,7 @@ plank_protocol_auth_failed(PlankConn *conn, const char *code, const char *detail
 	plank_conn_send_text(conn, buf.data, buf.len);
 	pfree(buf.data);
 	plank_conn_close_after_send(conn, 4001, "authentication failed");
+	plank_stats_count(PLANK_STAT_AUTH_FAILURES, 1);
 }
 
 /* Look up a member of a JSON object; NULL when absent. */
@@ -772,6 +775,7 @@ handle_auth(PlankConn *conn, Jsonb *jb, bool *closed)
 		return request_error("role_mismatch",
 							 "a fresh token must name the connection's role \"%s\"", conn->ident.role);
 	plank_conn_set_identity(conn, &ident);
+	plank_stats_conn_updated(conn);
 	return NULL;
 }
 

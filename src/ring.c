@@ -78,6 +78,7 @@ plank_ring_push(const PlankEvent *ev)
 
 	while (ring_len > 0 && ring_bytes > limit)
 		evict_oldest();
+	plank_stats_ring(ring_bytes, ring_len);
 }
 
 /*

@@ -44,7 +44,11 @@
 typedef struct PlankSession
 {
 	PlankConn  *conn;
+	char	   *http_body;		/* /health, /metrics: LWS_PRE + body, until written */
+	int			http_len;
 } PlankSession;
+
+#define PLANK_CLOSE_ADMIN 4003
 
 static struct lws_context *lws_ctx = NULL;
 static struct lws_vhost *first_vhost = NULL;
@@ -73,6 +77,8 @@ static lws_retry_bo_t idle_policy;
 
 static char static_dir[MAXPGPATH];
 static struct lws_http_mount static_mount;
+static struct lws_http_mount health_mount;
+static struct lws_http_mount metrics_mount;
 
 /* ---------- frames ---------- */
 
@@ -184,6 +190,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 					(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
 							(unsigned long long) conn->id, conn->peer)));
 			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
 			return;
 		}
 		conn->q_big = big;
@@ -207,6 +214,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	slot = &conn->queue[(conn->q_head + conn->q_len) % conn->q_cap];
 	slot->frame = frame;
 	slot->sub = sub;
+	slot->queued_at = GetCurrentTimestamp();
 	frame->refcount++;
 	conn->q_bytes += frame->len;
 	if (conn->q_len++ == 0)
@@ -351,12 +359,14 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	pss->conn = conn;
 	dlist_push_tail(&all_conns, &conn->node);
 	nconns++;
+	plank_stats_conn_opened(conn);
 
 	if (plank_auth_anonymous(mcxt, &ident))
 		plank_conn_set_identity(conn, &ident);
 	else
 		lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
 						 (lws_usec_t) plank_auth_timeout * LWS_USEC_PER_SEC);
+	plank_stats_conn_updated(conn);
 	plank_protocol_welcome(conn);
 
 	if (plank_log_connections)
@@ -410,6 +420,7 @@ conn_free(PlankConn *conn)
 	conn_purge_queue(conn);
 	dlist_delete(&conn->node);
 	nconns--;
+	plank_stats_conn_closed(conn);
 
 	if (plank_log_connections)
 		ereport(LOG,
@@ -465,6 +476,7 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 	{
 		/* any message proves the connection alive, like a pong */
 		lws_validity_confirmed(wsi);
+		plank_stats_conn_activity(conn);
 		if (!rate_allows(conn))
 		{
 			plank_conn_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message rate exceeds plank.rate_limit");
@@ -519,12 +531,137 @@ conn_writeable(PlankConn *conn)
 	len = conn->wbuf.len - LWS_PRE;
 	if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
 		return -1;
+	plank_stats_sent(conn, len, msg.queued_at);
 
 	if (conn->q_len > 0)
 		lws_callback_on_writable(conn->wsi);
 	else if (conn->close_when_drained)
 		plank_conn_close(conn, conn->close_code, conn->close_reason);
 	return 0;
+}
+
+/* May this client read /health and /metrics (plank.http_allowed_addresses)? */
+static bool
+http_client_allowed(struct lws *wsi)
+{
+	char		peer[64];
+	char	   *list;
+	List	   *addrs;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	list = pstrdup(plank_http_allowed_addresses);
+	if (SplitGUCList(list, ',', &addrs))
+	{
+		foreach(lc, addrs)
+		{
+			const char *a = (const char *) lfirst(lc);
+
+			if (strcmp(a, "*") == 0 || strcmp(a, peer) == 0 ||
+				(strcmp(a, "localhost") == 0 &&
+				 (strcmp(peer, "127.0.0.1") == 0 || strcmp(peer, "::1") == 0 ||
+				  strcmp(peer, "::ffff:127.0.0.1") == 0)))
+				allowed = true;
+		}
+	}
+	list_free(addrs);
+	pfree(list);
+	return allowed;
+}
+
+/* Answer with a bare status; returns what the callback must return. */
+static int
+http_status_only(struct lws *wsi, unsigned int code)
+{
+	if (lws_return_http_status(wsi, code, NULL))
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/*
+ * Answer GET /health (JSON; 503 when the database does not answer) and
+ * GET /metrics (Prometheus text format), for allowed addresses (else 403).
+ * The body is written on the next writeable callback.
+ */
+static int
+http_request(struct lws *wsi, PlankSession *pss)
+{
+	char		uri[64];
+	StringInfoData body;
+	int			status = HTTP_STATUS_OK;
+	const char *ctype;
+	unsigned char hdr[LWS_PRE + 1024];
+	unsigned char *start = hdr + LWS_PRE;
+	unsigned char *p = start;
+	unsigned char *end = hdr + sizeof(hdr) - 1;
+
+	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) <= 0)
+		return http_status_only(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED);
+
+	initStringInfo(&body);
+	if (!http_client_allowed(wsi))
+	{
+		status = HTTP_STATUS_FORBIDDEN;
+		ctype = "text/plain";
+		appendStringInfoString(&body, "forbidden: see plank.http_allowed_addresses\n");
+	}
+	else if (strcmp(uri, "/health") == 0)
+	{
+		bool		ok;
+
+		ctype = "application/json";
+		plank_stats_health(&body, &ok);
+		if (!ok)
+			status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+	}
+	else if (strcmp(uri, "/metrics") == 0)
+	{
+		ctype = "text/plain; version=0.0.4; charset=utf-8";
+		plank_stats_metrics(&body);
+	}
+	else
+	{
+		pfree(body.data);
+		return http_status_only(wsi, HTTP_STATUS_NOT_FOUND);
+	}
+
+	if (lws_add_http_common_headers(wsi, status, ctype, body.len, &p, end) ||
+		lws_finalize_write_http_header(wsi, start, &p, end))
+	{
+		pfree(body.data);
+		return -1;
+	}
+	pss->http_body = MemoryContextAlloc(conns_cxt, LWS_PRE + body.len);
+	memcpy(pss->http_body + LWS_PRE, body.data, body.len);
+	pss->http_len = body.len;
+	pfree(body.data);
+	lws_callback_on_writable(wsi);
+	return 0;
+}
+
+/*
+ * plank_server_disconnect
+ *		Close the client with this connection id with 4003 (plank.disconnect()).
+ */
+void
+plank_server_disconnect(uint64 id)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &all_conns)
+	{
+		PlankConn  *conn = dlist_container(PlankConn, node, iter.cur);
+
+		if (conn->id == id)
+		{
+			ereport(LOG,
+					(errmsg("plank disconnecting connection %llu from %s on request",
+							(unsigned long long) id, conn->peer)));
+			plank_conn_close(conn, PLANK_CLOSE_ADMIN, "disconnected by an administrator");
+			return;
+		}
+	}
 }
 
 static int
@@ -549,6 +686,28 @@ plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
 				conn_free(pss->conn);
 			pss->conn = NULL;
 			return 0;
+		case LWS_CALLBACK_HTTP:
+			return http_request(wsi, pss);
+		case LWS_CALLBACK_HTTP_WRITEABLE:
+			if (pss && pss->http_body)
+			{
+				int			n = lws_write(wsi, (unsigned char *) pss->http_body + LWS_PRE,
+										  pss->http_len, LWS_WRITE_HTTP_FINAL);
+
+				pfree(pss->http_body);
+				pss->http_body = NULL;
+				if (n < 0 || lws_http_transaction_completed(wsi))
+					return -1;
+				return 0;
+			}
+			return lws_callback_http_dummy(wsi, reason, user, in, len);
+		case LWS_CALLBACK_WSI_DESTROY:
+			if (pss && pss->http_body)
+			{
+				pfree(pss->http_body);
+				pss->http_body = NULL;
+			}
+			return lws_callback_http_dummy(wsi, reason, user, in, len);
 		default:
 			/* HTTP: static files from the mount */
 			return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -728,6 +887,19 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	static_mount.origin = static_dir;
 	static_mount.def = "index.html";
 	static_mount.origin_protocol = LWSMPRO_FILE;
+	static_mount.mount_next = &health_mount;
+	/* /health and /metrics are answered by the plank protocol's callback */
+	memset(&health_mount, 0, sizeof(health_mount));
+	health_mount.mountpoint = "/health";
+	health_mount.mountpoint_len = 7;
+	health_mount.origin = "plank";
+	health_mount.origin_protocol = LWSMPRO_CALLBACK;
+	health_mount.mount_next = &metrics_mount;
+	memset(&metrics_mount, 0, sizeof(metrics_mount));
+	metrics_mount.mountpoint = "/metrics";
+	metrics_mount.mountpoint_len = 8;
+	metrics_mount.origin = "plank";
+	metrics_mount.origin_protocol = LWSMPRO_CALLBACK;
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_emit);
 	plank_server_reload();

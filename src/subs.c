@@ -89,13 +89,14 @@ make_table_key(TableKey *key, const char *schema, const char *table)
 }
 
 static void
-link_sub(PlankSub *sub, dlist_head *list, int *nsubs, void *entry)
+link_sub(PlankSub *sub, dlist_head *list, int *nsubs, void *entry, const char *target)
 {
 	dlist_push_tail(list, &sub->index_node);
 	(*nsubs)++;
 	sub->entry = entry;
 	dlist_push_tail(&sub->conn->subs, &sub->conn_node);
 	sub->conn->nsubs++;
+	plank_stats_sub_added(sub, target);
 }
 
 /*
@@ -117,7 +118,8 @@ plank_subs_add_table(PlankSub *sub, const char *schema, const char *table)
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
 	}
-	link_sub(sub, &entry->subs, &entry->nsubs, entry);
+	link_sub(sub, &entry->subs, &entry->nsubs, entry,
+			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
 }
 
 /*
@@ -155,7 +157,7 @@ plank_subs_add_channel(PlankSub *sub, const char *channel)
 		entry->listening = true;
 		entry->listen_seq = plank_seq;
 	}
-	link_sub(sub, &entry->subs, &entry->nsubs, entry);
+	link_sub(sub, &entry->subs, &entry->nsubs, entry, channel);
 	return true;
 }
 
@@ -188,6 +190,7 @@ plank_subs_remove(PlankSub *sub)
 	dlist_delete(&sub->index_node);
 	dlist_delete(&sub->conn_node);
 	sub->conn->nsubs--;
+	plank_stats_sub_removed(sub);
 	if (sub->open_xid != 0)
 		dlist_delete(&sub->open_node);
 

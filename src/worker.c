@@ -276,6 +276,7 @@ plank_worker_main(Datum main_arg)
 			 (int64) (GetCurrentTimestamp() +
 					  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC));
 
+	plank_stats_worker_started();
 	notify_cxt = AllocSetContextCreate(TopMemoryContext, "plank notifications",
 									   ALLOCSET_DEFAULT_SIZES);
 	PqCommMethods = &capture_methods;
@@ -317,6 +318,13 @@ plank_worker_main(Datum main_arg)
 		if (notifyInterruptPending)
 			drain_notifications();
 		plank_subs_unlisten_idle();
+		{
+			uint64		ids[64];
+			int			n = plank_stats_take_disconnects(ids, lengthof(ids));
+
+			while (n-- > 0)
+				plank_server_disconnect(ids[n]);
+		}
 
 		/* sleeps in poll() until a socket, the self-pipe or a timer is ready */
 		plank_server_service();

@@ -1,0 +1,796 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *		What an operator can see of the worker, and steer: shared memory that
+ *		the worker keeps current (counters, one slot per connection and per
+ *		subscription), the SQL functions behind the views plank.stats,
+ *		plank.connections and plank.subscriptions, plank.disconnect(), and the
+ *		bodies of GET /health and GET /metrics (Prometheus text format 0.0.4).
+ *
+ * The worker is the only writer.  Slots carry a change counter, as
+ * PostgreSQL's own backend status slots do: a reader copies a slot and
+ * retries while the counter is odd or moved, so it never sees a half
+ * written row.  Counters are atomics.
+ *
+ * Sources followed: PostgreSQL docs "Shared Memory and LWLocks" (add-in
+ * shared memory, shmem_request_hook), "Returning Sets" (SRFs); Prometheus
+ * "Exposition formats".
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <signal.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "plank.h"
+
+#define SLOT_TEXT 128
+#define MAX_DISCONNECTS 64
+
+typedef struct ConnSlot
+{
+	uint32		changecount;
+	uint64		id;				/* 0: free */
+	char		addr[64];
+	char		role[NAMEDATALEN];
+	TimestampTz connected_at;
+	int32		nsubs;
+	uint64		messages_sent;
+	uint64		bytes_sent;
+	int32		queue_depth;
+	uint64		queue_bytes;
+	TimestampTz last_activity;
+} ConnSlot;
+
+typedef struct SubSlot
+{
+	uint32		changecount;
+	uint64		conn_id;		/* 0: free */
+	char		id[65];
+	bool		is_channel;
+	char		target[2 * NAMEDATALEN + 2];
+	int32		ops;
+	char		filter[SLOT_TEXT];
+} SubSlot;
+
+typedef struct PlankShared
+{
+	slock_t		mutex;			/* protects worker_pid, epoch, disconnects */
+	pid_t		worker_pid;
+	TimestampTz started;
+	char		epoch[32];
+	pg_atomic_uint64 seq;
+	pg_atomic_uint64 notifications;
+	pg_atomic_uint64 messages;
+	pg_atomic_uint64 bytes;
+	pg_atomic_uint64 connections_total;
+	pg_atomic_uint64 dropped_slow;
+	pg_atomic_uint64 resyncs;
+	pg_atomic_uint64 protocol_errors;
+	pg_atomic_uint64 auth_failures;
+	pg_atomic_uint64 ring_bytes;
+	pg_atomic_uint64 ring_events;
+	pg_atomic_uint32 connections;
+	pg_atomic_uint32 subscriptions;
+	int			ndisconnect;
+	uint64		disconnect[MAX_DISCONNECTS];
+	int			nconn_slots;
+	int			nsub_slots;
+	/* ConnSlot[nconn_slots] then SubSlot[nsub_slots] follow */
+} PlankShared;
+
+static PlankShared *shared = NULL;
+static ConnSlot *conn_slots = NULL;
+static SubSlot *sub_slots = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static int	slots_at_start = 0;
+
+/* commit-to-send is not known; the histogram is of receive-to-send, in ms */
+static const double latency_buckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000};
+static uint64 latency_counts[lengthof(latency_buckets) + 1];
+static double latency_sum_ms = 0;
+static uint64 latency_count = 0;
+
+static Size
+shared_size(void)
+{
+	return add_size(sizeof(PlankShared),
+					add_size(mul_size(slots_at_start, sizeof(ConnSlot)),
+							 mul_size(slots_at_start, sizeof(SubSlot))));
+}
+
+static void
+stats_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(shared_size());
+}
+
+static void
+stats_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("plank", shared_size(), &found);
+	if (!found)
+	{
+		memset(shared, 0, shared_size());
+		SpinLockInit(&shared->mutex);
+		pg_atomic_init_u64(&shared->seq, 0);
+		pg_atomic_init_u64(&shared->notifications, 0);
+		pg_atomic_init_u64(&shared->messages, 0);
+		pg_atomic_init_u64(&shared->bytes, 0);
+		pg_atomic_init_u64(&shared->connections_total, 0);
+		pg_atomic_init_u64(&shared->dropped_slow, 0);
+		pg_atomic_init_u64(&shared->resyncs, 0);
+		pg_atomic_init_u64(&shared->protocol_errors, 0);
+		pg_atomic_init_u64(&shared->auth_failures, 0);
+		pg_atomic_init_u64(&shared->ring_bytes, 0);
+		pg_atomic_init_u64(&shared->ring_events, 0);
+		pg_atomic_init_u32(&shared->connections, 0);
+		pg_atomic_init_u32(&shared->subscriptions, 0);
+		shared->nconn_slots = slots_at_start;
+		shared->nsub_slots = slots_at_start;
+	}
+	LWLockRelease(AddinShmemInitLock);
+	conn_slots = (ConnSlot *) (shared + 1);
+	sub_slots = (SubSlot *) (conn_slots + shared->nconn_slots);
+}
+
+/*
+ * plank_stats_init
+ *		Called from _PG_init (in the postmaster): reserve shared memory for
+ *		the counters and for as many connection and subscription slots as
+ *		plank.max_connections at server start, at most 10000 each.
+ */
+void
+plank_stats_init(void)
+{
+	slots_at_start = Min(plank_max_connections, 10000);
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = stats_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = stats_shmem_startup;
+}
+
+/* ---------- worker side ---------- */
+
+#define SLOT_BEGIN(slot) do { (slot)->changecount++; pg_write_barrier(); } while (0)
+#define SLOT_END(slot) do { pg_write_barrier(); (slot)->changecount++; } while (0)
+
+/* plank_stats_worker_started: the worker's PID and epoch, counters from 0. */
+void
+plank_stats_worker_started(void)
+{
+	int			i;
+
+	SpinLockAcquire(&shared->mutex);
+	shared->worker_pid = MyProcPid;
+	shared->started = GetCurrentTimestamp();
+	strlcpy(shared->epoch, plank_epoch, sizeof(shared->epoch));
+	shared->ndisconnect = 0;
+	SpinLockRelease(&shared->mutex);
+	pg_atomic_write_u64(&shared->seq, 0);
+	pg_atomic_write_u32(&shared->connections, 0);
+	pg_atomic_write_u32(&shared->subscriptions, 0);
+	/* a previous worker's connections are gone */
+	for (i = 0; i < shared->nconn_slots; i++)
+		conn_slots[i].id = 0;
+	for (i = 0; i < shared->nsub_slots; i++)
+		sub_slots[i].conn_id = 0;
+}
+
+void
+plank_stats_count(PlankCounter counter, uint64 n)
+{
+	pg_atomic_uint64 *c;
+
+	switch (counter)
+	{
+		case PLANK_STAT_NOTIFICATIONS:
+			c = &shared->notifications;
+			break;
+		case PLANK_STAT_DROPPED_SLOW:
+			c = &shared->dropped_slow;
+			break;
+		case PLANK_STAT_RESYNCS:
+			c = &shared->resyncs;
+			break;
+		case PLANK_STAT_PROTOCOL_ERRORS:
+			c = &shared->protocol_errors;
+			break;
+		case PLANK_STAT_AUTH_FAILURES:
+			c = &shared->auth_failures;
+			break;
+		default:
+			return;
+	}
+	pg_atomic_fetch_add_u64(c, n);
+}
+
+void
+plank_stats_seq(uint64 seq)
+{
+	pg_atomic_write_u64(&shared->seq, seq);
+}
+
+void
+plank_stats_ring(uint64 bytes, uint64 events)
+{
+	pg_atomic_write_u64(&shared->ring_bytes, bytes);
+	pg_atomic_write_u64(&shared->ring_events, events);
+}
+
+/* plank_stats_conn_opened: a slot for a new connection (-1 when none is free). */
+void
+plank_stats_conn_opened(PlankConn *conn)
+{
+	int			i;
+
+	pg_atomic_fetch_add_u64(&shared->connections_total, 1);
+	pg_atomic_fetch_add_u32(&shared->connections, 1);
+	conn->slot = -1;
+	for (i = 0; i < shared->nconn_slots; i++)
+	{
+		ConnSlot   *s = &conn_slots[i];
+
+		if (s->id != 0)
+			continue;
+		SLOT_BEGIN(s);
+		s->id = conn->id;
+		strlcpy(s->addr, conn->peer, sizeof(s->addr));
+		s->role[0] = '\0';
+		s->connected_at = GetCurrentTimestamp();
+		s->nsubs = 0;
+		s->messages_sent = 0;
+		s->bytes_sent = 0;
+		s->queue_depth = 0;
+		s->queue_bytes = 0;
+		s->last_activity = s->connected_at;
+		SLOT_END(s);
+		conn->slot = i;
+		return;
+	}
+}
+
+/* plank_stats_conn_updated: role, subscriptions and queue of a connection. */
+void
+plank_stats_conn_updated(PlankConn *conn)
+{
+	ConnSlot   *s;
+
+	if (conn->slot < 0)
+		return;
+	s = &conn_slots[conn->slot];
+	SLOT_BEGIN(s);
+	strlcpy(s->role, conn->ident.role ? conn->ident.role : "", sizeof(s->role));
+	s->nsubs = conn->nsubs;
+	s->queue_depth = conn->q_len;
+	s->queue_bytes = conn->q_bytes;
+	SLOT_END(s);
+}
+
+/* plank_stats_conn_activity: a message arrived from the client. */
+void
+plank_stats_conn_activity(PlankConn *conn)
+{
+	if (conn->slot >= 0)
+		conn_slots[conn->slot].last_activity = GetCurrentTimestamp();
+}
+
+/*
+ * plank_stats_sent: a message of len bytes went to a client, queued_at
+ * microseconds after the worker received its event.
+ */
+void
+plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at)
+{
+	double		ms = (double) (GetCurrentTimestamp() - queued_at) / 1000.0;
+	int			b;
+
+	pg_atomic_fetch_add_u64(&shared->messages, 1);
+	pg_atomic_fetch_add_u64(&shared->bytes, len);
+	if (conn->slot >= 0)
+	{
+		ConnSlot   *s = &conn_slots[conn->slot];
+
+		SLOT_BEGIN(s);
+		s->messages_sent++;
+		s->bytes_sent += len;
+		s->queue_depth = conn->q_len;
+		s->queue_bytes = conn->q_bytes;
+		SLOT_END(s);
+	}
+	for (b = 0; b < lengthof(latency_buckets) && ms > latency_buckets[b]; b++)
+		;
+	latency_counts[b]++;
+	latency_sum_ms += ms;
+	latency_count++;
+}
+
+void
+plank_stats_conn_closed(PlankConn *conn)
+{
+	pg_atomic_fetch_sub_u32(&shared->connections, 1);
+	if (conn->slot >= 0)
+	{
+		ConnSlot   *s = &conn_slots[conn->slot];
+
+		SLOT_BEGIN(s);
+		s->id = 0;
+		SLOT_END(s);
+	}
+}
+
+/* plank_stats_sub_added: a slot describing a subscription. */
+void
+plank_stats_sub_added(PlankSub *sub, const char *target)
+{
+	int			i;
+
+	pg_atomic_fetch_add_u32(&shared->subscriptions, 1);
+	sub->slot = -1;
+	for (i = 0; i < shared->nsub_slots; i++)
+	{
+		SubSlot    *s = &sub_slots[i];
+		StringInfoData f;
+		int			j;
+
+		if (s->conn_id != 0)
+			continue;
+		initStringInfo(&f);
+		for (j = 0; j < sub->nfilters; j++)
+		{
+			Jsonb	   *v = JsonbValueToJsonb(&sub->filters[j].value);
+
+			appendStringInfo(&f, "%s%s = %s", j ? " AND " : "", sub->filters[j].column,
+							 JsonbToCString(NULL, &v->root, VARSIZE(v)));
+		}
+		SLOT_BEGIN(s);
+		s->conn_id = sub->conn->id;
+		strlcpy(s->id, sub->id, sizeof(s->id));
+		s->is_channel = sub->is_channel;
+		strlcpy(s->target, target, sizeof(s->target));
+		s->ops = sub->ops;
+		strlcpy(s->filter, f.data, sizeof(s->filter));
+		SLOT_END(s);
+		pfree(f.data);
+		sub->slot = i;
+		break;
+	}
+	plank_stats_conn_updated(sub->conn);
+}
+
+void
+plank_stats_sub_removed(PlankSub *sub)
+{
+	pg_atomic_fetch_sub_u32(&shared->subscriptions, 1);
+	if (sub->slot >= 0)
+	{
+		SubSlot    *s = &sub_slots[sub->slot];
+
+		SLOT_BEGIN(s);
+		s->conn_id = 0;
+		SLOT_END(s);
+	}
+	plank_stats_conn_updated(sub->conn);
+}
+
+/*
+ * plank_stats_take_disconnects
+ *		Move the pending plank.disconnect() requests into ids (at most
+ *		MAX_DISCONNECTS); returns how many.
+ */
+int
+plank_stats_take_disconnects(uint64 *ids, int max)
+{
+	int			n;
+
+	SpinLockAcquire(&shared->mutex);
+	n = Min(shared->ndisconnect, max);
+	memcpy(ids, shared->disconnect, n * sizeof(uint64));
+	shared->ndisconnect = 0;
+	SpinLockRelease(&shared->mutex);
+	return n;
+}
+
+/* ---------- readers ---------- */
+
+static void
+read_conn_slot(int i, ConnSlot *out)
+{
+	int			tries;
+
+	for (tries = 0; tries < 1000; tries++)
+	{
+		uint32		before = conn_slots[i].changecount;
+
+		pg_read_barrier();
+		memcpy(out, &conn_slots[i], sizeof(ConnSlot));
+		pg_read_barrier();
+		if (before == conn_slots[i].changecount && (before & 1) == 0)
+			return;
+	}
+	out->id = 0;				/* kept changing: skip it */
+}
+
+static void
+read_sub_slot(int i, SubSlot *out)
+{
+	int			tries;
+
+	for (tries = 0; tries < 1000; tries++)
+	{
+		uint32		before = sub_slots[i].changecount;
+
+		pg_read_barrier();
+		memcpy(out, &sub_slots[i], sizeof(SubSlot));
+		pg_read_barrier();
+		if (before == sub_slots[i].changecount && (before & 1) == 0)
+			return;
+	}
+	out->conn_id = 0;
+}
+
+static bool
+worker_running(void)
+{
+	pid_t		pid;
+
+	SpinLockAcquire(&shared->mutex);
+	pid = shared->worker_pid;
+	SpinLockRelease(&shared->mutex);
+	return pid != 0 && kill(pid, 0) == 0;
+}
+
+static double
+queue_usage(void)
+{
+	return DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum) 0));
+}
+
+PG_FUNCTION_INFO_V1(plank_stats_sql);
+
+/*
+ * plank_stats_sql
+ *		plank.stats(): one row of the worker's counters and gauges (see the
+ *		view plank.stats and its COMMENT).  Raises nothing.
+ */
+Datum
+plank_stats_sql(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[17];
+	bool		nulls[17];
+	pid_t		pid;
+	TimestampTz started;
+	char		epoch[32];
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, 0, sizeof(nulls));
+
+	SpinLockAcquire(&shared->mutex);
+	pid = shared->worker_pid;
+	started = shared->started;
+	strlcpy(epoch, shared->epoch, sizeof(epoch));
+	SpinLockRelease(&shared->mutex);
+
+	if (!worker_running())
+	{
+		nulls[0] = nulls[1] = nulls[2] = true;
+	}
+	values[0] = Int32GetDatum(pid);
+	values[1] = CStringGetTextDatum(epoch);
+	values[2] = TimestampTzGetDatum(started);
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->seq));
+	values[4] = Int32GetDatum((int32) pg_atomic_read_u32(&shared->connections));
+	values[5] = Int32GetDatum((int32) pg_atomic_read_u32(&shared->subscriptions));
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->connections_total));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->notifications));
+	values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->messages));
+	values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->bytes));
+	values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->dropped_slow));
+	values[11] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->resyncs));
+	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->protocol_errors));
+	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->auth_failures));
+	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_events));
+	values[15] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_bytes));
+	values[16] = Float8GetDatum(queue_usage());
+
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+static const char *
+ops_text(int ops)
+{
+	static char buf[64];
+
+	buf[0] = '\0';
+	if (ops & PLANK_OP_INSERT)
+		strcat(buf, "INSERT,");
+	if (ops & PLANK_OP_UPDATE)
+		strcat(buf, "UPDATE,");
+	if (ops & PLANK_OP_DELETE)
+		strcat(buf, "DELETE,");
+	if (ops & PLANK_OP_TRUNCATE)
+		strcat(buf, "TRUNCATE,");
+	if (buf[0])
+		buf[strlen(buf) - 1] = '\0';
+	return buf;
+}
+
+PG_FUNCTION_INFO_V1(plank_connections_sql);
+
+/*
+ * plank_connections_sql
+ *		plank.connections(): one row per connected client (at most the slots
+ *		reserved at server start).  Raises nothing.
+ */
+Datum
+plank_connections_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!worker_running())
+		return (Datum) 0;
+	for (i = 0; i < shared->nconn_slots; i++)
+	{
+		ConnSlot	s;
+		Datum		values[10];
+		bool		nulls[10];
+
+		read_conn_slot(i, &s);
+		if (s.id == 0)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int64GetDatum((int64) s.id);
+		values[1] = CStringGetTextDatum(s.addr);
+		values[2] = CStringGetTextDatum(s.role);
+		nulls[2] = s.role[0] == '\0';
+		values[3] = TimestampTzGetDatum(s.connected_at);
+		values[4] = Int32GetDatum(s.nsubs);
+		values[5] = Int64GetDatum((int64) s.messages_sent);
+		values[6] = Int64GetDatum((int64) s.bytes_sent);
+		values[7] = Int32GetDatum(s.queue_depth);
+		values[8] = Int64GetDatum((int64) s.queue_bytes);
+		values[9] = TimestampTzGetDatum(s.last_activity);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(plank_subscriptions_sql);
+
+/*
+ * plank_subscriptions_sql
+ *		plank.subscriptions(): one row per subscription (at most the slots
+ *		reserved at server start).  Raises nothing.
+ */
+Datum
+plank_subscriptions_sql(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (!worker_running())
+		return (Datum) 0;
+	for (i = 0; i < shared->nsub_slots; i++)
+	{
+		SubSlot		s;
+		Datum		values[6];
+		bool		nulls[6];
+
+		read_sub_slot(i, &s);
+		if (s.conn_id == 0)
+			continue;
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = Int64GetDatum((int64) s.conn_id);
+		values[1] = CStringGetTextDatum(s.id);
+		values[2] = CStringGetTextDatum(s.is_channel ? "channel" : "table");
+		values[3] = CStringGetTextDatum(s.target);
+		values[4] = CStringGetTextDatum(ops_text(s.ops));
+		nulls[4] = s.is_channel;
+		values[5] = CStringGetTextDatum(s.filter);
+		nulls[5] = s.filter[0] == '\0';
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(plank_disconnect_sql);
+
+/*
+ * plank_disconnect_sql
+ *		plank.disconnect(id bigint) returns boolean: asks the worker to close
+ *		a client with close code 4003; false when no such connection is
+ *		listed.  Raises 53400 (configuration_limit_exceeded) when too many
+ *		requests are pending, 55000 when the worker is not running.
+ */
+Datum
+plank_disconnect_sql(PG_FUNCTION_ARGS)
+{
+	uint64		id = (uint64) PG_GETARG_INT64(0);
+	bool		found = false;
+	pid_t		pid;
+	int			i;
+
+	if (!worker_running())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the plank worker is not running")));
+	for (i = 0; i < shared->nconn_slots && !found; i++)
+	{
+		ConnSlot	s;
+
+		read_conn_slot(i, &s);
+		found = s.id == id;
+	}
+	if (!found)
+		PG_RETURN_BOOL(false);
+
+	SpinLockAcquire(&shared->mutex);
+	if (shared->ndisconnect >= MAX_DISCONNECTS)
+	{
+		SpinLockRelease(&shared->mutex);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many plank disconnect requests are pending"),
+				 errhint("Try again in a moment.")));
+	}
+	shared->disconnect[shared->ndisconnect++] = id;
+	pid = shared->worker_pid;
+	SpinLockRelease(&shared->mutex);
+	/* wakes the worker's loop (its SIGUSR1 handler writes its self-pipe) */
+	kill(pid, SIGUSR1);
+	PG_RETURN_BOOL(true);
+}
+
+/* ---------- HTTP bodies ---------- */
+
+/* Can the worker run a query?  For /health. */
+static bool
+database_reachable(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		SPI_connect();
+		ok = SPI_execute("SELECT 1", true, 1) == SPI_OK_SELECT;
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+/*
+ * plank_stats_health
+ *		The JSON body of GET /health: worker state, whether the database
+ *		answers a query, connections, NOTIFY queue usage.  *ok is false when
+ *		the database does not answer (the server then replies 503).
+ */
+void
+plank_stats_health(StringInfo buf, bool *ok)
+{
+	*ok = database_reachable();
+	appendStringInfo(buf,
+					 "{\"status\":\"%s\",\"worker_pid\":%d,\"database\":",
+					 *ok ? "ok" : "degraded", MyProcPid);
+	escape_json(buf, plank_database);
+	appendStringInfo(buf,
+					 ",\"database_reachable\":%s,\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT
+					 ",\"connections\":%u,\"subscriptions\":%u,\"notify_queue_usage\":%g"
+					 ",\"uptime_seconds\":%.0f}\n",
+					 *ok ? "true" : "false", plank_epoch, plank_seq,
+					 pg_atomic_read_u32(&shared->connections),
+					 pg_atomic_read_u32(&shared->subscriptions),
+					 queue_usage(),
+					 (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
+}
+
+static void
+metric(StringInfo buf, const char *name, const char *type, const char *help, double value)
+{
+	appendStringInfo(buf, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name, value);
+}
+
+/*
+ * plank_stats_metrics
+ *		The body of GET /metrics, Prometheus text exposition format 0.0.4.
+ */
+void
+plank_stats_metrics(StringInfo buf)
+{
+	uint64		cumulative = 0;
+	int			b;
+
+	metric(buf, "plank_notifications_received_total", "counter",
+		   "Notifications the worker received (table changes and channel notifications).",
+		   (double) pg_atomic_read_u64(&shared->notifications));
+	metric(buf, "plank_messages_sent_total", "counter",
+		   "WebSocket messages written to clients.", (double) pg_atomic_read_u64(&shared->messages));
+	metric(buf, "plank_bytes_sent_total", "counter",
+		   "Payload bytes of the WebSocket messages written to clients.",
+		   (double) pg_atomic_read_u64(&shared->bytes));
+	metric(buf, "plank_connections_total", "counter",
+		   "WebSocket connections accepted.", (double) pg_atomic_read_u64(&shared->connections_total));
+	metric(buf, "plank_clients_dropped_slow_total", "counter",
+		   "Clients closed with 1013 because their backlog exceeded plank.max_client_buffer.",
+		   (double) pg_atomic_read_u64(&shared->dropped_slow));
+	metric(buf, "plank_resyncs_total", "counter",
+		   "resync_required messages sent.", (double) pg_atomic_read_u64(&shared->resyncs));
+	metric(buf, "plank_protocol_errors_total", "counter",
+		   "Requests answered with an error.", (double) pg_atomic_read_u64(&shared->protocol_errors));
+	metric(buf, "plank_auth_failures_total", "counter",
+		   "Tokens refused.", (double) pg_atomic_read_u64(&shared->auth_failures));
+	metric(buf, "plank_connections", "gauge",
+		   "Connected WebSocket clients.", (double) pg_atomic_read_u32(&shared->connections));
+	metric(buf, "plank_subscriptions", "gauge",
+		   "Live subscriptions.", (double) pg_atomic_read_u32(&shared->subscriptions));
+	metric(buf, "plank_replay_ring_events", "gauge",
+		   "Events held in the replay ring.", (double) pg_atomic_read_u64(&shared->ring_events));
+	metric(buf, "plank_replay_ring_bytes", "gauge",
+		   "Memory used by the replay ring.", (double) pg_atomic_read_u64(&shared->ring_bytes));
+	metric(buf, "plank_last_seq", "gauge",
+		   "The last sequence number assigned in this epoch.", (double) plank_seq);
+	metric(buf, "plank_notify_queue_usage", "gauge",
+		   "Fraction of the NOTIFY queue in use (pg_notification_queue_usage()).", queue_usage());
+	metric(buf, "plank_uptime_seconds", "gauge",
+		   "Seconds since the worker started.",
+		   (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
+
+	appendStringInfoString(buf,
+						   "# HELP plank_send_latency_seconds Time from the worker receiving an event to writing it to a client.\n"
+						   "# TYPE plank_send_latency_seconds histogram\n");
+	for (b = 0; b < lengthof(latency_buckets); b++)
+	{
+		cumulative += latency_counts[b];
+		appendStringInfo(buf, "plank_send_latency_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+						 latency_buckets[b] / 1000.0, cumulative);
+	}
+	cumulative += latency_counts[lengthof(latency_buckets)];
+	appendStringInfo(buf, "plank_send_latency_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
+	appendStringInfo(buf, "plank_send_latency_seconds_sum %.9g\n", latency_sum_ms / 1000.0);
+	appendStringInfo(buf, "plank_send_latency_seconds_count " UINT64_FORMAT "\n", latency_count);
+}
