@@ -86,6 +86,7 @@ def test_debit_and_credit_arrive_together_before_one_commit():
     async def body():
         async with client(keep_commits=True) as c:
             await c.subscribe("acc", table="public.e2e_accounts", filter={"owner": owner})
+            await c.subscribe("debit", table="public.e2e_accounts", filter={"id": a})
             xid = await asyncio.to_thread(transfer, a, b, 30)
             debit, credit, commit = await c.events("acc", 3)
             for m in (debit, credit):
@@ -97,6 +98,13 @@ def test_debit_and_credit_arrive_together_before_one_commit():
             assert credit["seq"] == debit["seq"] + 1, "the transaction is not contiguous"
             assert commit["type"] == "commit" and commit["xid"] == xid \
                 and commit["seq"] == credit["seq"], commit
+            # a subscription that only sees the debit: its commit still carries the seq of
+            # the transaction's last change, the credit it did not receive
+            only, only_commit = await c.events("debit", 2)
+            assert only["seq"] == debit["seq"] and only["change"] == debit["change"]
+            assert only_commit == dict(commit, sub="debit"), only_commit
+            await c.sync()
+            assert c.kept_events() == []
     run(body())
 
 

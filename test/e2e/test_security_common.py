@@ -127,14 +127,27 @@ def apply_settings(settings, timeout=20.0):
          what="the worker to reset plank.max_message_size")
 
 
+# what this module has set with ALTER SYSTEM, so that nested plank_settings() blocks
+# restore the outer block's values instead of the configuration file's
+_current = {}
+
+
 @contextlib.contextmanager
 def plank_settings(settings):
-    """Apply plank.* settings for the duration of a with block; reset them after."""
+    """Apply plank.* settings for the duration of a with block; restore them after (to
+    an enclosing block's values, else RESET)."""
+    previous = {name: _current.get(name) for name in settings}
     try:
+        _current.update(settings)
         apply_settings(settings)
         yield
     finally:
-        apply_settings({name: None for name in settings})
+        for name, value in previous.items():
+            if value is None:
+                _current.pop(name, None)
+            else:
+                _current[name] = value
+        apply_settings(previous)
 
 
 # --------------------------------------------------------------------------- clients
