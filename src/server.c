@@ -184,7 +184,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	{
 		size_t		big = Max(conn->q_big, (size_t) frame->len);
 
-		if (conn->q_bytes + frame->len - big > (size_t) plank_max_client_buffer * 1024)
+		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
 			ereport(LOG,
 					(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
