@@ -110,39 +110,6 @@ digest_of(int bits)
 	return bits == 256 ? EVP_sha256() : bits == 384 ? EVP_sha384() : EVP_sha512();
 }
 
-/* Decode base64url without padding (RFC 7515 section 2) into out. */
-static bool
-base64url_decode(const char *in, int len, StringInfo out)
-{
-	StringInfoData std;
-	int			i;
-	int			n;
-
-	initStringInfo(&std);
-	for (i = 0; i < len; i++)
-	{
-		char		c = in[i];
-
-		if (c == '-')
-			c = '+';
-		else if (c == '_')
-			c = '/';
-		else if (!(isalnum((unsigned char) c)))
-			return false;
-		appendStringInfoChar(&std, c);
-	}
-	while (std.len % 4 != 0)
-		appendStringInfoChar(&std, '=');
-	initStringInfo(out);
-	enlargeStringInfo(out, pg_b64_dec_len(std.len) + 1);
-	n = pg_b64_decode(std.data, std.len, out->data, out->maxlen - 1);
-	if (n < 0)
-		return false;
-	out->len = n;
-	out->data[n] = '\0';
-	return true;
-}
-
 /* Parse JSON text that must be an object; NULL if it is not. */
 static Jsonb *
 parse_object(const char *text, int len)
@@ -328,11 +295,7 @@ refuse(char **detail, const char *code, const char *msg)
 const char *
 plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char **detail)
 {
-	const char *dot1 = strchr(token, '.');
-	const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
-	StringInfoData header_text;
-	StringInfoData claims_text;
-	StringInfoData sig;
+	PlankJws	jws;
 	Jsonb	   *header;
 	Jsonb	   *claims;
 	JsonbValue	v;
@@ -344,12 +307,9 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 	Oid			roleid;
 	int			i;
 
-	if (dot1 == NULL || dot2 == NULL || strchr(dot2 + 1, '.') != NULL ||
-		!base64url_decode(token, dot1 - token, &header_text) ||
-		!base64url_decode(dot1 + 1, dot2 - dot1 - 1, &claims_text) ||
-		!base64url_decode(dot2 + 1, strlen(dot2 + 1), &sig) ||
-		(header = parse_object(header_text.data, header_text.len)) == NULL ||
-		(claims = parse_object(claims_text.data, claims_text.len)) == NULL)
+	if (!plank_jws_split(token, &jws) ||
+		(header = parse_object(jws.header.data, jws.header.len)) == NULL ||
+		(claims = parse_object(jws.payload.data, jws.payload.len)) == NULL)
 		return refuse(detail, "invalid_token", "token is not a well-formed JWT");
 
 	if (getKeyJsonValueFromContainer(&header->root, "alg", 3, &v) != NULL && v.type == jbvString)
@@ -361,7 +321,7 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		return refuse(detail, "invalid_token", "token algorithm is not accepted by this server");
 	if (getKeyJsonValueFromContainer(&header->root, "crit", 4, &v) != NULL)
 		return refuse(detail, "invalid_token", "token has critical header parameters this server does not understand");
-	if (!signature_valid(alg, token, dot2 - token, &sig))
+	if (!signature_valid(alg, token, jws.signing_input_len, &jws.signature))
 		return refuse(detail, "invalid_token", "token signature is not valid");
 
 	if (numeric_claim(claims, "exp", &exp) && now >= exp)
@@ -391,7 +351,7 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 
 	id->roleid = roleid;
 	id->role = MemoryContextStrdup(cxt, role);
-	id->claims = MemoryContextStrdup(cxt, claims_text.data);
+	id->claims = MemoryContextStrdup(cxt, jws.payload.data);
 	id->exp = (int64) exp;
 	return NULL;
 }

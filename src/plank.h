@@ -217,6 +217,9 @@ extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
 
+/* jws.c */
+#include "jws.h"
+
 /* auth.c */
 extern void plank_auth_load_keys(void);
 extern const char *plank_auth_verify(const char *token, MemoryContext cxt,
