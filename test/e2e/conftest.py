@@ -330,16 +330,6 @@ class Client:
         """The next `count` pushed messages of `sub`, commits included, in arrival order."""
         return [await self.next_event(sub, timeout) for _ in range(count)]
 
-    async def events_until_commit(self, sub, xid, timeout=TIMEOUT, limit=10000):
-        """Pushed messages of `sub` up to and including the commit of transaction `xid`."""
-        out = []
-        while len(out) < limit:
-            m = await self.next_event(sub, timeout)
-            out.append(m)
-            if m["type"] == "commit" and m.get("xid") == xid:
-                return out
-        raise AssertionError(f"no commit of xid {xid} within {limit} messages: {out[:10]}")
-
     async def pushes(self, sub, count, timeout=TIMEOUT):
         """The next `count` pushed messages of subscription `sub`, in arrival order."""
         out = []
