@@ -77,15 +77,24 @@ COMMENT ON FUNCTION plank.revoke_channel(text, name) IS
 'Removes a grant made by plank.grant_channel; existing subscriptions stay until they end. '
 'Executable by the extension owner and superusers only.';
 
-CREATE FUNCTION plank.track(rel regclass)
-RETURNS void
+CREATE FUNCTION plank.track(rel regclass,
+                            columns text[] DEFAULT NULL,
+                            exclude_columns text[] DEFAULT NULL,
+                            operations text[] DEFAULT NULL)
+RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
 AS $$
 DECLARE
     kind "char";
     persistence "char";
     nsp name;
+    ops text[];
+    row_events text[];
+    bad text;
+    args text := '';
+    col text;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'table must not be null'
@@ -112,24 +121,69 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
 
-    IF EXISTS (SELECT 1 FROM pg_trigger
-                WHERE tgrelid = rel AND tgname = 'plank_capture_row') THEN
-        RAISE NOTICE 'table "%" is already tracked, skipping', rel;
-        RETURN;
+    IF columns IS NOT NULL AND exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'columns and exclude_columns cannot both be given'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT u.c INTO bad
+      FROM unnest(coalesce(columns, exclude_columns)) AS u(c)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = rel AND a.attname = u.c
+                          AND a.attnum > 0 AND NOT a.attisdropped)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column "%" of table "%" does not exist', bad, rel
+            USING ERRCODE = 'undefined_column';
     END IF;
 
-    EXECUTE format('CREATE TRIGGER plank_capture_row AFTER INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION plank.capture()', rel);
-    EXECUTE format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
-                   'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
+    ops := coalesce(operations, ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']);
+    SELECT o INTO bad FROM unnest(ops) AS o
+     WHERE o IS NULL OR upper(o) NOT IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') LIMIT 1;
+    IF FOUND OR cardinality(ops) = 0 THEN
+        RAISE EXCEPTION 'invalid operation "%"', coalesce(bad, '')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Operations are INSERT, UPDATE, DELETE and TRUNCATE.';
+    END IF;
+    SELECT array_agg(DISTINCT upper(o)) INTO ops FROM unnest(ops) AS o;
+    row_events := ARRAY(SELECT o FROM unnest(ops) AS o WHERE o <> 'TRUNCATE' ORDER BY o);
+
+    IF columns IS NOT NULL OR exclude_columns IS NOT NULL THEN
+        args := quote_literal(CASE WHEN columns IS NOT NULL THEN 'columns' ELSE 'exclude' END);
+        FOREACH col IN ARRAY coalesce(columns, exclude_columns) LOOP
+            args := args || ', ' || quote_literal(col);
+        END LOOP;
+    END IF;
+
+    -- tracking again replaces the triggers (and their options)
+    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_row ON %s', rel);
+    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_truncate ON %s', rel);
+    IF cardinality(row_events) > 0 THEN
+        EXECUTE format('CREATE TRIGGER plank_capture_row AFTER %s ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION plank.capture(%s)',
+                       array_to_string(row_events, ' OR '), rel, args);
+    END IF;
+    IF 'TRUNCATE' = ANY (ops) THEN
+        EXECUTE format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
+    END IF;
+
+    RETURN format('tracking %s: %s; columns: %s', rel,
+                  array_to_string(ARRAY(SELECT o FROM unnest(ops) AS o
+                                         ORDER BY array_position(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE'], o)), ', '),
+                  CASE WHEN columns IS NOT NULL THEN array_to_string(columns, ', ') || ' (and the key)'
+                       WHEN exclude_columns IS NOT NULL THEN 'all but ' || array_to_string(exclude_columns, ', ')
+                       ELSE 'all' END);
 END;
 $$;
 
-COMMENT ON FUNCTION plank.track(regclass) IS
-'Starts sending the changes of a table to Plank subscribers: creates triggers plank_capture_row '
-'(AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW) and plank_capture_truncate (AFTER TRUNCATE). '
-'Idempotent: a tracked table gets a NOTICE. Errors: 22004 null table, 42809 not an ordinary or '
-'partitioned table, 0A000 temporary table, 42501 system schema; needs ownership of the table (CREATE TRIGGER).';
+COMMENT ON FUNCTION plank.track(regclass, text[], text[], text[]) IS
+'Starts sending the changes of a table to Plank subscribers: creates trigger plank_capture_row '
+'(AFTER the chosen row operations, FOR EACH ROW) and, unless left out, plank_capture_truncate '
+'(AFTER TRUNCATE). columns sends only those columns (and the identity key); exclude_columns sends '
+'all but those; operations chooses among INSERT, UPDATE, DELETE, TRUNCATE (default all). Tracking '
+'a tracked table replaces its options. Returns what it did, as text. Errors: 22004 null table, '
+'42809 not an ordinary or partitioned table, 0A000 temporary table, 42501 system schema, 42703 '
+'unknown column, 22023 bad options; needs ownership of the table (CREATE TRIGGER).';
 
 CREATE FUNCTION plank.untrack(rel regclass)
 RETURNS void
@@ -142,7 +196,7 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                    WHERE tgrelid = rel AND tgname = 'plank_capture_row') THEN
+                    WHERE tgrelid = rel AND tgname IN ('plank_capture_row', 'plank_capture_truncate')) THEN
         RAISE NOTICE 'table "%" is not tracked, skipping', rel;
         RETURN;
     END IF;
@@ -159,16 +213,27 @@ CREATE VIEW plank.tracked_tables AS
 SELECT c.oid::regclass AS table_name,
        n.nspname AS schema_name,
        c.relname AS relname,
-       t.tgenabled <> 'D' AS enabled
+       bool_and(t.tgenabled <> 'D') AS enabled,
+       ARRAY(SELECT op FROM (VALUES (4, 'INSERT', 1), (16, 'UPDATE', 2), (8, 'DELETE', 3), (32, 'TRUNCATE', 4))
+                             AS v(bit, op, ord)
+              WHERE bit_or(t.tgtype::int) & v.bit <> 0 ORDER BY v.ord) AS operations,
+       max(CASE WHEN a.args[1] = 'columns' THEN a.args[2:] END) AS columns,
+       max(CASE WHEN a.args[1] = 'exclude' THEN a.args[2:] END) AS exclude_columns
   FROM pg_catalog.pg_trigger t
   JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE t.tgname = 'plank_capture_row'
+  CROSS JOIN LATERAL (SELECT CASE WHEN t.tgnargs > 0
+                                  THEN (pg_catalog.string_to_array(pg_catalog.encode(t.tgargs, 'escape'), '\000'))[1:t.tgnargs]
+                             END AS args) a
+ WHERE t.tgname IN ('plank_capture_row', 'plank_capture_truncate')
    AND t.tgfoid = 'plank.capture()'::pg_catalog.regprocedure
-   AND t.tgparentid = 0;  -- partitions inherit the parent's trigger; list the parent only
+   AND t.tgparentid = 0   -- partitions inherit the parent's triggers; list the parent only
+ GROUP BY c.oid, n.nspname, c.relname;
 
 COMMENT ON VIEW plank.tracked_tables IS
-'Tables whose changes Plank sends (made by plank.track): one row per table, with whether its capture trigger is enabled.';
+'Tables whose changes Plank sends (made by plank.track): one row per table, with whether its capture '
+'triggers are enabled, the operations sent, and the columns chosen (columns, or exclude_columns; '
+'both NULL: every column).';
 
 GRANT USAGE ON SCHEMA plank TO PUBLIC;
 GRANT SELECT ON plank.tracked_tables TO PUBLIC;

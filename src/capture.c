@@ -65,47 +65,106 @@ tuple_to_json(HeapTuple tuple, TupleDesc tupdesc)
 	return DatumGetTextPP(DirectFunctionCall1(row_to_json, rowdatum));
 }
 
-/*
- * Render the replica identity columns of a tuple (the primary key by default)
- * as a JSON object; the whole row with REPLICA IDENTITY FULL or when the
- * table has no identity index.
- */
+/* Render the given attributes of a tuple (a set of attnums) as a JSON object. */
 static text *
-identity_to_json(Relation rel, HeapTuple tuple)
+attrs_to_json(TupleDesc tupdesc, HeapTuple tuple, Bitmapset *attnums)
 {
-	TupleDesc	tupdesc = RelationGetDescr(rel);
-	Bitmapset  *idattrs;
-	TupleDesc	keydesc;
-	Datum	   *values;
-	bool	   *nulls;
-	int			nkeys;
-	int			i;
-	int			member = -1;
+	int			natts = bms_num_members(attnums);
+	TupleDesc	desc = CreateTemplateTupleDesc(natts);
+	Datum	   *values = palloc(natts * sizeof(Datum));
+	bool	   *nulls = palloc(natts * sizeof(bool));
+	int			i = 0;
+	int			attnum = -1;
 
-	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
-		return tuple_to_json(tuple, tupdesc);
-
-	idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
-	nkeys = bms_num_members(idattrs);
-	if (nkeys == 0)
-		return tuple_to_json(tuple, tupdesc);
-
-	keydesc = CreateTemplateTupleDesc(nkeys);
-	values = palloc(nkeys * sizeof(Datum));
-	nulls = palloc(nkeys * sizeof(bool));
-	i = 0;
-	while ((member = bms_next_member(idattrs, member)) >= 0)
+	while ((attnum = bms_next_member(attnums, attnum)) >= 0)
 	{
-		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
-
-		TupleDescCopyEntry(keydesc, i + 1, tupdesc, attnum);
+		TupleDescCopyEntry(desc, i + 1, tupdesc, attnum);
 		values[i] = heap_getattr(tuple, attnum, tupdesc, &nulls[i]);
 		i++;
 	}
-	keydesc = BlessTupleDesc(keydesc);
+	desc = BlessTupleDesc(desc);
 
 	return DatumGetTextPP(DirectFunctionCall1(row_to_json,
-											  HeapTupleGetDatum(heap_form_tuple(keydesc, values, nulls))));
+											  HeapTupleGetDatum(heap_form_tuple(desc, values, nulls))));
+}
+
+/* The replica identity columns (the primary key by default), as attnums. */
+static Bitmapset *
+identity_attnums(Relation rel)
+{
+	Bitmapset  *idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
+	Bitmapset  *result = NULL;
+	int			member = -1;
+
+	while ((member = bms_next_member(idattrs, member)) >= 0)
+		result = bms_add_member(result, member + FirstLowInvalidHeapAttributeNumber);
+	return result;
+}
+
+/*
+ * The columns a trigger sends, from its arguments (set by plank.track):
+ * none: every column (NULL is returned); "columns", c1, c2...: those and the
+ * identity columns; "exclude", c1, c2...: every column but those, keeping
+ * the identity columns.
+ */
+static Bitmapset *
+tracked_attnums(Relation rel, Trigger *trigger)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	bool		include;
+	Bitmapset  *named = NULL;
+	Bitmapset  *result;
+	int			i;
+
+	if (trigger->tgnargs < 1)
+		return NULL;
+	include = strcmp(trigger->tgargs[0], "columns") == 0;
+	if (!include && strcmp(trigger->tgargs[0], "exclude") != 0)
+		return NULL;
+	for (i = 1; i < trigger->tgnargs; i++)
+	{
+		int			attnum = SPI_fnumber(tupdesc, trigger->tgargs[i]);
+
+		if (attnum > 0)
+			named = bms_add_member(named, attnum);
+	}
+	if (include)
+		result = named;
+	else
+	{
+		result = NULL;
+		for (i = 1; i <= tupdesc->natts; i++)
+			if (!TupleDescAttr(tupdesc, i - 1)->attisdropped && !bms_is_member(i, named))
+				result = bms_add_member(result, i);
+	}
+	return bms_union(result, identity_attnums(rel));
+}
+
+/* The new row as sent: every column, or the tracked ones. */
+static text *
+row_to_payload_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
+{
+	if (columns == NULL)
+		return tuple_to_json(tuple, RelationGetDescr(rel));
+	return attrs_to_json(RelationGetDescr(rel), tuple, columns);
+}
+
+/*
+ * Render the replica identity columns of a tuple (the primary key by default)
+ * as a JSON object; the whole row (its tracked columns) with REPLICA
+ * IDENTITY FULL or when the table has no identity index.
+ */
+static text *
+identity_to_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
+{
+	Bitmapset  *idattrs;
+
+	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
+		return row_to_payload_json(rel, tuple, columns);
+	idattrs = identity_attnums(rel);
+	if (bms_is_empty(idattrs))
+		return row_to_payload_json(rel, tuple, columns);
+	return attrs_to_json(RelationGetDescr(rel), tuple, idattrs);
 }
 
 /*
@@ -228,6 +287,7 @@ plank_capture(PG_FUNCTION_ARGS)
 	char	   *table;
 	text	   *newjson = NULL;
 	text	   *oldjson = NULL;
+	Bitmapset  *columns;
 	StringInfoData head;
 	StringInfoData buf;
 
@@ -247,22 +307,23 @@ plank_capture(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	payload_relation_names(rel, trigdata->tg_trigger, &schema, &table);
+	columns = tracked_attnums(rel, trigdata->tg_trigger);
 
 	if (TRIGGER_FIRED_BY_INSERT(event))
 	{
 		op = "INSERT";
-		newjson = tuple_to_json(trigdata->tg_trigtuple, RelationGetDescr(rel));
+		newjson = row_to_payload_json(rel, trigdata->tg_trigtuple, columns);
 	}
 	else if (TRIGGER_FIRED_BY_UPDATE(event))
 	{
 		op = "UPDATE";
-		newjson = tuple_to_json(trigdata->tg_newtuple, RelationGetDescr(rel));
-		oldjson = identity_to_json(rel, trigdata->tg_trigtuple);
+		newjson = row_to_payload_json(rel, trigdata->tg_newtuple, columns);
+		oldjson = identity_to_json(rel, trigdata->tg_trigtuple, columns);
 	}
 	else if (TRIGGER_FIRED_BY_DELETE(event))
 	{
 		op = "DELETE";
-		oldjson = identity_to_json(rel, trigdata->tg_trigtuple);
+		oldjson = identity_to_json(rel, trigdata->tg_trigtuple, columns);
 	}
 	else
 		op = "TRUNCATE";
@@ -308,7 +369,7 @@ plank_capture(PG_FUNCTION_ARGS)
 		if (newjson)
 			append_json_text(&buf, "key",
 							 identity_to_json(rel, TRIGGER_FIRED_BY_UPDATE(event) ?
-											  trigdata->tg_newtuple : trigdata->tg_trigtuple));
+											  trigdata->tg_newtuple : trigdata->tg_trigtuple, columns));
 		if (oldjson)
 			append_json_text(&buf, "old", oldjson);
 

@@ -442,7 +442,8 @@ table_is_tracked(Oid relid)
 
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
-							  "WHERE tgrelid = $1 AND tgname = 'plank_capture_row' AND tgparentid = 0",
+							  "WHERE tgrelid = $1 AND tgname IN ('plank_capture_row', 'plank_capture_truncate') "
+							  "AND tgparentid = 0",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the triggers of relation %u", relid);
 	tracked = SPI_processed > 0;

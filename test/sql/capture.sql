@@ -85,6 +85,16 @@ INSERT INTO "My Schema"."Odd ""Name""" VALUES (1);
 -- a partition's change names the tracked partitioned table
 INSERT INTO parted VALUES (1, 'eu');
 
+-- tracked columns: only those (and the key); excluded columns: all but those
+SELECT plank.track('kinds', columns => '{t}');
+INSERT INTO kinds (id, t, n) VALUES (8, 'only t', 1);
+SELECT plank.track('kinds', exclude_columns => '{t, j, jb, arr, tarr, u, by, ts, d}');
+INSERT INTO kinds (id, t, n, i, f, b) VALUES (9, 'hidden', 2, 3, 4.5, false);
+-- tracked operations: only deletes
+SELECT plank.track('kinds', operations => '{DELETE}');
+UPDATE kinds SET t = 'not sent' WHERE id = 9;
+DELETE FROM kinds WHERE id = 9;
+
 -- after untrack, nothing is sent
 SELECT plank.untrack('kinds');
 INSERT INTO kinds (id) VALUES (7);

@@ -9,9 +9,23 @@ SELECT plank.track('t1');
 SELECT table_name, schema_name, relname, enabled FROM plank.tracked_tables;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
 
--- tracking twice is a no-op with a notice
+-- tracking again keeps two triggers
 SELECT plank.track('t1');
 SELECT count(*) FROM pg_trigger WHERE tgrelid = 't1'::regclass;
+
+-- options: columns, exclude_columns, operations; tracking again replaces them
+SELECT plank.track('t1', columns => '{v}', operations => '{insert, DELETE}');
+SELECT table_name, operations, columns, exclude_columns FROM plank.tracked_tables;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
+SELECT plank.track('t1', exclude_columns => '{v}', operations => '{TRUNCATE}');
+SELECT table_name, operations, columns, exclude_columns FROM plank.tracked_tables;
+SELECT plank.track('t1');
+SELECT table_name, operations, columns, exclude_columns FROM plank.tracked_tables;
+-- bad options
+SELECT plank.track('t1', columns => '{v}', exclude_columns => '{id}');
+SELECT plank.track('t1', columns => '{nope}');
+SELECT plank.track('t1', operations => '{SELECT}');
+SELECT plank.track('t1', operations => '{}');
 
 -- a disabled trigger shows in the view
 ALTER TABLE t1 DISABLE TRIGGER plank_capture_row;
