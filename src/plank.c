@@ -34,6 +34,7 @@ int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
 int			plank_replay_buffer = 16384;
 bool		plank_log_connections = false;
+int			plank_log_level = LOG;
 char	   *plank_http_allowed_addresses = NULL;
 int			plank_ping_interval = 30;
 int			plank_ping_timeout = 10;
@@ -52,6 +53,20 @@ char	   *plank_ssl_cert_file = NULL;
 char	   *plank_ssl_key_file = NULL;
 
 void		_PG_init(void);
+
+static const struct config_enum_entry log_level_options[] = {
+	{"debug5", DEBUG5, false},
+	{"debug4", DEBUG4, false},
+	{"debug3", DEBUG3, false},
+	{"debug2", DEBUG2, false},
+	{"debug1", DEBUG1, false},
+	{"debug", DEBUG2, true},
+	{"info", INFO, false},
+	{"notice", NOTICE, false},
+	{"warning", WARNING, false},
+	{"log", LOG, false},
+	{NULL, 0, false}
+};
 
 static void
 define_settings(void)
@@ -284,6 +299,18 @@ define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("plank.log_level",
+							 "Sets the message level of Plank's connection log lines.",
+							 "Connections and disconnections (with plank.log_connections), refused "
+							 "handshakes and tokens, slow clients closed and administrator disconnects "
+							 "are logged at this level; they never carry a token.",
+							 &plank_log_level,
+							 LOG,
+							 log_level_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("plank.log_connections",
 							 "Logs each WebSocket connection and disconnection.",

@@ -25,6 +25,7 @@ extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
 extern bool plank_log_connections;
+extern int	plank_log_level;
 extern char *plank_http_allowed_addresses;
 extern int	plank_ping_interval;	/* s */
 extern char *plank_jwt_secret;

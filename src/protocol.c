@@ -766,7 +766,7 @@ handle_auth(PlankConn *conn, Jsonb *jb, bool *closed)
 	code = plank_auth_verify(token, request_cxt, &ident, &detail);
 	if (code != NULL)
 	{
-		ereport(LOG,
+		ereport(plank_log_level,
 				(errmsg("plank refused a token from %s: %s", conn->peer, detail)));
 		plank_protocol_auth_failed(conn, code, detail);
 		*closed = true;

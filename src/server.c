@@ -186,7 +186,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 
 		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
-			ereport(LOG,
+			ereport(plank_log_level,
 					(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
 							(unsigned long long) conn->id, conn->peer)));
 			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
@@ -370,7 +370,7 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	plank_protocol_welcome(conn);
 
 	if (plank_log_connections)
-		ereport(LOG,
+		ereport(plank_log_level,
 				(errmsg("plank connection %llu from %s as role %s", (unsigned long long) conn->id,
 						conn->peer, conn->ident.role ? conn->ident.role : "(none yet)")));
 }
@@ -389,7 +389,7 @@ conn_filter(struct lws *wsi)
 
 	if (nconns >= plank_max_connections)
 	{
-		ereport(LOG,
+		ereport(plank_log_level,
 				(errmsg("plank refused a connection: plank.max_connections (%d) reached",
 						plank_max_connections)));
 		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
@@ -399,7 +399,7 @@ conn_filter(struct lws *wsi)
 	len = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_ORIGIN);
 	if (len > 0 && !origin_allowed(wsi, buf))
 	{
-		ereport(LOG,
+		ereport(plank_log_level,
 				(errmsg("plank refused a connection from origin \"%s\"", buf),
 				 errhint("Add the origin to plank.allowed_origins to allow its pages.")));
 		lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
@@ -423,8 +423,9 @@ conn_free(PlankConn *conn)
 	plank_stats_conn_closed(conn);
 
 	if (plank_log_connections)
-		ereport(LOG,
-				(errmsg("plank disconnection %llu from %s", (unsigned long long) conn->id, conn->peer)));
+		ereport(plank_log_level,
+				(errmsg("plank disconnection %llu from %s as role %s", (unsigned long long) conn->id,
+						conn->peer, conn->ident.role ? conn->ident.role : "(none)")));
 	MemoryContextDelete(conn->mcxt);
 }
 
@@ -655,7 +656,7 @@ plank_server_disconnect(uint64 id)
 
 		if (conn->id == id)
 		{
-			ereport(LOG,
+			ereport(plank_log_level,
 					(errmsg("plank disconnecting connection %llu from %s on request",
 							(unsigned long long) id, conn->peer)));
 			plank_conn_close(conn, PLANK_CLOSE_ADMIN, "disconnected by an administrator");
