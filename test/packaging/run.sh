@@ -202,7 +202,7 @@ build_args=(-us -uc -b)
 if [ "${PLANK_PKG_PREBUILT_FRONTEND:-}" = 1 ]; then
     [ -f "$ROOT/frontend/dist/index.html" ] || fail "PLANK_PKG_PREBUILT_FRONTEND=1 but frontend/dist/index.html is missing"
     mkdir -p "$SRC/frontend/dist" && cp -a "$ROOT/frontend/dist/." "$SRC/frontend/dist/"
-    build_args+=(-P pkg.plank.prebuilt-frontend)
+    build_args+=(--build-profiles=pkg.plank.prebuilt-frontend)
 fi
 build_env=()
 [ "${PLANK_PKG_NOCHECK:-}" = 1 ] && build_env+=(DEB_BUILD_OPTIONS=nocheck)
