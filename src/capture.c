@@ -189,7 +189,7 @@ store_overflow(const char *payload)
 	volatile int64 id = 0;
 	char	   *dbname = get_database_name(MyDatabaseId);
 
-	if (!OidIsValid(relid) || dbname == NULL || strcmp(dbname, plank_database) != 0)
+	if (!OidIsValid(relid) || dbname == NULL || !plank_serves_database(dbname))
 		return 0;
 
 	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));

@@ -18,7 +18,9 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "nodes/pg_list.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "plank.h"
 
@@ -53,6 +55,7 @@ char	   *plank_ssl_cert_file = NULL;
 char	   *plank_ssl_key_file = NULL;
 
 void		_PG_init(void);
+static void register_worker(int index, const char *dbname);
 
 static const struct config_enum_entry log_level_options[] = {
 	{"debug5", DEBUG5, false},
@@ -72,13 +75,14 @@ static void
 define_settings(void)
 {
 	DefineCustomStringVariable("plank.database",
-							   "Sets the database whose changes and notifications the Plank worker serves.",
-							   "The worker connects to this database as the bootstrap superuser. "
-							   "Do not name template1: a connected worker blocks CREATE DATABASE.",
+							   "Sets the databases whose changes and notifications Plank serves.",
+							   "A comma-separated list: one worker per database, serving the first on plank.port, "
+							   "the second on plank.port + 1, and so on. Each worker connects as the bootstrap "
+							   "superuser. Do not name template1: a connected worker blocks CREATE DATABASE.",
 							   &plank_database,
 							   "postgres",
 							   PGC_POSTMASTER,
-							   0,
+							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("plank.listen_addresses",
@@ -324,8 +328,62 @@ define_settings(void)
 	MarkGUCPrefixReserved("plank");
 }
 
+/*
+ * plank_database_list
+ *		The database names of plank.database, in order (a list of strings in
+ *		the current memory context).  Raises 22023 for a malformed list.
+ */
+List *
+plank_database_list(void)
+{
+	char	   *raw = pstrdup(plank_database);
+	List	   *names;
+
+	if (!SplitIdentifierString(raw, ',', &names) || names == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in parameter \"plank.database\""),
+				 errhint("List database names separated by commas.")));
+	return names;
+}
+
+/* plank_serves_database: is this database in plank.database? */
+bool
+plank_serves_database(const char *dbname)
+{
+	ListCell   *lc;
+
+	foreach(lc, plank_database_list())
+		if (strcmp((const char *) lfirst(lc), dbname) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * One worker per database of plank.database, with its index as argument.
+ * Raises 53400 (configuration_limit_exceeded) when max_worker_processes
+ * cannot hold them.
+ */
 static void
-register_worker(void)
+register_workers(void)
+{
+	List	   *dbs = plank_database_list();
+	int			n = list_length(dbs);
+	ListCell   *lc;
+
+	if (n > max_worker_processes)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("plank needs %d background workers for plank.database, but max_worker_processes is %d",
+						n, max_worker_processes),
+				 errhint("Raise max_worker_processes to at least %d plus the workers other features use, and restart the server.",
+						 n)));
+	foreach(lc, dbs)
+		register_worker(foreach_current_index(lc), (const char *) lfirst(lc));
+}
+
+static void
+register_worker(int index, const char *dbname)
 {
 	BackgroundWorker worker;
 
@@ -337,9 +395,9 @@ register_worker(void)
 	worker.bgw_restart_time = 1;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "plank");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "plank_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker for %s", dbname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "plank");
-	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_main_arg = Int32GetDatum(index);
 	worker.bgw_notify_pid = 0;
 	RegisterBackgroundWorker(&worker);
 }
@@ -360,6 +418,6 @@ _PG_init(void)
 				 errhint("Add plank to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
 
 	define_settings();
-	plank_stats_init();
-	register_worker();
+	plank_stats_init(list_length(plank_database_list()));
+	register_workers();
 }

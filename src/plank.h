@@ -46,6 +46,15 @@ extern int	plank_ping_timeout;	/* s */
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
 
+/* plank.c */
+extern List *plank_database_list(void);
+extern bool plank_serves_database(const char *dbname);
+
+/* this worker: its index in plank.database, its database and its port */
+extern int	plank_worker_index;
+extern char *plank_worker_database;
+extern int	plank_worker_port;
+
 /*
  * Worker-internal declarations (worker.c, server.c, protocol.c, subs.c).
  * Everything below runs in the single thread of the Plank worker.
@@ -246,7 +255,7 @@ typedef enum PlankCounter
 	PLANK_STAT_AUTH_FAILURES
 } PlankCounter;
 
-extern void plank_stats_init(void);
+extern void plank_stats_init(int nworkers);
 extern void plank_stats_worker_started(void);
 extern void plank_stats_count(PlankCounter counter, uint64 n);
 extern void plank_stats_seq(uint64 seq);

@@ -935,7 +935,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		snprintf(name, sizeof(name), "plank%d", i++);
 		memset(&vinfo, 0, sizeof(vinfo));
 		vinfo.vhost_name = name;
-		vinfo.port = plank_port;
+		vinfo.port = plank_worker_port;
 		vinfo.protocols = plank_protocols;
 		vinfo.mounts = &static_mount;
 		vinfo.retry_and_idle_policy = &idle_policy;
@@ -954,7 +954,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		if (vh == NULL)
 			ereport(FATAL,
 					(errcode(ERRCODE_CONFIG_FILE_ERROR),
-					 errmsg("could not listen on address \"%s\" port %d for plank", addr, plank_port),
+					 errmsg("could not listen on address \"%s\" port %d for plank", addr, plank_worker_port),
 					 errhint("Is another process using the port? Change plank.port or plank.listen_addresses and restart the server.")));
 		if (first_vhost == NULL)
 			first_vhost = vh;

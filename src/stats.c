@@ -24,6 +24,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -96,12 +97,17 @@ typedef struct PlankShared
 	/* ConnSlot[nconn_slots] then SubSlot[nsub_slots] follow */
 } PlankShared;
 
+/* one section per worker (per database of plank.database) */
+static char *shmem_base = NULL;
+static int	nsections = 0;
+static int	slots_at_start = 0;
+
+/* the section in use: the worker's own, or the current database's */
 static PlankShared *shared = NULL;
 static ConnSlot *conn_slots = NULL;
 static SubSlot *sub_slots = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-static int	slots_at_start = 0;
 
 /* commit-to-send is not known; the histogram is of receive-to-send, in ms */
 static const double latency_buckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000};
@@ -110,11 +116,25 @@ static double latency_sum_ms = 0;
 static uint64 latency_count = 0;
 
 static Size
+section_size(void)
+{
+	return MAXALIGN(add_size(sizeof(PlankShared),
+							 add_size(mul_size(slots_at_start, sizeof(ConnSlot)),
+									  mul_size(slots_at_start, sizeof(SubSlot)))));
+}
+
+static Size
 shared_size(void)
 {
-	return add_size(sizeof(PlankShared),
-					add_size(mul_size(slots_at_start, sizeof(ConnSlot)),
-							 mul_size(slots_at_start, sizeof(SubSlot))));
+	return mul_size(nsections, section_size());
+}
+
+static void
+attach_section(int i)
+{
+	shared = (PlankShared *) (shmem_base + i * section_size());
+	conn_slots = (ConnSlot *) (shared + 1);
+	sub_slots = (SubSlot *) (conn_slots + shared->nconn_slots);
 }
 
 static void
@@ -134,10 +154,11 @@ stats_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("plank", shared_size(), &found);
-	if (!found)
+	shmem_base = ShmemInitStruct("plank", shared_size(), &found);
+	for (int i = 0; i < nsections && !found; i++)
 	{
-		memset(shared, 0, shared_size());
+		shared = (PlankShared *) (shmem_base + i * section_size());
+		memset(shared, 0, section_size());
 		SpinLockInit(&shared->mutex);
 		pg_atomic_init_u64(&shared->seq, 0);
 		pg_atomic_init_u64(&shared->notifications, 0);
@@ -156,19 +177,20 @@ stats_shmem_startup(void)
 		shared->nsub_slots = slots_at_start;
 	}
 	LWLockRelease(AddinShmemInitLock);
-	conn_slots = (ConnSlot *) (shared + 1);
-	sub_slots = (SubSlot *) (conn_slots + shared->nconn_slots);
+	shared = NULL;
 }
 
 /*
  * plank_stats_init
  *		Called from _PG_init (in the postmaster): reserve shared memory for
- *		the counters and for as many connection and subscription slots as
- *		plank.max_connections at server start, at most 10000 each.
+ *		the counters of each of nworkers workers and for as many connection
+ *		and subscription slots as plank.max_connections at server start, at
+ *		most 10000 each.
  */
 void
-plank_stats_init(void)
+plank_stats_init(int nworkers)
 {
+	nsections = nworkers;
 	slots_at_start = Min(plank_max_connections, 10000);
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = stats_shmem_request;
@@ -187,6 +209,7 @@ plank_stats_worker_started(void)
 {
 	int			i;
 
+	attach_section(plank_worker_index);
 	SpinLockAcquire(&shared->mutex);
 	shared->worker_pid = MyProcPid;
 	shared->started = GetCurrentTimestamp();
@@ -455,11 +478,33 @@ read_sub_slot(int i, SubSlot *out)
 	out->conn_id = 0;
 }
 
+/*
+ * In a backend: use the section of the worker serving the current database.
+ * False when plank.database does not list it.
+ */
+static bool
+attach_current_database(void)
+{
+	char	   *dbname = get_database_name(MyDatabaseId);
+	ListCell   *lc;
+
+	foreach(lc, plank_database_list())
+		if (dbname && strcmp((const char *) lfirst(lc), dbname) == 0 &&
+			foreach_current_index(lc) < nsections)
+		{
+			attach_section(foreach_current_index(lc));
+			return true;
+		}
+	return false;
+}
+
 static bool
 worker_running(void)
 {
 	pid_t		pid;
 
+	if (!attach_current_database())
+		return false;
 	SpinLockAcquire(&shared->mutex);
 	pid = shared->worker_pid;
 	SpinLockRelease(&shared->mutex);
@@ -476,8 +521,9 @@ PG_FUNCTION_INFO_V1(plank_stats_sql);
 
 /*
  * plank_stats_sql
- *		plank.stats(): one row of the worker's counters and gauges (see the
- *		view plank.stats and its COMMENT).  Raises nothing.
+ *		plank.stats(): one row of the counters and gauges of the worker that
+ *		serves the current database (see the view plank.stats and its
+ *		COMMENT); NULLs when none does.  Raises nothing.
  */
 Datum
 plank_stats_sql(PG_FUNCTION_ARGS)
@@ -493,6 +539,12 @@ plank_stats_sql(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 	memset(nulls, 0, sizeof(nulls));
 
+	if (!attach_current_database())
+	{
+		/* no worker serves this database: a row of NULLs */
+		memset(nulls, true, sizeof(nulls));
+		PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+	}
 	SpinLockAcquire(&shared->mutex);
 	pid = shared->worker_pid;
 	started = shared->started;
@@ -717,7 +769,7 @@ plank_stats_health(StringInfo buf, bool *ok)
 	appendStringInfo(buf,
 					 "{\"status\":\"%s\",\"worker_pid\":%d,\"database\":",
 					 *ok ? "ok" : "degraded", MyProcPid);
-	escape_json(buf, plank_database);
+	escape_json(buf, plank_worker_database);
 	appendStringInfo(buf,
 					 ",\"database_reachable\":%s,\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT
 					 ",\"connections\":%u,\"subscriptions\":%u,\"notify_queue_usage\":%g"

@@ -50,6 +50,10 @@
 
 #include "plank.h"
 
+int			plank_worker_index = 0;
+char	   *plank_worker_database = NULL;
+int			plank_worker_port = 0;
+
 /* the worker's sequence number: one per notification received */
 uint64		plank_seq = 0;
 
@@ -270,7 +274,10 @@ plank_worker_main(Datum main_arg)
 				 errmsg("could not create self-pipe for the plank worker: %m")));
 
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(plank_database, NULL, 0);
+	plank_worker_index = DatumGetInt32(main_arg);
+	plank_worker_database = pstrdup((const char *) list_nth(plank_database_list(), plank_worker_index));
+	plank_worker_port = plank_port + plank_worker_index;
+	BackgroundWorkerInitializeConnection(plank_worker_database, NULL, 0);
 
 	snprintf(plank_epoch, sizeof(plank_epoch), INT64_FORMAT,
 			 (int64) (GetCurrentTimestamp() +
@@ -295,7 +302,7 @@ plank_worker_main(Datum main_arg)
 
 	ereport(LOG,
 			(errmsg("plank worker serving database \"%s\" on %s port %d",
-					plank_database, plank_listen_addresses, plank_port)));
+					plank_worker_database, plank_listen_addresses, plank_worker_port)));
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	for (;;)
