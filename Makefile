@@ -19,6 +19,9 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# every source file includes the shared headers
+$(OBJS): $(wildcard src/*.h)
+
 # Built frontend bundle (frontend/dist, made by `npm run build` in frontend/)
 # goes to SHAREDIR/plank/www, the default of plank.static_dir.
 WWWDIR = $(DESTDIR)$(datadir)/plank/www
