@@ -11,6 +11,8 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+
 /* NOTIFY channel that the capture trigger sends table changes on */
 #define PLANK_CHANGE_CHANNEL "plank"
 
