@@ -143,8 +143,10 @@ def sql(query, params=None):
 
 
 def worker_pids():
-    """PIDs of the Plank worker as pg_stat_activity shows them."""
-    return [r[0] for r in sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'plank'")]
+    """PIDs of the Plank worker serving the test database, as pg_stat_activity shows
+    them (plank.database also lists a second database, served by another worker)."""
+    return [r[0] for r in sql("SELECT pid FROM pg_stat_activity "
+                              "WHERE backend_type = 'plank' AND datname = current_database()")]
 
 
 # --------------------------------------------------------------------------- WebSocket
