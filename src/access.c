@@ -74,8 +74,9 @@ static bool in_check_xact = false;
 
 /*
  * plank_access_key_columns
- *		The replica identity columns of a table (its primary key by
- *		default), or NIL when it has none.  Inside a transaction.
+ *		The columns that identify a row of a table: its replica identity
+ *		index, else its primary key (REPLICA IDENTITY FULL has no index), or
+ *		NIL when it has neither.  Inside a transaction.
  */
 List *
 plank_access_key_columns(Oid relid)
@@ -85,6 +86,8 @@ plank_access_key_columns(Oid relid)
 	int			member = -1;
 	List	   *cols = NIL;
 
+	if (bms_is_empty(idattrs))
+		idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 	while ((member = bms_next_member(idattrs, member)) >= 0)
 	{
 		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
@@ -135,9 +138,9 @@ push_row(JsonbParseState **st, const PlankSub *sub, JsonbContainer *row, bool ke
 		if (tok == WJB_KEY)
 		{
 			k = v;
+			/* a table without a key gives away nothing of its rows here */
 			keep = column_allowed(sub, v.val.string.val, v.val.string.len) &&
-				(!key_only || sub->nkeycols == 0 ||
-				 is_key_column(sub, v.val.string.val, v.val.string.len));
+				(!key_only || is_key_column(sub, v.val.string.val, v.val.string.len));
 		}
 		else if (tok == WJB_VALUE && keep)
 		{

@@ -324,7 +324,13 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 	if (!signature_valid(alg, token, jws.signing_input_len, &jws.signature))
 		return refuse(detail, "invalid_token", "token signature is not valid");
 
-	if (numeric_claim(claims, "exp", &exp) && now >= exp)
+	if (getKeyJsonValueFromContainer(&claims->root, "exp", 3, &v) != NULL &&
+		!numeric_claim(claims, "exp", &exp))
+		return refuse(detail, "invalid_token", "token claim exp is not a number");
+	if (getKeyJsonValueFromContainer(&claims->root, "nbf", 3, &v) != NULL &&
+		!numeric_claim(claims, "nbf", &nbf))
+		return refuse(detail, "invalid_token", "token claim nbf is not a number");
+	if (exp != 0 && now >= exp)
 		return refuse(detail, "token_expired", "token has expired");
 	if (numeric_claim(claims, "nbf", &nbf) && now < nbf)
 		return refuse(detail, "token_not_yet_valid", "token is not valid yet");
@@ -353,6 +359,7 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 	id->role = MemoryContextStrdup(cxt, role);
 	id->claims = MemoryContextStrdup(cxt, jws.payload.data);
 	id->exp = (int64) exp;
+	id->from_token = true;
 	return NULL;
 }
 
@@ -382,6 +389,7 @@ plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id)
 	id->role = MemoryContextStrdup(cxt, plank_anonymous_role);
 	id->claims = MemoryContextStrdup(cxt, "{}");
 	id->exp = 0;
+	id->from_token = false;
 	return true;
 }
 

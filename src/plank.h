@@ -78,6 +78,7 @@ typedef struct PlankIdentity
 	char	   *role;
 	char	   *claims;			/* JSON object text; "{}" when anonymous */
 	int64		exp;			/* token expiry, Unix seconds; 0: none */
+	bool		from_token;		/* it came from a token (not anonymous) */
 } PlankIdentity;
 
 /*
@@ -222,7 +223,8 @@ extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
 /* protocol.c */
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
-extern void plank_protocol_auth_failed(PlankConn *conn, const char *code, const char *detail);
+extern void plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code,
+									   const char *detail);
 
 /* events.c */
 extern void plank_events_init(void);

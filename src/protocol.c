@@ -235,12 +235,18 @@ plank_protocol_welcome(PlankConn *conn)
  *		the connection with 4001 once the error is sent.
  */
 void
-plank_protocol_auth_failed(PlankConn *conn, const char *code, const char *detail)
+plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code, const char *detail)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "\"type\":\"error\",\"code\":\"%s\",\"message\":", code);
+	appendStringInfoString(&buf, "\"type\":\"error\"");
+	if (id)
+	{
+		appendStringInfoString(&buf, ",\"id\":");
+		escape_json(&buf, id);
+	}
+	appendStringInfo(&buf, ",\"code\":\"%s\",\"message\":", code);
 	escape_json(&buf, detail);
 	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
@@ -752,7 +758,7 @@ channel_allowed(PlankConn *conn, const char *channel)
  * moves the connection's expiry.  A refused token closes the connection.
  */
 static RequestError *
-handle_auth(PlankConn *conn, Jsonb *jb, bool *closed)
+handle_auth(PlankConn *conn, Jsonb *jb, const char *id, bool *closed)
 {
 	bool		bad;
 	char	   *token = string_member(jb, "token", &bad);
@@ -768,11 +774,12 @@ handle_auth(PlankConn *conn, Jsonb *jb, bool *closed)
 	{
 		ereport(plank_log_level,
 				(errmsg("plank refused a token from %s: %s", conn->peer, detail)));
-		plank_protocol_auth_failed(conn, code, detail);
+		plank_protocol_auth_failed(conn, id, code, detail);
 		*closed = true;
 		return NULL;
 	}
-	if (OidIsValid(conn->ident.roleid) && ident.roleid != conn->ident.roleid)
+	/* a token may upgrade an anonymous connection; a fresh one keeps its role */
+	if (conn->ident.from_token && ident.roleid != conn->ident.roleid)
 		return request_error("role_mismatch",
 							 "a fresh token must name the connection's role \"%s\"", conn->ident.role);
 	plank_conn_set_identity(conn, &ident);
@@ -811,8 +818,6 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 	Since		since;
 
 	*resumed = false;
-	if (!OidIsValid(conn->ident.roleid))
-		return request_error("unauthenticated", "send an auth message with a token first");
 	if (id == NULL)
 		return request_error("invalid_message", "subscribe needs an \"id\" naming the subscription");
 	if (bad_table || bad_channel)
@@ -948,6 +953,10 @@ handle_request(PlankConn *conn, char *msg, int len)
 	type = string_member(jb, "type", &bad);
 	if (type == NULL)
 		err = request_error("invalid_message", "message needs a \"type\" string");
+	else if (!OidIsValid(conn->ident.roleid) && strcmp(type, "auth") != 0 &&
+			 (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0 ||
+			  strcmp(type, "ping") == 0))
+		err = request_error("unauthenticated", "send an auth message with a token first");
 	else if (strcmp(type, "subscribe") == 0)
 	{
 		bool		resumed;
@@ -966,7 +975,7 @@ handle_request(PlankConn *conn, char *msg, int len)
 	{
 		bool		closed;
 
-		if ((err = handle_auth(conn, jb, &closed)) == NULL && !closed)
+		if ((err = handle_auth(conn, jb, id, &closed)) == NULL && !closed)
 			send_auth_ack(conn, id);
 	}
 	else

@@ -321,6 +321,7 @@ plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 	conn->ident.role = MemoryContextStrdup(conn->mcxt, id->role);
 	conn->ident.claims = MemoryContextStrdup(conn->mcxt, id->claims);
 	conn->ident.exp = id->exp;
+	conn->ident.from_token = id->from_token;
 
 	lws_sul_cancel(&conn->deadline);
 	if (id->exp > 0)
