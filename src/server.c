@@ -272,7 +272,15 @@ origin_allowed(struct lws *wsi, const char *origin)
 
 	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0)
 	{
-		snprintf(self, sizeof(self), "%s://%s", plank_ssl ? "https" : "http", host);
+		/*
+		 * Either scheme: behind a TLS-terminating proxy the page is https
+		 * while Plank itself speaks plain HTTP.  A browser sets Origin
+		 * itself, so another site cannot claim this host.
+		 */
+		snprintf(self, sizeof(self), "http://%s", host);
+		if (pg_strcasecmp(origin, self) == 0)
+			return true;
+		snprintf(self, sizeof(self), "https://%s", host);
 		if (pg_strcasecmp(origin, self) == 0)
 			return true;
 	}
