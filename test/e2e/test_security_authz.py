@@ -429,6 +429,35 @@ def test_rls_failing_check_hides_the_change_from_that_group_only(res):
     assert worker_pids() == pid, "the worker restarted"
 
 
+def test_failing_snapshot_check_does_not_leave_the_worker_acting_as_the_client(res):
+    """A snapshot whose policy raises is an error for that request only; the worker goes
+    back to its own user (a later client's privileges are its own, not the failed
+    client's, and the superuser still reads what it may)."""
+    r = res.role()
+    t = rls_table(res, r, policy=(f"CASE WHEN {CLAIMS_SUB} = 'boom' "
+                                  "THEN 1/(length(owner) - length(owner)) = 1 ELSE true END"))
+    insert(t, "x", "row")
+    secret = res.table("id int PRIMARY KEY, s text")
+    sql(f"INSERT INTO public.{secret} VALUES (1, 'top')")
+    pid = worker_pids()
+
+    async def body():
+        async with authed(token(r, sub="boom")) as boom:
+            reply = await boom.request({"type": "subscribe", "id": "s", "table": f"public.{t}",
+                                        "snapshot": True})
+            assert reply["type"] == "error" and reply["code"] == "internal_error", reply
+            reply = await boom.request({"type": "subscribe", "id": "x", "table": f"public.{secret}"})
+            assert reply["type"] == "error" and reply["code"] == "permission_denied", reply
+        async with authed(token("postgres")) as su:
+            await su.subscribe("x", table=f"public.{secret}", snapshot=True)
+            assert su.kept_pushes("x")[0]["rows"] == [{"id": 1, "s": "top"}]
+        async with authed(token(r, sub="ok")) as ok:
+            await ok.subscribe("s", table=f"public.{t}", snapshot=True)
+            assert [x["body"] for x in ok.kept_pushes("s")[0]["rows"]] == ["row"]
+    run(body())
+    assert worker_pids() == pid
+
+
 def test_rls_snapshot_as_the_role(res):
     r = res.role()
     t = rls_table(res, r)

@@ -538,6 +538,31 @@ def test_fresh_token_for_another_role_is_role_mismatch(role, other_role):
     run(body(), timeout=30)
 
 
+@pytest.mark.parametrize("exp", [253402300799, 10 ** 13, 2 ** 62],
+                         ids=["year-9999", "1e13", "2^62"])
+def test_far_future_exp_is_accepted(role, exp):
+    """A token whose exp is far in the future has not expired (RFC 7519 4.1.4: any
+    NumericDate); it must get its ack and the connection must stay open."""
+    async def body():
+        c = await open_client()
+        try:
+            try:
+                reply = await send_auth(c, token(role, exp=exp))
+            except Closed as e:
+                raise AssertionError(f"exp = {exp}: the connection was closed with {e.code} "
+                                     f"{e.reason!r} instead of an ack") from None
+            assert reply["type"] == "ack", reply
+            await asyncio.sleep(1.5)
+            try:
+                pong = await c.request({"type": "ping", "id": "p"})
+            except Closed as e:
+                raise AssertionError(f"exp = {exp}: closed with {e.code} {e.reason!r}") from None
+            assert pong["type"] == "pong", pong
+        finally:
+            await c.close()
+    run(body())
+
+
 def test_fresh_token_that_is_expired_closes_4001(role):
     async def body():
         async with authed(token(role, exp=now() + 60)) as c:
