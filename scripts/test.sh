@@ -148,7 +148,8 @@ synchronous_commit = off
 full_page_writes = off
 shared_preload_libraries = 'plank'
 plank.port = $PORT
-plank.database = '$DB'
+# two databases: one worker each, $DB on plank.port, ${DB}2 on plank.port + 1
+plank.database = '$DB, ${DB}2'
 plank.listen_addresses = '127.0.0.1'
 plank.static_dir = '$STATIC'
 plank.log_connections = on
@@ -162,11 +163,13 @@ EOF
     as_pg "$PGBIN/pg_ctl" -D "$DATADIR" -l "$LOGFILE" -w -t 60 start >/dev/null || return 1
     local psql=(env PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
     "${psql[@]}" -d postgres -c "CREATE DATABASE $DB" || return 1
+    "${psql[@]}" -d postgres -c "CREATE DATABASE ${DB}2" || return 1
     "${psql[@]}" -d "$DB" -f demo/items.sql >/dev/null || return 1
+    "${psql[@]}" -d "${DB}2" -f demo/items.sql >/dev/null || return 1
     # the worker exits while plank_test is missing and comes back after its restart delay
     local deadline=$((SECONDS + 30))
     while [ $SECONDS -lt $deadline ]; do
-        if [ -n "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'plank'" 2>/dev/null)" ]; then
+        if [ "$("${psql[@]}" -d postgres -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'plank'" 2>/dev/null)" = 2 ]; then
             return 0
         fi
         sleep 0.2
@@ -189,6 +192,7 @@ fi
 export PLANK_PGHOST=127.0.0.1
 export PLANK_PGPORT=$PGPORT
 export PLANK_DB=$DB
+export PLANK_DB2=${DB}2
 export PLANK_PORT=$PORT
 export PLANK_DATADIR=$DATADIR
 export PLANK_PGCTL=$PGBIN/pg_ctl
@@ -226,6 +230,26 @@ if [ -f bench/smoke.sh ]; then
         record bench passed
     else
         record bench failed
+    fi
+fi
+
+# --- Debian package and nginx reverse proxy (builds and installs the .deb) --------------
+if [ -f test/packaging/run.sh ]; then
+    log "=== packaging: bash test/packaging/run.sh"
+    if bash test/packaging/run.sh </dev/null; then
+        record packaging passed
+    else
+        record packaging failed
+    fi
+fi
+
+# --- fuzzing the parsers that see client bytes (bounded time) ----------------------------
+if [ -f test/fuzz/run.sh ]; then
+    log "=== fuzz: bash test/fuzz/run.sh"
+    if bash test/fuzz/run.sh </dev/null; then
+        record fuzz passed
+    else
+        record fuzz failed
     fi
 fi
 
