@@ -104,7 +104,8 @@ def _message_size_limited():
                 except websockets.ConnectionClosed as e:
                     code = e.rcvd.code if e.rcvd is not None else 1006
                     return code == 1009
-                if json.loads(raw).get("type") == "pong":
+                # a pong, or an error such as unauthenticated: the ping was read
+                if json.loads(raw).get("type") in ("pong", "error"):
                     return False
         finally:
             with contextlib.suppress(Exception):
