@@ -346,3 +346,45 @@ def test_ws_handshake_is_not_served_to_a_refused_origin_on_another_path():
     # the Origin check holds for every path that upgrades, not only /ws
     for path in ("/", "/x/y", "/ws?token=1"):
         assert raw_handshake([("Host", HOST), ("Origin", "http://evil.example")], path=path) == 403
+
+
+# --------------------------------------------------------------------------- /health, /metrics
+
+
+def _http_get(path, headers=()):
+    """(status, headers as a lower-case dict, body) of a GET on Plank's port."""
+    import socket
+    with socket.create_connection(("127.0.0.1", PORT), timeout=10) as s:
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n{extra}Connection: close\r\n\r\n".encode())
+        s.settimeout(5)
+        data = b""
+        try:
+            while len(data) < 1 << 20:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode(errors="replace").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    return status, hdrs, body
+
+
+def test_health_and_metrics_only_for_allowed_addresses():
+    for path in ("/health", "/metrics"):
+        status, hdrs, body = _http_get(path, [("Origin", "http://evil.example")])
+        assert status == 200, (path, status, body[:200])
+        # readable by scripts on the host, not by other sites' pages
+        assert "access-control-allow-origin" not in hdrs, hdrs
+    with plank_settings({"plank.http_allowed_addresses": "192.0.2.1"}):
+        for path in ("/health", "/metrics", "/health?x=1", "/metrics/", "/health/../metrics"):
+            status, _, body = _http_get(path)
+            assert status in (403, 404), (path, status, body[:200])
+            assert b"plank_" not in body and b"worker_pid" not in body, (path, body[:200])
