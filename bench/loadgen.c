@@ -36,6 +36,8 @@
 #include <libwebsockets.h>
 
 #define SUB_ID "b"
+/* the reason Plank sends with close code 1013 (src/server.c) */
+#define PLANK_1013_REASON "client too slow"
 
 typedef enum
 {
@@ -76,8 +78,10 @@ typedef struct Result
 	int64_t		stalled_closed_1013;
 	int64_t		stalled_closed_other;
 	int64_t		stalled_open_at_end;
+	int64_t		stalled_close_code;	/* close code of a stalled client closed otherwise */
 	int64_t		closed_by_server;	/* reading clients closed before the end */
 	int64_t		close_1013;
+	int64_t		close_codes[8][2];	/* first distinct close codes of reading clients: code, count */
 	int64_t		other_messages;
 	int64_t		errors;			/* "error" messages */
 	int64_t		malformed;
@@ -206,6 +210,23 @@ on_message(Client *c, const char *msg, size_t len)
 	}
 }
 
+/* tally a close code (0: the connection ended without a close frame) */
+static void
+count_close_code(int code)
+{
+	int			k;
+
+	for (k = 0; k < 8; k++)
+	{
+		if (res.close_codes[k][1] == 0 || res.close_codes[k][0] == code)
+		{
+			res.close_codes[k][0] = code;
+			res.close_codes[k][1]++;
+			return;
+		}
+	}
+}
+
 static int
 callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
@@ -265,7 +286,19 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
 
 		case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 			if (c && len >= 2)
+			{
 				c->close_code = (((unsigned char *) in)[0] << 8) | ((unsigned char *) in)[1];
+
+				/*
+				 * libwebsockets 4.1's client rewrites close codes 1012-1015 to
+				 * 1002 before this callback (its parser predates their
+				 * registration) but keeps the reason: Plank's 1013 carries
+				 * "client too slow", so take that pair for 1013.
+				 */
+				if (c->close_code == 1002 && len - 2 == strlen(PLANK_1013_REASON) &&
+					memcmp((char *) in + 2, PLANK_1013_REASON, len - 2) == 0)
+					c->close_code = 1013;
+			}
 			return 0;			/* echo the close */
 
 		case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
@@ -293,6 +326,7 @@ callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in
 					res.closed_by_server++;
 					if (c->close_code == 1013)
 						res.close_1013++;
+					count_close_code(c->close_code);
 				}
 				if (!c->stalled && c->state != C_CLOSED && c->state != C_FAILED)
 					nreading_live--;
@@ -562,7 +596,10 @@ run_process(int first, int count, int nstall)
 			if (c->close_code == 1013)
 				res.stalled_closed_1013++;
 			else if (c->state == C_CLOSED)
+			{
 				res.stalled_closed_other++;
+				res.stalled_close_code = c->close_code;
+			}
 			else
 				res.stalled_open_at_end++;
 			continue;
@@ -605,6 +642,8 @@ merge(Result *into, const Result *r)
 	into->stalled_closed_1013 += r->stalled_closed_1013;
 	into->stalled_closed_other += r->stalled_closed_other;
 	into->stalled_open_at_end += r->stalled_open_at_end;
+	if (r->stalled_close_code)
+		into->stalled_close_code = r->stalled_close_code;
 	into->closed_by_server += r->closed_by_server;
 	into->close_1013 += r->close_1013;
 	into->other_messages += r->other_messages;
@@ -617,6 +656,18 @@ merge(Result *into, const Result *r)
 	if (r->clients > 0 && (into->min_client_deliveries < 0 ||
 						   r->min_client_deliveries < into->min_client_deliveries))
 		into->min_client_deliveries = r->min_client_deliveries;
+	for (int k = 0; k < 8 && r->close_codes[k][1] > 0; k++)
+	{
+		for (int j = 0; j < 8; j++)
+		{
+			if (into->close_codes[j][1] == 0 || into->close_codes[j][0] == r->close_codes[k][0])
+			{
+				into->close_codes[j][0] = r->close_codes[k][0];
+				into->close_codes[j][1] += r->close_codes[k][1];
+				break;
+			}
+		}
+	}
 	if (r->max_client_deliveries > into->max_client_deliveries)
 		into->max_client_deliveries = r->max_client_deliveries;
 	if (r->first_rx_us && (!into->first_rx_us || r->first_rx_us < into->first_rx_us))
@@ -662,6 +713,10 @@ print_result(const Result *r, int procs)
 	printf("out_of_range=%lld\n", (long long) r->out_of_range);
 	printf("closed_by_server=%lld\n", (long long) r->closed_by_server);
 	printf("closed_1013=%lld\n", (long long) r->close_1013);
+	printf("close_codes=");
+	for (int k = 0; k < 8 && r->close_codes[k][1] > 0; k++)
+		printf("%s%d:%lld", k ? "," : "", (int) r->close_codes[k][0], (long long) r->close_codes[k][1]);
+	printf("\n");
 	printf("error_messages=%lld\n", (long long) r->errors);
 	printf("other_messages=%lld\n", (long long) r->other_messages);
 	printf("malformed=%lld\n", (long long) r->malformed);
@@ -669,6 +724,7 @@ print_result(const Result *r, int procs)
 	printf("stalled_closed_1013=%lld\n", (long long) r->stalled_closed_1013);
 	printf("stalled_closed_other=%lld\n", (long long) r->stalled_closed_other);
 	printf("stalled_open_at_end=%lld\n", (long long) r->stalled_open_at_end);
+	printf("stalled_other_close_code=%lld\n", (long long) r->stalled_close_code);
 	printf("loadgen_cpu_s=%.2f\n", r->cpu_s);
 	hist_print(&r->hist, "");
 	printf("summary: %lld clients (%lld subscribed), %lld deliveries, %.0f/s, "

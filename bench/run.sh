@@ -38,6 +38,7 @@ IDLE_CHANGES=${IDLE_CHANGES:-5}
 PGB_CLIENTS=${PGB_CLIENTS:-4}
 PGB_SECONDS=${PGB_SECONDS:-10}
 BULK_ROWS=${BULK_ROWS:-100000}
+BULK_BUFFER=${BULK_BUFFER:-64MB}    # a plank.max_client_buffer that holds a whole statement
 STALL_CLIENTS=${STALL_CLIENTS:-100}
 STALL_EVENTS=${STALL_EVENTS:-100000}
 STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCHMARKS.md)
@@ -114,6 +115,7 @@ bench_deps
 bench_build
 
 blog "starting the benchmark cluster (PG 127.0.0.1:$BENCH_PGPORT, Plank 127.0.0.1:$BENCH_PORT)"
+cp "$PGBIN/../lib/plank.so" "$OUT/plank.so"     # the build the server loads (for perf symbols)
 bench_cluster_up
 
 {
@@ -182,9 +184,13 @@ row "Fan-out $FAN_CLIENTS clients, writer flat out ($FAN_ROWS rows): deliveries/
     "$dps/s, $d of $dexp delivered, loss $loss" "$fdps/s ($FAN_FLOOR_CONNS LISTEN backends, loss $floss)" \
     "every event to every client" "$allgot"
 row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame, $commits commit frames)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
+verdict=$(awk -v w="$wcpu" -v l="$lcpu" -v r="$wrcpu" -v t="$wall" 'BEGIN {
+    if (t <= 0) { print "NA"; exit }
+    b = "worker"; m = w; if (l > m) { b = "load generator"; m = l } if (r > m) { b = "writer"; m = r }
+    printf "%s (%.0f%% of a core)", b, 100 * m / t }')
 row "Fan-out: CPU over the ${wall}s run (one core = 100%)" \
     "worker $(share "$wcpu" "$wall"), loadgen $(share "$lcpu" "$wall"), writer+backend $(share "$wrcpu" "$wall")" \
-    "-" "show the bottleneck" "worker-bound if worker ~100%"
+    "-" "show the bottleneck" "bottleneck: $verdict"
 
 # ------------------------------------------------------------------------------------
 blog "=== idle-10k: $IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart"
@@ -260,29 +266,49 @@ writer --table bench_plain --bulk-update >"$OUT/bulk-plain-upd.writer" 2>&1 || t
 bulk() { # NAME TOOL(loadgen|floor) WRITER-ARGS...
     local name=$1 tool=$2
     shift 2
-    if "$tool" "$name" --rows "$BULK_ROWS" --duration 300 --idle 20; then
+    if "$tool" "$name" --clients 1 --rows "$BULK_ROWS" --duration 300 --idle 20; then
         writer "$@" >"$OUT/$name.writer" 2>&1 || true
         wait_pid "$BG_PID" 330
     fi
 }
+WP=$(worker_pid)
+rss_before=$(rss_kb "$WP")
+# with the default plank.max_client_buffer, then with a buffer that holds a whole statement
 bench_reset_table
 bulk bulkins loadgen --bulk-insert "$BULK_ROWS"
 bulk bulkupd loadgen --bulk-update
+bench_psql -c "ALTER SYSTEM SET plank.max_client_buffer = '$BULK_BUFFER'" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
 bench_reset_table
-bulk bulkinsfloor floor --bulk-insert "$BULK_ROWS"
-bulk bulkupdfloor floor --bulk-update
-reach() { # NAME: seconds from statement start to the last row at the client, or NA
+bulk bulkinsbig loadgen --bulk-insert "$BULK_ROWS"
+bulk bulkupdbig loadgen --bulk-update
+bench_psql -c "ALTER SYSTEM RESET plank.max_client_buffer" -c "SELECT pg_reload_conf()" >/dev/null
+grep -E 'VmRSS|VmHWM' "/proc/$WP/status" >"$OUT/bulk.rss" || true
+bench_reset_table
+floor bulkinsfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
+    { writer --bulk-insert "$BULK_ROWS" >"$OUT/bulkinsfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
+floor bulkupdfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
+    { writer --bulk-update >"$OUT/bulkupdfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
+reach() { # NAME: seconds from statement start to the last row at the client, or why not
     awk -v s="$(kv "$OUT/$1.writer" start_us)" -v l="$(kv "$OUT/$1.out" last_rx_us)" \
-        -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" \
-        'BEGIN { if (l > 0 && s > 0) printf "%.2f s%s", (l - s) / 1e6, (d < n ? " (only " d " rows)" : ""); else print "NA" }'
+        -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" -v c="$(kv "$OUT/$1.out" close_codes)" \
+        'BEGIN { if (d + 0 >= n && s > 0) printf "%.2f s", (l - s) / 1e6
+                 else printf "never: %d rows, then closed (%s)", d, (c == "" ? "no close frame" : "code:count " c) }'
 }
 for op in ins upd; do
     what=$([ $op = ins ] && echo "INSERT ... SELECT" || echo "UPDATE")
-    row "Bulk $what of $BULK_ROWS rows: statement time (untracked: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
+    row "Bulk $what of $BULK_ROWS rows: statement time (untracked table: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
         "$(kv "$OUT/bulk$op.writer" seconds) s" "$(kv "$OUT/bulk${op}floor.writer" seconds) s" "-" "-"
-    row "Bulk $what: statement start to last row at a client (loss $(kv "$OUT/bulk$op.out" loss))" \
-        "$(reach bulk$op)" "$(reach bulk${op}floor)" "-" "-"
+    row "Bulk $what: statement start to last row at 1 client (plank.max_client_buffer default)" \
+        "$(reach bulk$op)" "$(reach bulk${op}floor)" "all rows reach the client" \
+        "$([ "$(kv "$OUT/bulk$op.out" loss)" = 0 ] && echo met || echo "not met")"
+    row "Bulk $what: same with plank.max_client_buffer = $BULK_BUFFER" \
+        "$(reach bulk${op}big)" "$(reach bulk${op}floor)" "all rows reach the client" \
+        "$([ "$(kv "$OUT/bulk${op}big.out" loss)" = 0 ] && echo met || echo "not met")"
 done
+row "Worker memory after the bulk statements" \
+    "VmRSS $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB, peak VmHWM $(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB (before: $(awk -v k="${rss_before:-0}" 'BEGIN { printf "%.0f", k / 1024 }') MB)" \
+    "-" "-" "-"
 
 # ------------------------------------------------------------------------------------
 blog "=== stall: $STALL_CLIENTS clients, $STALL_EVENTS events at $STALL_RATE/s ($STALL_PER_TXN per transaction), without and with a stalled client"
@@ -295,10 +321,16 @@ stall() { # NAME NSTALL
         wait_pid "$BG_PID" 930
     fi
 }
+# A client that stops reading also stops answering pings: with plank.ping_interval at
+# its default it is dropped by the ping timeout (no close frame) before its buffer
+# fills at this rate.  Pings are off here so that the buffer bound is what is tested.
+bench_psql -c "ALTER SYSTEM SET plank.ping_interval = 0" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+sleep 1
 n1013_0=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
 stall stall0 0
 stall stall1 1
 n1013_1=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+bench_psql -c "ALTER SYSTEM RESET plank.ping_interval" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
 grep summary "$OUT/stall0.out" "$OUT/stall1.out" >&2 || true
 for n in 0 1; do
     f=$OUT/stall$n.out
@@ -329,13 +361,19 @@ if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
         wait_pid "$BG_PID" 320
         kill -INT "$PERF_PID" 2>/dev/null || true
         wait_pid "$PERF_PID" 30
+        # plank.so may have been reinstalled since the server loaded it: give perf the copy
+        # taken at start (same build id) so that its symbols resolve
+        perf buildid-cache -a "$OUT/plank.so" >/dev/null 2>&1 || true
+        report() { perf report -i "$OUT/worker.perf" --stdio -g none "$@" 2>/dev/null | grep '%' || true; }
         {
             echo "# perf report --no-children --sort dso (worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows)"
-            perf report -i "$OUT/worker.perf" --no-children --sort dso --stdio -g none 2>/dev/null | grep '%' | head -8
+            report --no-children --sort dso | head -8
             echo "# perf report --no-children --sort dso,sym: top self costs"
-            perf report -i "$OUT/worker.perf" --no-children --sort dso,sym --stdio -g none 2>/dev/null | grep '%' | head -25
+            report --no-children --sort dso,sym | head -25
             echo "# perf report --children --sort sym: top inclusive costs"
-            perf report -i "$OUT/worker.perf" --children --sort sym --stdio -g none 2>/dev/null | grep '%' | head -30
+            report --children --sort sym | head -40
+            echo "# perf report --no-children --sort dso,sym --dsos plank.so,libwebsockets.so.17: user-space self costs"
+            report --no-children --sort dso,sym --dsos plank.so,libwebsockets.so.17,libc.so.6,postgres | head -30
         } >"$OUT/profile.txt"
         blog "profile: $OUT/profile.txt"
     fi

@@ -5,7 +5,8 @@
  * Row mode (default): inserts --rows rows into
  *     bench_events(id bigserial primary key, ts_us bigint, payload text)
  * at --rate rows/s in total (0: flat out), over --conns connections (one
- * thread each), --per-txn rows per transaction.  ts_us is the wall clock
+ * thread each), --per-txn rows per transaction (sent back to back; the
+ * pacing is per transaction).  ts_us is the wall clock
  * (CLOCK_REALTIME, microseconds since the epoch) taken just before the
  * INSERT is sent: the receivers compute commit-to-client latency from it.
  * With --ts server, ts_us is clock_timestamp() evaluated while the INSERT
@@ -138,7 +139,8 @@ worker_main(void *arg)
 		PGresult   *r;
 		int64_t		t0;
 
-		if (w->rate > 0)
+		/* paced by transaction: the rows of one transaction go back to back */
+		if (w->rate > 0 && i % opt_per_txn == 0)
 			sleep_until_mono(start_mono + (int64_t) (i * 1e6 / w->rate));
 		if (mono_us() > deadline)
 		{
