@@ -17,6 +17,16 @@ export interface BackoffOptions {
   factor?: number;
 }
 
+export interface TokenRefreshOptions {
+  /** Refresh at this fraction of the token's remaining lifetime (default 0.8). */
+  ratio?: number;
+  /** ...but at least this long before it expires (default 1000). */
+  minLeadMs?: number;
+}
+
+/** A JWT, or null/undefined for none (connect as the server's anonymous role, if any). */
+export type TokenResult = string | null | undefined;
+
 export interface WebSocketLike {
   readonly readyState: number;
   binaryType?: string;
@@ -43,6 +53,16 @@ export interface PlankClientOptions {
   autoConnect?: boolean;
   /** Random source in [0, 1) for the jitter. */
   random?: () => number;
+  /** A JWT sent in an `auth` message after every welcome, before the subscriptions. */
+  token?: string;
+  /**
+   * Called for a token on every (re)connect and to refresh it before it expires; takes
+   * precedence over `token`. With it, a refused token (close 4001) is retried with backoff
+   * and an expired one (close 4002) replaced on the next connect.
+   */
+  getToken?: () => TokenResult | Promise<TokenResult>;
+  /** When to refresh a token that expires (needs getToken). */
+  tokenRefresh?: TokenRefreshOptions;
 }
 
 export interface Position {
@@ -120,11 +140,34 @@ export interface AckEvent {
   since: Position | null;
 }
 
+export type ErrorCode =
+  // from the server (docs/PROTOCOL.md)
+  | "malformed_json" | "invalid_message" | "unknown_type" | "unknown_table" | "untracked_table"
+  | "bad_filter" | "bad_channel" | "duplicate_subscription" | "unknown_subscription"
+  | "too_many_subscriptions" | "unauthenticated" | "permission_denied" | "invalid_token"
+  | "token_expired" | "token_not_yet_valid" | "unknown_role" | "role_mismatch" | "internal_error"
+  // from the client
+  | "auth_required" | "auth_failed" | "token_unavailable" | "handler_error" | "send_failed"
+  | "connect_failed" | "malformed_message" | "protocol_version";
+
 export interface ServerError {
-  code: string;
+  code: ErrorCode | string;
   message: string;
   id?: string;
+  /** "auth" for a refused token (`invalid_token`, ..., `role_mismatch`). */
+  request?: "auth";
+  /** 4001 or 4002 for errors reported when the server closed the connection. */
+  closeCode?: number;
   error?: unknown;
+}
+
+export interface AuthEvent {
+  /** The role the connection now acts as. */
+  role: string;
+  /** The token's expiry, in seconds since the Unix epoch, or null when it has none. */
+  expires: number | null;
+  /** false for a connection's first token, true for a fresh one on the same connection. */
+  refreshed: boolean;
 }
 
 export interface SubscriptionEvents {
@@ -143,7 +186,11 @@ export type SubscriptionHandlers = {
 
 export interface ClientEvents {
   connecting: { url: string; attempt: number };
-  open: { epoch: string; seq: number; protocol: number; server: string };
+  /** The welcome. `role`: set when the server knows it already (anonymous role);
+   *  `auth: "required"`: the server needs a token. */
+  open: { epoch: string; seq: number; protocol: number; server: string; role: string | null; auth: "required" | null };
+  /** The server accepted a token (subscriptions are sent right after the first). */
+  auth: AuthEvent;
   closed: { code: number; reason: string; wasClean: boolean; willReconnect: boolean };
   reconnecting: { delay: number; attempt: number };
   message: any;
@@ -183,6 +230,13 @@ export declare class PlankClient extends Emitter<ClientEvents> {
   state: "idle" | "connecting" | "open" | "closed" | "reconnecting";
   epoch: string | null;
   seq: number | null;
+  /** The role the current connection acts as (welcome or auth ack), or null. */
+  role: string | null;
+  /** The current token's expiry in seconds since the Unix epoch, or null. */
+  expires: number | null;
+  /** The token used on connect when there is no getToken. */
+  token: string | null;
+  readonly getToken: (() => TokenResult | Promise<TokenResult>) | null;
   attempt: number;
   readonly subscriptions: Map<string, Subscription>;
   connect(): void;
@@ -191,6 +245,12 @@ export declare class PlankClient extends Emitter<ClientEvents> {
   subscribeChannel(id: string, channel: string, handlers?: SubscriptionHandlers): Subscription;
   unsubscribe(id: string): boolean;
   ping(): boolean;
+  /**
+   * Replace the token: used on the next connects when there is no getToken, and sent at
+   * once on an open connection (a fresh token, or the first one when the server is
+   * waiting for it). After a refused token stopped the client, call connect() too.
+   */
+  setToken(token: string | null): void;
 }
 
 export declare class SubscriptionState {
@@ -205,6 +265,8 @@ export declare class SubscriptionState {
 }
 
 export declare function backoffDelay(attempt: number, options?: BackoffOptions, random?: () => number): number;
+/** Milliseconds from `now` until a token expiring at `expires` (seconds) should be refreshed. */
+export declare function refreshDelay(expires: number, now?: number, options?: TokenRefreshOptions): number;
 export declare function toWebSocketUrl(base: string | URL, path?: string): string;
 
 export default PlankClient;

@@ -7,7 +7,10 @@
 //   snapshot when one was asked for);
 // - groups a transaction's changes into one `commit` event;
 // - never delivers a message twice: within one epoch a message whose seq is at or below
-//   the last one delivered for that subscription is dropped.
+//   the last one delivered for that subscription is dropped;
+// - authenticates with a JWT (`token`, or `getToken` called on every connect) after the
+//   welcome and before subscribing, refreshes the token on the open connection before it
+//   expires, and does not hammer a server that refuses its token (close 4001).
 //
 // No dependencies. Browsers and Node >= 22 have a global WebSocket; on Node 20 pass one
 // (for example the `ws` package's) as the `WebSocket` option.
@@ -20,7 +23,11 @@ const DEFAULTS = Object.freeze({
   heartbeatMs: 15_000,
   heartbeatTimeoutMs: 10_000,
   connectTimeoutMs: 10_000,
+  tokenRefresh: Object.freeze({ ratio: 0.8, minLeadMs: 1_000 }),
 });
+
+// setTimeout fires at once for delays beyond 2^31 - 1 ms (about 24.8 days).
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
 
@@ -72,6 +79,23 @@ export function toWebSocketUrl(base, path = "/ws") {
   u.search = "";
   u.hash = "";
   return u.toString();
+}
+
+/**
+ * Milliseconds from `now` until a token expiring at `expires` should be refreshed:
+ * `ratio` of the remaining lifetime, but at least `minLeadMs` before the expiry (0 when
+ * that moment has passed already).
+ * @param {number} expires the token's expiry, in seconds since the Unix epoch (the `exp`
+ *   claim, as the server's auth ack reports it)
+ * @param {number} [now] milliseconds since the Unix epoch
+ * @param {{ratio?: number, minLeadMs?: number}} [options] default {ratio: 0.8, minLeadMs: 1000}
+ * @returns {number}
+ */
+export function refreshDelay(expires, now = Date.now(), options = {}) {
+  const { ratio, minLeadMs } = { ...DEFAULTS.tokenRefresh, ...options };
+  const remaining = expires * 1000 - now;
+  if (!(remaining > 0)) return 0;
+  return Math.max(0, Math.round(Math.min(remaining * ratio, remaining - minLeadMs)));
 }
 
 /**
@@ -325,8 +349,9 @@ function validId(id) {
  * A connection to a Plank server that survives disconnects.
  *
  * Client events: `connecting` ({url, attempt}), `open` (the welcome: {epoch, seq,
- * protocol, server}), `closed` ({code, reason, wasClean, willReconnect}), `reconnecting`
- * ({delay, attempt}), `message` (every parsed message), `error` ({code, message, ...}).
+ * protocol, server, role, auth}), `auth` ({role, expires, refreshed}), `closed` ({code,
+ * reason, wasClean, willReconnect}), `reconnecting` ({delay, attempt}), `message` (every
+ * parsed message), `error` ({code, message, ...}).
  */
 export class PlankClient extends Emitter {
   /**
@@ -343,6 +368,12 @@ export class PlankClient extends Emitter {
    * @param {boolean} [options.autoConnect] connect right away (in a microtask, so that
    *   listeners added just after construction see every event; default true)
    * @param {() => number} [options.random] random source for jitter (tests)
+   * @param {string} [options.token] a JWT sent in an `auth` message after every welcome
+   * @param {() => (string | null | undefined | Promise<string | null | undefined>)} [options.getToken]
+   *   called for a token on every (re)connect and to refresh it before it expires (takes
+   *   precedence over `token`); null or undefined: connect without a token
+   * @param {{ratio?: number, minLeadMs?: number}} [options.tokenRefresh] when to refresh
+   *   (default: at 80% of the remaining lifetime, at least 1000 ms before the expiry)
    */
   constructor(url, options = {}) {
     super();
@@ -357,21 +388,43 @@ export class PlankClient extends Emitter {
     this.heartbeatTimeoutMs = options.heartbeatTimeoutMs ?? DEFAULTS.heartbeatTimeoutMs;
     this.connectTimeoutMs = options.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs;
     this.random = options.random ?? Math.random;
+    if (options.token != null && typeof options.token !== "string") {
+      throw new TypeError("the token option must be a string");
+    }
+    if (options.getToken != null && typeof options.getToken !== "function") {
+      throw new TypeError("the getToken option must be a function");
+    }
+    /** The token sent on connect when there is no getToken (see setToken()). */
+    this.token = options.token ?? null;
+    this.getToken = options.getToken ?? null;
+    this.tokenRefresh = { ...DEFAULTS.tokenRefresh, ...(options.tokenRefresh || {}) };
 
     /** "idle" | "connecting" | "open" | "closed" | "reconnecting" */
     this.state = "idle";
     /** The current connection's epoch and the last seq the server reported, or null. */
     this.epoch = null;
     this.seq = null;
-    /** Number of failed attempts since the last welcome. */
+    /** The role the current connection acts as (from the welcome or the auth ack), or null. */
+    this.role = null;
+    /** The current token's expiry (seconds since the Unix epoch, from the auth ack), or null. */
+    this.expires = null;
+    /** Number of failed attempts since the last connection that became ready. */
     this.attempt = 0;
 
     /** @type {Map<string, Subscription>} */
     this.subscriptions = new Map();
     this._ws = null;
     this._welcomed = false;
+    this._ready = false; // welcomed and authenticated (or no token needed): subscriptions go out
+    this._authRequired = false; // the welcome said "auth": "required"
+    this._waitingForToken = false; // auth required but no token: waiting for setToken()
+    this._authPending = new Map(); // auth request id -> {initial}
+    this._authCounter = 0;
+    this._authError = null; // an auth error reported on the current connection
     this._unsubPending = new Map(); // id -> number of unsubscribe acks awaited
-    this._timers = { retry: null, connect: null, heartbeat: null, heartbeatDeadline: null };
+    this._timers = {
+      retry: null, connect: null, heartbeat: null, heartbeatDeadline: null, refresh: null,
+    };
     this._pingCounter = 0;
     this._stopped = false;
 
@@ -452,13 +505,33 @@ export class PlankClient extends Emitter {
     return this.#ping();
   }
 
+  /**
+   * Replace the token (null: none). It is used on the next connects when there is no
+   * getToken, and sent at once on an open connection: as a fresh token on an
+   * authenticated one, or as the first on one that waits for a token (auth_required).
+   * After a refused token stopped the client, call connect() as well.
+   * @param {string | null} token
+   */
+  setToken(token) {
+    if (token != null && typeof token !== "string") throw new TypeError("a token is a string");
+    this.token = token ?? null;
+    if (!token || !this.#isOpen() || !this._welcomed) return;
+    if (this._waitingForToken) {
+      this._waitingForToken = false;
+      this.#armTimer("connect", this._ws, "no auth ack within connectTimeoutMs");
+      this.#authenticate(this._ws, true, token);
+    } else if (this._ready) {
+      this.#authenticate(this._ws, false, token);
+    }
+  }
+
   // --- internals -------------------------------------------------------------------------
 
   #add(sub) {
     if (this.subscriptions.has(sub.id)) throw new Error(`subscription "${sub.id}" exists`);
     this.subscriptions.set(sub.id, sub);
     sub._sent = false;
-    if (this.#isOpen() && this._welcomed) this.#sendSubscribe(sub);
+    if (this.#isOpen() && this._ready) this.#sendSubscribe(sub);
     return sub;
   }
 
@@ -525,6 +598,7 @@ export class PlankClient extends Emitter {
     }
     this._ws = ws;
     this._welcomed = false;
+    this._authError = null;
     if ("binaryType" in ws) ws.binaryType = "arraybuffer";
     ws.onmessage = (event) => { if (this._ws === ws) this.#onMessage(event); };
     ws.onclose = (event) => {
@@ -535,8 +609,15 @@ export class PlankClient extends Emitter {
     ws.onerror = () => {
       // A close event follows an error; nothing to do until then.
     };
-    this._timers.connect = setTimeout(() => {
-      if (this._ws === ws && !this._welcomed) this.#dead(ws, "no welcome within connectTimeoutMs");
+    this.#armTimer("connect", ws, "no welcome within connectTimeoutMs");
+  }
+
+  // The connect timer: the welcome, then the auth ack, must come within connectTimeoutMs.
+  #armTimer(name, ws, reason) {
+    this.#clearTimer(name);
+    this._timers[name] = setTimeout(() => {
+      this._timers[name] = null;
+      if (this._ws === ws && !this._ready) this.#dead(ws, reason);
     }, this.connectTimeoutMs);
   }
 
@@ -550,9 +631,16 @@ export class PlankClient extends Emitter {
     ws.onopen = null;
     if (this._ws === ws) this._ws = null;
     this._welcomed = false;
+    this._ready = false;
+    this._authRequired = false;
+    this._waitingForToken = false;
+    this._authPending.clear();
+    this.role = null;
+    this.expires = null;
     this.#clearTimer("connect");
     this.#clearTimer("heartbeat");
     this.#clearTimer("heartbeatDeadline");
+    this.#clearTimer("refresh");
     this._unsubPending.clear();
     for (const sub of this.subscriptions.values()) {
       sub._sent = false;
@@ -573,6 +661,8 @@ export class PlankClient extends Emitter {
   }
 
   #closed(info) {
+    if (!this._stopped && (info.code === 4001 || info.code === 4002)) this.#authClosed(info);
+    this._authError = null;
     this.#setState("closed", { ...info, willReconnect: !this._stopped });
     if (this._stopped || this._ws) return; // close() or connect() called by a handler
     const delay = backoffDelay(this.attempt, this.backoff, this.random);
@@ -582,6 +672,29 @@ export class PlankClient extends Emitter {
       this._timers.retry = null;
       if (!this._stopped && !this._ws) this.#open();
     }, delay);
+  }
+
+  // Closed with 4001 (authentication failed) or 4002 (token expired). Reconnecting makes
+  // sense only with getToken (it may give a token that works); with a fixed token the
+  // next connection would be refused the same way, so the client stops (setToken() and
+  // connect() start it again).
+  #authClosed(info) {
+    const reason = info.reason ? `: ${info.reason}` : "";
+    if (info.code === 4001) {
+      // the server's error (invalid_token, ...) was reported when it came; a close without
+      // one is the auth timeout (no token sent)
+      if (!this._authError) {
+        this.#report({ code: "auth_failed", message: `authentication failed (close 4001${reason})`, closeCode: 4001 });
+      }
+      if (!this.getToken) this._stopped = true;
+    } else if (!this.getToken) {
+      this.#report({
+        code: "token_expired",
+        message: `the token expired (close 4002${reason}); pass getToken, or call setToken() and connect()`,
+        closeCode: 4002,
+      });
+      this._stopped = true;
+    }
   }
 
   #ping() {
@@ -640,23 +753,127 @@ export class PlankClient extends Emitter {
   }
 
   #onWelcome(msg) {
+    if (this._welcomed) return;
+    const ws = this._ws;
     this._welcomed = true;
     this.#clearTimer("connect");
-    this.attempt = 0;
     this.epoch = msg.epoch ?? null;
     this.seq = typeof msg.seq === "number" ? msg.seq : null;
+    this.role = typeof msg.role === "string" ? msg.role : null;
+    this._authRequired = msg.auth === "required";
     if (msg.protocol !== undefined && msg.protocol !== PROTOCOL_VERSION) {
       this.#report({ code: "protocol_version", message: `server speaks protocol ${msg.protocol}, this client ${PROTOCOL_VERSION}` });
     }
+    const withToken = this.getToken !== null || this.token !== null;
+    // The attempt counter goes back to 0 once a connection is usable: at once without a
+    // token; with one, only after the server accepted it (a refused token keeps backing off).
+    if (!withToken && !this._authRequired) this.attempt = 0;
+    // The auth ack must come within connectTimeoutMs as well.
+    if (withToken) this.#armTimer("connect", ws, "no auth ack within connectTimeoutMs");
+    this.#setState("open", {
+      epoch: msg.epoch, seq: msg.seq, protocol: msg.protocol, server: msg.server,
+      role: this.role, auth: msg.auth ?? null,
+    });
+    if (this._ws !== ws || !this.#isOpen()) return; // an open handler closed us
+    if (withToken) this.#authenticate(ws, true);
+    else this.#noToken(ws);
+  }
+
+  // The connection has no token to send: usable as the anonymous role, or, when the
+  // server requires one, not at all (subscriptions wait for setToken()).
+  #noToken(ws) {
+    if (!this._authRequired) {
+      this.#ready(ws);
+      return;
+    }
+    this.#clearTimer("connect"); // the server closes it (4001) after plank.auth_timeout
+    this._waitingForToken = true;
+    this.#report({
+      code: "auth_required",
+      message: "the server requires a token: pass the token or getToken option, or call setToken()",
+    });
+  }
+
+  // Welcomed and, when there was a token, authenticated: subscribe everything.
+  #ready(ws) {
+    if (this._ws !== ws || !this.#isOpen() || this._ready) return;
+    this._ready = true;
+    this._waitingForToken = false;
+    this.#clearTimer("connect");
+    this.attempt = 0;
     if (this.heartbeatMs > 0) {
       this._timers.heartbeat = setInterval(() => this.#ping(), this.heartbeatMs);
     }
-    this.#setState("open", { epoch: msg.epoch, seq: msg.seq, protocol: msg.protocol, server: msg.server });
-    if (!this.#isOpen()) return; // an open handler closed us
-    for (const sub of this.subscriptions.values()) this.#sendSubscribe(sub);
+    for (const sub of this.subscriptions.values()) {
+      if (this._ws !== ws) return; // a handler closed us
+      this.#sendSubscribe(sub);
+    }
+  }
+
+  // Send an `auth` with `token`, or one from getToken / the token option. `initial`: the
+  // first of this connection (subscriptions wait for its ack); else a refresh.
+  async #authenticate(ws, initial, token) {
+    if (token === undefined) {
+      try {
+        token = this.getToken ? await this.getToken() : this.token;
+      } catch (error) {
+        if (this._ws !== ws) return;
+        this.#report({ code: "token_unavailable", message: `getToken failed: ${error?.message ?? error}`, error });
+        if (initial) this.#dead(ws, "getToken failed"); // retry with backoff
+        else this.#scheduleRefresh(ws, true);
+        return;
+      }
+      if (this._ws !== ws || !this.#isOpen()) return; // closed while getToken ran
+      if (token != null && typeof token !== "string") {
+        this.#report({ code: "token_unavailable", message: `getToken returned a ${typeof token}, not a string` });
+        if (initial) this.#dead(ws, "getToken returned no string");
+        return;
+      }
+    }
+    if (!token) {
+      if (initial) this.#noToken(ws);
+      return; // a refresh without a token: the server closes with 4002 at the expiry
+    }
+    const id = `auth-${++this._authCounter}`;
+    this._authPending.set(id, { initial });
+    if (!this.#send({ type: "auth", id, token })) this._authPending.delete(id);
+  }
+
+  #onAuthAck(msg) {
+    const pending = this._authPending.get(msg.id);
+    if (!pending) return;
+    this._authPending.delete(msg.id);
+    const ws = this._ws;
+    this._authError = null;
+    this.role = typeof msg.role === "string" ? msg.role : null;
+    this.expires = typeof msg.expires === "number" ? msg.expires : null;
+    this.#scheduleRefresh(ws);
+    this.#emit("auth", { role: this.role, expires: this.expires, refreshed: !pending.initial });
+    if (pending.initial) this.#ready(ws);
+  }
+
+  // With getToken and a token that expires: fetch a fresh one and send it on this
+  // connection before the expiry. `retry`: the last attempt failed; try again only while
+  // there is time left (each retry comes later, so this ends).
+  #scheduleRefresh(ws, retry = false) {
+    this.#clearTimer("refresh");
+    if (this.expires === null || !this.getToken || this._ws !== ws) return;
+    const expiresMs = this.expires * 1000;
+    if (retry && expiresMs - Date.now() <= this.tokenRefresh.minLeadMs) return;
+    const delay = refreshDelay(this.expires, Date.now(), this.tokenRefresh);
+    this._timers.refresh = setTimeout(() => {
+      this._timers.refresh = null;
+      if (this._ws !== ws || !this.#isOpen()) return;
+      if (delay > MAX_TIMER_MS) this.#scheduleRefresh(ws); // far away: wait again
+      else this.#authenticate(ws, false);
+    }, Math.min(delay, MAX_TIMER_MS));
   }
 
   #onAck(msg) {
+    if (msg.request === "auth") {
+      this.#onAuthAck(msg);
+      return;
+    }
     if (msg.request === "unsubscribe") {
       const n = this._unsubPending.get(msg.id);
       if (n !== undefined) {
@@ -673,6 +890,15 @@ export class PlankClient extends Emitter {
   }
 
   #onError(msg) {
+    if (typeof msg.id === "string" && this._authPending.has(msg.id)) {
+      // a refused token (the server closes with 4001 next), or a fresh token naming
+      // another role (role_mismatch: the connection keeps the old one until it expires)
+      this._authPending.delete(msg.id);
+      const err = { code: msg.code, message: msg.message, id: msg.id, request: "auth" };
+      this._authError = err;
+      this.#report(err);
+      return;
+    }
     const sub = msg.id !== undefined ? this.#target(msg.id) : undefined;
     const err = { code: msg.code, message: msg.message, id: msg.id };
     if (sub && sub._state.cycle) {
