@@ -22,6 +22,7 @@ async function scriptedServer(onConnection) {
   return {
     url: `ws://127.0.0.1:${wss.address().port}/ws`,
     received,
+    sockets: () => [...wss.clients],
     close: () => new Promise((resolve) => {
       for (const c of wss.clients) c.terminate();
       wss.close(() => resolve());
@@ -188,5 +189,112 @@ test("a handler that throws is reported and does not stop delivery", { timeout: 
   await next(sub, "change", (m) => m.seq === 2);
   assert.deepEqual(seen, [1, 2]);
   assert.deepEqual(errors, ["handler_error"]);
+  assert.equal(client.state, "open");
+});
+
+// --- authentication ------------------------------------------------------------------
+
+/** A scripted server that checks tokens: "good*" is accepted (expiring in `life` s). */
+function authServer({ life = 0, role = "alice", onAuth } = {}) {
+  return scriptedServer((socket, conn) => {
+    send(socket, { type: "welcome", protocol: 1, server: "scripted", epoch: EPOCH, seq: 0, auth: "required" });
+    socket.on("message", (data) => {
+      const msg = JSON.parse(String(data));
+      if (msg.type === "auth") {
+        onAuth?.(msg, conn);
+        if (!msg.token.startsWith("good")) {
+          send(socket, { type: "error", id: msg.id, code: "invalid_token", message: "token signature does not verify" });
+          socket.close(4001, "authentication failed");
+          return;
+        }
+        const expires = life ? Math.floor(Date.now() / 1000) + life : undefined;
+        send(socket, { type: "ack", id: msg.id, request: "auth", role, expires, seq: 0 });
+      } else if (msg.type === "subscribe") {
+        send(socket, { type: "ack", id: msg.id, request: "subscribe", seq: 0, resumed: false });
+      }
+    });
+  });
+}
+
+test("auth: the token goes first, the subscriptions after its ack, on every connection", { timeout: 20_000 }, async (t) => {
+  const server = await authServer();
+  t.after(() => server.close());
+  let calls = 0;
+  const client = new PlankClient(server.url, {
+    WebSocket, getToken: async () => `good-${++calls}`, backoff: { initialMs: 20, maxMs: 50 },
+  });
+  t.after(() => client.close());
+  const sub = client.subscribeTable("s", { table: "t" });
+  client.subscribeChannel("c", "chat");
+  const auth = await next(client, "auth");
+  assert.deepEqual(auth, { role: "alice", expires: null, refreshed: false });
+  await next(sub, "ack");
+  assert.equal(client.role, "alice");
+  // break the connection: the same order again, with a new token
+  const again = Promise.all([next(sub, "ack"), next(client, "auth")]);
+  for (const c of server.sockets()) c.terminate();
+  await again;
+  const byConn = (conn) => server.received.filter((r) => r.conn === conn).map((r) => r.msg.type);
+  assert.deepEqual(byConn(1), ["auth", "subscribe", "subscribe"]);
+  assert.deepEqual(byConn(2).slice(0, 3), ["auth", "subscribe", "subscribe"]);
+  assert.deepEqual(server.received.filter((r) => r.msg.type === "auth").map((r) => r.msg.token), ["good-1", "good-2"]);
+});
+
+test("auth: a refused token (error, then close 4001) stops a client with a fixed token", { timeout: 20_000 }, async (t) => {
+  const server = await authServer();
+  t.after(() => server.close());
+  const client = new PlankClient(server.url, { WebSocket, token: "forged", backoff: { initialMs: 10, maxMs: 20 } });
+  t.after(() => client.close());
+  let connects = 0;
+  client.on("connecting", () => connects++);
+  const errors = [];
+  client.on("error", (e) => errors.push(e));
+  const sub = client.subscribeTable("s", { table: "t" });
+  const closed = await next(client, "closed");
+  assert.equal(closed.code, 4001);
+  assert.equal(closed.willReconnect, false);
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  assert.equal(connects, 1, "no reconnect storm");
+  assert.deepEqual(errors.map((e) => [e.code, e.message]), [["invalid_token", "token signature does not verify"]]);
+  assert.equal(client.state, "closed");
+  assert.equal(sub.state, "pending");
+  assert.deepEqual(server.received.map((r) => r.msg.type), ["auth"], "never subscribed");
+});
+
+test("auth: with getToken, a refused token is retried with backoff until a good one comes", { timeout: 20_000 }, async (t) => {
+  const server = await authServer();
+  t.after(() => server.close());
+  let calls = 0;
+  const client = new PlankClient(server.url, {
+    WebSocket, getToken: () => (++calls < 4 ? "forged" : "good"),
+    backoff: { initialMs: 100, maxMs: 1000, jitter: "none" },
+  });
+  t.after(() => client.close());
+  const delays = [];
+  client.on("reconnecting", ({ delay }) => delays.push(delay));
+  const errors = [];
+  client.on("error", (e) => errors.push(e.code));
+  const sub = client.subscribeTable("s", { table: "t" });
+  await next(sub, "ack");
+  assert.deepEqual(delays, [100, 200, 400], "backoff grows: welcomes do not reset it");
+  assert.deepEqual(errors, ["invalid_token", "invalid_token", "invalid_token"]);
+  assert.equal(client.attempt, 0);
+});
+
+test("auth: a short-lived token is refreshed on the open connection before it expires", { timeout: 20_000 }, async (t) => {
+  const auths = [];
+  const server = await authServer({ life: 3, onAuth: (msg, conn) => auths.push({ conn, at: Date.now(), token: msg.token }) });
+  t.after(() => server.close());
+  let calls = 0;
+  const client = new PlankClient(server.url, { WebSocket, getToken: () => `good-${++calls}` });
+  t.after(() => client.close());
+  const first = await next(client, "auth");
+  const refreshed = await next(client, "auth", (a) => a.refreshed, 5_000);
+  const lead = first.expires * 1000 - auths[1].at;
+  t.diagnostic(`refreshed ${auths[1].at - auths[0].at} ms after the first auth, ${lead} ms before the expiry`);
+  // refreshed at max(80% of 2..3 s, 1 s before the expiry): 1 s before, less timer latency
+  assert.ok(lead >= 500 && lead <= 1_200, `about 1 s before the expiry (${lead} ms)`);
+  assert.ok(refreshed.expires >= first.expires);
+  assert.deepEqual(auths.map((a) => [a.conn, a.token]), [[1, "good-1"], [1, "good-2"]]);
   assert.equal(client.state, "open");
 });
