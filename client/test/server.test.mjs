@@ -12,6 +12,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import net from "node:net";
+import { createHmac } from "node:crypto";
 import { PlankClient, toWebSocketUrl } from "../src/index.js";
 
 const URL_ = process.env.PLANK_URL;
@@ -461,6 +462,138 @@ test("resync out_of_range: a since the server cannot serve brings a fresh snapsh
   psql(`UPDATE public.items SET value = 8 WHERE name = ${q(tag)}`);
   const ch = await rec.nth("change", 1);
   assert.equal(Number(ch.change.new.value), 8);
+});
+
+// --- authentication --------------------------------------------------------------------
+// Tokens are HS256 JWTs signed with the server's plank.jwt_secret (PLANK_JWT_SECRET, or
+// read from the server: scripts/test.sh sets 'plank-test-secret-0123456789abcdef').
+
+const JWT_SECRET = skip ? "" : (process.env.PLANK_JWT_SECRET ??
+  psql("SELECT coalesce(current_setting('plank.jwt_secret', true), '')"));
+const authSkip = skip || (JWT_SECRET ? false : "the server has no plank.jwt_secret");
+
+/** A compact HS256 JWT with these claims. */
+function mintJwt(claims, secret = JWT_SECRET) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+const unixNow = () => Math.floor(Date.now() / 1000);
+
+test("auth: a JWT is acknowledged with its role before the subscription, which then works", { skip: authSkip, timeout: 30_000 }, async (t) => {
+  const tag = newTag("auth");
+  tags.push(tag);
+  const exp = unixNow() + 60;
+  const client = newClient(WS_URL, { token: mintJwt({ role: "postgres", exp }) });
+  t.after(() => client.close());
+  const rec = new Recorder().watch(client, [...CLIENT_EVENTS, "auth"]);
+  const order = [];
+  client.on("message", (m) => order.push(m.type === "ack" ? `ack:${m.request}` : m.type));
+  const sub = client.subscribeTable("auth", { table: "public.items", filter: { name: tag } });
+  rec.watch(sub, SUB_EVENTS);
+  const auth = await rec.nth("auth", 1);
+  assert.deepEqual(auth, { role: "postgres", expires: exp, refreshed: false });
+  assert.equal(client.role, "postgres");
+  assert.equal(client.expires, exp);
+  await rec.nth("ack", 1);
+  assert.deepEqual(order.slice(0, 3), ["welcome", "ack:auth", "ack:subscribe"]);
+  assert.deepEqual(rec.events.map((e) => e.name).slice(0, 4), ["connecting", "open", "auth", "ack"]);
+  psql(`INSERT INTO public.items (name, value) VALUES (${q(tag)}, 1)`);
+  const ch = await rec.nth("change", 1);
+  assert.equal(ch.change.new.name, tag);
+  assert.equal(rec.named("error").length, 0);
+});
+
+test("auth: a token with a bad signature gives invalid_token, close 4001 and no reconnect storm", { skip: authSkip, timeout: 30_000 }, async (t) => {
+  const forged = mintJwt({ role: "postgres", exp: unixNow() + 60 }, "not-the-server-secret-0123456789ab");
+  const client = newClient(WS_URL, { token: forged, backoff: { initialMs: 10, maxMs: 50, jitter: "full" } });
+  t.after(() => client.close());
+  const rec = new Recorder().watch(client, [...CLIENT_EVENTS, "auth"]);
+  const sub = client.subscribeTable("forged", { table: "public.items", filter: { name: newTag("forged") } });
+  rec.watch(sub, SUB_EVENTS);
+  const err = await rec.nth("error", 1);
+  assert.equal(err.code, "invalid_token");
+  assert.equal(typeof err.message, "string");
+  const closed = await rec.nth("closed", 1);
+  assert.equal(closed.code, 4001);
+  assert.equal(closed.willReconnect, false);
+  await new Promise((resolve) => setTimeout(resolve, 2_000));
+  assert.equal(rec.named("connecting").length, 1, "one connect in 2 s");
+  assert.equal(rec.named("error").length, 1);
+  assert.equal(rec.named("auth").length, 0);
+  assert.equal(rec.named("ack").length, 0, "never subscribed");
+  assert.equal(client.state, "closed");
+  assert.equal(client.role, null);
+});
+
+test("auth: getToken refreshes a short-lived token on the open connection, past its expiry", { skip: authSkip, timeout: 30_000 }, async (t) => {
+  const tag = newTag("refresh");
+  tags.push(tag);
+  const tokens = [];
+  const client = newClient(WS_URL, {
+    getToken: async () => {
+      const token = mintJwt({ role: "postgres", exp: unixNow() + 3 });
+      tokens.push(token);
+      return token;
+    },
+  });
+  t.after(() => client.close());
+  const rec = new Recorder().watch(client, [...CLIENT_EVENTS, "auth"]);
+  const sub = client.subscribeTable("refresh", { table: "public.items", filter: { name: tag } });
+  rec.watch(sub, SUB_EVENTS);
+  const first = await rec.nth("auth", 1);
+  await rec.nth("ack", 1);
+  // wait until well after the first token's expiry: the server would close with 4002
+  const refreshed = await rec.nth("auth", 2, 5_000);
+  assert.equal(refreshed.refreshed, true);
+  assert.equal(refreshed.role, "postgres");
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, first.expires * 1000 + 1_500 - Date.now())));
+  assert.deepEqual(rec.named("closed"), [], "the connection outlived the first token");
+  assert.equal(rec.named("connecting").length, 1);
+  assert.ok(tokens.length >= 2);
+  assert.ok(client.expires > first.expires);
+  psql(`INSERT INTO public.items (name, value) VALUES (${q(tag)}, 1)`);
+  const ch = await rec.nth("change", 1);
+  assert.equal(ch.change.new.name, tag);
+  assert.equal(rec.named("error").length, 0);
+});
+
+test("auth: a fixed token that expires: close 4002, token_expired, no reconnect", { skip: authSkip, timeout: 30_000 }, async (t) => {
+  const client = newClient(WS_URL, { token: mintJwt({ role: "postgres", exp: unixNow() + 2 }) });
+  t.after(() => client.close());
+  const rec = new Recorder().watch(client, [...CLIENT_EVENTS, "auth"]);
+  await rec.nth("auth", 1);
+  const closed = await rec.nth("closed", 1, 5_000);
+  assert.equal(closed.code, 4002);
+  assert.equal(closed.willReconnect, false);
+  const err = await rec.nth("error", 1);
+  assert.equal(err.code, "token_expired");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(rec.named("connecting").length, 1);
+});
+
+test("auth: a fresh token naming another role is refused with role_mismatch; the connection stays", { skip: authSkip, timeout: 30_000 }, async (t) => {
+  const other = `plank_client_other_${process.pid}`;
+  psql(`CREATE ROLE ${other}`);
+  let calls = 0;
+  const client = newClient(WS_URL, {
+    // the first token lives 3 s: the refresh comes after about 2 s
+    getToken: () => mintJwt(++calls === 1
+      ? { role: "postgres", exp: unixNow() + 3 }
+      : { role: other, exp: unixNow() + 60 }),
+  });
+  t.after(() => {
+    client.close();
+    psql(`DROP ROLE IF EXISTS ${other}`);
+  });
+  const rec = new Recorder().watch(client, [...CLIENT_EVENTS, "auth"]);
+  await rec.nth("auth", 1);
+  const err = await rec.nth("error", 1, 5_000);
+  assert.equal(err.code, "role_mismatch");
+  assert.equal(err.request, "auth");
+  assert.equal(client.role, "postgres");
+  assert.equal(client.state, "open");
+  assert.equal(rec.named("closed").length, 0);
 });
 
 // Last: terminates the worker.
