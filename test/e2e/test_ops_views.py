@@ -1,0 +1,295 @@
+"""Monitoring and control from SQL with real clients connected (README "Monitoring"):
+plank.connections, plank.subscriptions and plank.stats, who may read them,
+plank.disconnect() and plank.publish()."""
+
+import asyncio
+import datetime
+import json
+import time
+
+import psycopg2
+import pytest
+
+from conftest import DB, client, run, sql, tag
+from test_ops_common import (apoll, connection_of, connections, login_as, roles,  # noqa: F401
+                             stats, subscriptions, token, worker_pid)
+
+
+def _settle_connections(timeout=10.0):
+    """Wait until no client is connected (clients of earlier tests may still be closing);
+    return the connections left (normally none)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not connections():
+            return {}
+        time.sleep(0.1)
+    return connections()
+
+
+def test_views_show_connected_clients_their_subscriptions_and_counters(db):
+    """Three clients (two anonymous, acting as postgres; one authenticated as plank_web)
+    with table and channel subscriptions, filters and ops; the views follow them, and
+    drop them when they close."""
+    left_over = _settle_connections()
+    t = tag()
+    name = "ops-" + t
+    chan1, chan3 = f"ops_chan1_{t}", f"ops_chan3_{t}"
+    s1t, s1c, s2t, s3c = f"{t}-c1t", f"{t}-c1c", f"{t}-c2t", f"{t}-c3c"
+    before = stats()
+    pid = worker_pid(DB)
+
+    async def body():
+        async with client() as c1, client() as c2, client() as c3:
+            assert c1.welcome.get("role") == "postgres", c1.welcome
+            # c2 upgrades its anonymous connection with a token naming plank_web
+            ack = await c2.request({"type": "auth", "id": "a1",
+                                    "token": token({"role": "plank_web",
+                                                    "exp": int(time.time()) + 600})})
+            assert ack.get("type") == "ack" and ack.get("role") == "plank_web", ack
+
+            await c1.subscribe(s1t, table="public.items", ops=["INSERT", "UPDATE"],
+                               filter={"name": name})
+            await c1.subscribe(s1c, channel=chan1)
+            await c2.subscribe(s2t, table="public.items", filter={"value": 5})
+            await c3.subscribe(s3c, channel=chan3)
+
+            ids = {}
+            for label, sub in (("c1", s1t), ("c2", s2t), ("c3", s3c)):
+                ids[label] = await apoll(lambda sub=sub: connection_of(sub), 5,
+                                         what=f"subscription {sub} in plank.subscriptions")
+            assert len(set(ids.values())) == 3, f"three clients, three connection ids: {ids}"
+
+            conns = connections()
+            mine = {label: conns.get(i) for label, i in ids.items()}
+            assert all(mine.values()), f"plank.connections lacks some of {ids}: {conns}"
+            others = set(conns) - set(ids.values()) - set(left_over)
+            assert not others, f"plank.connections lists unknown clients: {others} ({conns})"
+            now = datetime.datetime.now(datetime.timezone.utc)
+            for label, r in mine.items():
+                assert r["client_addr"] == "127.0.0.1", r
+                assert r["queue_depth"] >= 0 and r["queue_bytes"] >= 0, r
+                assert r["messages_sent"] >= 2 and r["bytes_sent"] > 0, \
+                    f"welcome and acks were sent to {label}: {r}"
+                assert r["connected_at"] <= now + datetime.timedelta(seconds=5), r
+                assert r["last_activity"] >= r["connected_at"], r
+            assert mine["c1"]["role"] == "postgres", mine["c1"]
+            assert mine["c2"]["role"] == "plank_web", mine["c2"]
+            assert mine["c3"]["role"] == "postgres", mine["c3"]
+            assert [mine[k]["subscriptions"] for k in ("c1", "c2", "c3")] == [2, 1, 1], mine
+
+            subs = [r for r in subscriptions() if r["connection_id"] in ids.values()]
+            got = sorted((r["connection_id"], r["id"], r["kind"], r["target"], r["ops"],
+                          r["filter"]) for r in subs)
+            want = sorted([
+                (ids["c1"], s1t, "table", "public.items", "INSERT,UPDATE", f'name = "{name}"'),
+                (ids["c1"], s1c, "channel", chan1, None, None),
+                (ids["c2"], s2t, "table", "public.items", "INSERT,UPDATE,DELETE,TRUNCATE",
+                 "value = 5"),
+                (ids["c3"], s3c, "channel", chan3, None, None),
+            ])
+            assert got == want, f"plank.subscriptions:\n{got}\nexpected:\n{want}"
+
+            # changes: one row that c1 and c2 both match, and a notification for c3
+            sent_before = {k: v["messages_sent"] for k, v in mine.items()}
+            bytes_before = {k: v["bytes_sent"] for k, v in mine.items()}
+            row_id = db.insert_item(name, 5)
+            db.execute("SELECT pg_notify(%s, 'hello')", (chan3,))
+            m1 = await c1.change_named(s1t, name)
+            m2 = await c2.change_named(s2t, name)
+            m3 = await c3.next_push(s3c)
+            assert m3["type"] == "notify" and m3["payload"] == "hello", m3
+            assert m1["change"]["new"]["id"] == m2["change"]["new"]["id"] == row_id
+
+            def grown():
+                now_conns = connections()
+                rs = {k: now_conns.get(i) for k, i in ids.items()}
+                return rs if all(r and r["messages_sent"] > sent_before[k]
+                                 and r["bytes_sent"] > bytes_before[k]
+                                 for k, r in rs.items()) else None
+            after = await apoll(grown, 5, what="messages_sent of every client to grow")
+            assert after["c1"]["messages_sent"] >= sent_before["c1"] + 1, after
+
+            # last_activity moves when the client sends something (a ping)
+            la = after["c3"]["last_activity"]
+            await asyncio.sleep(0.3)
+            pong = await c3.request({"type": "ping", "id": "p"})
+            assert pong["type"] == "pong", pong
+            r3 = await apoll(lambda: (connections().get(ids["c3"]) or {}).get("last_activity", la) > la
+                             and connections()[ids["c3"]], 5,
+                             what="last_activity of c3 to move after its ping")
+            assert r3["last_activity"] > la
+
+            # a request the server answers with an error counts as a protocol error
+            pe_before = stats()["protocol_errors"]
+            err = await c1.request({"type": "no_such_type", "id": "bad"})
+            assert err["type"] == "error" and err["code"] == "unknown_type", err
+            # a resume from an epoch that is not the worker's is a resync
+            rs_before = stats()["resyncs"]
+            pushed, ack = await c3.request_all({"type": "subscribe", "id": f"{t}-resume",
+                                                "channel": chan3,
+                                                "since": {"epoch": "1", "seq": 0}})
+            assert ack["type"] == "ack" and ack["resumed"] is False, ack
+            assert [m["type"] for m in pushed] == ["resync_required"], pushed
+
+            s = stats()
+            assert s["protocol_errors"] == pe_before + 1, (pe_before, s)
+            assert s["resyncs"] == rs_before + 1, (rs_before, s)
+            assert s["worker_pid"] == pid, f"plank.stats worker_pid {s['worker_pid']} != {pid}"
+            assert s["epoch"] == c1.welcome["epoch"], (s, c1.welcome)
+            assert s["notifications_received"] >= before["notifications_received"] + 2, (before, s)
+            assert s["messages_sent"] > before["messages_sent"], (before, s)
+            assert s["bytes_sent"] > before["bytes_sent"], (before, s)
+            assert s["connections_total"] >= before["connections_total"] + 3, (before, s)
+            assert s["connections"] == len(connections()) >= 3, s
+            assert s["subscriptions"] == len(subscriptions()) >= 5, s
+            assert s["replay_ring_events"] > 0 and s["replay_ring_bytes"] > 0, s
+            assert s["notify_queue_usage"] is not None and 0 <= s["notify_queue_usage"] <= 1, s
+            assert s["last_seq"] >= m3["seq"], (s, m3)
+            assert s["started"] is not None
+            return ids
+
+    try:
+        ids = run(body())
+    finally:
+        db.execute("DELETE FROM items WHERE name = %s", (name,))
+
+    def gone():
+        conns = connections()
+        subs = [r for r in subscriptions() if r["connection_id"] in ids.values()]
+        return not (set(ids.values()) & set(conns)) and not subs
+    assert asyncio.run(apoll(gone, 10, what="the closed clients to leave the views"))
+    s = stats()
+    assert s["connections"] == len(connections()), s
+    assert s["subscriptions"] == len(subscriptions()), s
+
+
+def test_views_need_pg_monitor_and_control_functions_need_superuser_or_a_grant(roles):  # noqa: F811
+    plain = roles.make("ops_plain")
+    monitor = roles.make("ops_mon")
+    sql(f'GRANT pg_monitor TO "{monitor}"')
+
+    views = ["SELECT * FROM plank.stats", "SELECT * FROM plank.connections",
+             "SELECT * FROM plank.subscriptions", "SELECT * FROM plank.stats()",
+             "SELECT * FROM plank.connections()", "SELECT * FROM plank.subscriptions()"]
+    control = ["SELECT plank.disconnect(-1)", "SELECT plank.publish('ops_chan', '{\"a\":1}')"]
+
+    def outcomes(role, statements):
+        out = {}
+        with login_as(role) as conn:
+            for stmt in statements:
+                with conn.cursor() as cur:
+                    try:
+                        cur.execute(stmt)
+                        out[stmt] = "ok"
+                    except psycopg2.errors.InsufficientPrivilege:
+                        out[stmt] = "denied"
+                    except psycopg2.Error as e:
+                        out[stmt] = f"{type(e).__name__}: {e}".strip()
+        return out
+
+    got = outcomes(plain, views + control)
+    assert got == {s: "denied" for s in views + control}, f"a plain login role: {got}"
+
+    got = outcomes(monitor, views)
+    assert got == {s: "ok" for s in views}, f"a member of pg_monitor: {got}"
+    got = outcomes(monitor, control)
+    assert got == {s: "denied" for s in control}, f"pg_monitor alone must not control: {got}"
+    with login_as(monitor) as conn, conn.cursor() as cur:
+        cur.execute("SELECT worker_pid FROM plank.stats")
+        assert cur.fetchone()[0] == worker_pid(DB)
+
+    # plank.jwt_secret is visible to superusers only (and, as PostgreSQL does for
+    # GUC_SUPERUSER_ONLY settings, to pg_read_all_settings, which pg_monitor includes)
+    with login_as(plain) as conn, conn.cursor() as cur:
+        with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+            cur.execute("SHOW plank.jwt_secret")
+        cur.execute("SELECT count(*) FROM pg_settings WHERE name = 'plank.jwt_secret'")
+        assert cur.fetchone()[0] == 0, "pg_settings shows plank.jwt_secret to a plain role"
+
+    # a grant of EXECUTE (and of the view) lets a plain role use them
+    sql(f'GRANT EXECUTE ON FUNCTION plank.disconnect(bigint), plank.publish(text, jsonb) '
+        f'TO "{plain}"')
+    chan = "ops_grant_" + tag()
+
+    async def body():
+        async with client() as c:
+            await c.subscribe("g", channel=chan)
+            with login_as(plain) as conn, conn.cursor() as cur:
+                cur.execute("SELECT plank.disconnect(-1)")
+                assert cur.fetchone()[0] is False
+                cur.execute("SELECT plank.publish(%s, '{\"by\": \"grant\"}')", (chan,))
+                cur.execute("SELECT pg_backend_pid()")
+                backend = cur.fetchone()[0]
+            m = await c.next_push("g")
+            assert m["type"] == "notify" and m["channel"] == chan, m
+            assert json.loads(m["payload"]) == {"by": "grant"} and m["pid"] == backend, m
+    run(body())
+
+
+def test_disconnect_closes_that_client_with_4003_only(db):
+    t = tag()
+    name = "ops-disc-" + t
+
+    async def body():
+        async with client() as victim, client() as bystander:
+            await victim.subscribe(f"{t}-v", table="public.items")
+            await bystander.subscribe(f"{t}-b", table="public.items")
+            vid = await apoll(lambda: connection_of(f"{t}-v"), 5, what="the victim's id")
+            bid = await apoll(lambda: connection_of(f"{t}-b"), 5, what="the bystander's id")
+            unknown = max(connections()) + 1000000
+
+            assert db.scalar("SELECT plank.disconnect(%s)", (unknown,)) is False
+            assert db.scalar("SELECT plank.disconnect(%s)", (vid,)) is True
+            code = await victim.expect_close(timeout=10)
+            assert code == 4003, f"plank.disconnect() closed the client with {code}, not 4003"
+
+            await apoll(lambda: vid not in connections(), 5, what="the victim to leave the views")
+            assert connection_of(f"{t}-v") is None
+            assert db.scalar("SELECT plank.disconnect(%s)", (vid,)) is False, \
+                "disconnecting a gone client must return false"
+
+            # the other client is untouched
+            assert bid in connections()
+            pong = await bystander.request({"type": "ping", "id": "still-here"})
+            assert pong["type"] == "pong", pong
+            db.insert_item(name, 1)
+            m = await bystander.change_named(f"{t}-b", name)
+            assert m["change"]["op"] == "INSERT"
+    try:
+        run(body())
+    finally:
+        db.execute("DELETE FROM items WHERE name = %s", (name,))
+
+
+def test_publish_reaches_channel_subscribers_as_json_and_refuses_channel_plank(db):
+    async def body():
+        async with client() as c:
+            await c.subscribe("chat", channel="chat")
+            backend = db.scalar("SELECT pg_backend_pid()")
+            db.execute("SELECT plank.publish('chat', '{\"a\":1}'::jsonb)")
+            m = await c.next_push("chat")
+            assert m["type"] == "notify" and m["channel"] == "chat", m
+            assert isinstance(m["payload"], str), m
+            assert json.loads(m["payload"]) == {"a": 1}, m
+            assert m["pid"] == backend, m
+
+            # not sent on rollback: publish is a NOTIFY, delivered at commit
+            conn = db._conn()
+            conn.autocommit = False
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT plank.publish('chat', '{\"rolled\": \"back\"}')")
+                conn.rollback()
+            finally:
+                conn.autocommit = True
+            db.execute("SELECT plank.publish('chat', '{\"b\": [1, 2]}')")
+            m = await c.next_push("chat")
+            assert json.loads(m["payload"]) == {"b": [1, 2]}, \
+                f"expected the committed publish only, got {m}"
+    run(body())
+
+    with pytest.raises(psycopg2.errors.InvalidParameterValue) as e:
+        sql("SELECT plank.publish('plank', '{\"a\":1}'::jsonb)")
+    assert e.value.pgcode == "22023"
+    with pytest.raises(psycopg2.errors.NullValueNotAllowed):
+        sql("SELECT plank.publish('chat', NULL)")
