@@ -19,7 +19,10 @@
 #
 # Raw outputs (key=value files, perf report) go to $BENCH_OUT (default a new
 # /tmp/plank-bench-results.XXXXXX), the table also to $BENCH_OUT/table.md.
-# Every size below can be changed through the environment (e.g. FAN_ROWS=500).
+# Every size below can be changed through the environment (e.g. FAN_ROWS=500), and
+# SCENARIOS picks a subset (e.g. SCENARIOS="latency stall").  The 1-minute load
+# average at the start of each scenario is printed under the table: other work on
+# the machine shows up there (the figures are only as quiet as the machine was).
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,6 +48,7 @@ STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCH
 STALL_PER_TXN=${STALL_PER_TXN:-10}
 PROFILE=${PROFILE:-1}
 PROFILE_ROWS=${PROFILE_ROWS:-500}
+SCENARIOS=${SCENARIOS:-latency fanout idle writer bulk stall profile}
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
 mkdir -p "$OUT"
@@ -56,6 +60,15 @@ PGBENCH=$PGBIN/pgbench
 declare -a ROWS=()
 # row SCENARIO PLANK FLOOR TARGET MET
 row() { ROWS+=("$1|$2|$3|$4|$5"); }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+LOADS=""
+# scenario NAME DESCRIPTION: log the start of a scenario with the machine's load
+scenario() {
+    local load
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    LOADS="$LOADS $1 $load,"
+    blog "=== $1: $2 (load average $load)"
+}
 
 cleanup() {
     bench_cluster_down
@@ -127,230 +140,249 @@ bench_cluster_up
 } | tee "$OUT/machine.txt" >&2
 
 # ------------------------------------------------------------------------------------
-blog "=== latency: $LAT_CLIENTS clients, $LAT_RATE rows/s, $LAT_ROWS rows (ts_us: $LAT_TS)"
-WP=$(worker_pid)
-bench_reset_table
-if loadgen lat --clients "$LAT_CLIENTS" --rows "$LAT_ROWS" --duration 120 --idle 5; then
-    c0=$(cpu_s "$WP")
-    writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/lat.writer" 2>&1 || true
-    wait_pid "$BG_PID" 60
-    c1=$(cpu_s "$WP")
-    echo "worker_cpu_s=$(calc %.2f "$c1 - $c0")" >>"$OUT/lat.out"
-fi
-bench_reset_table
-if floor latfloor --rows "$LAT_ROWS" --duration 120 --idle 5; then
-    writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/latfloor.writer" 2>&1 || true
-    wait_pid "$BG_PID" 60
-fi
-grep summary "$OUT/lat.out" "$OUT/latfloor.out" >&2 || true
-p50=$(kv "$OUT/lat.out" p50_ms); p99=$(kv "$OUT/lat.out" p99_ms); loss=$(kv "$OUT/lat.out" loss)
-f50=$(kv "$OUT/latfloor.out" p50_ms); f99=$(kv "$OUT/latfloor.out" p99_ms)
-row "Latency p50, $LAT_CLIENTS clients x $LAT_RATE rows/s (loss $loss)" "$p50 ms" "$f50 ms (1 LISTEN conn)" "<= 0.3 ms" "$(met "$p50" "<=" 0.3)"
-row "Latency p99, same run" "$p99 ms" "$f99 ms" "<= 1 ms" "$(met "$p99" "<=" 1)"
-
-# ------------------------------------------------------------------------------------
-blog "=== fan-out: $FAN_CLIENTS clients, writer flat out, $FAN_ROWS rows"
-WP=$(worker_pid)
-bench_reset_table
-if loadgen fan --clients "$FAN_CLIENTS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
-    w0=$(cpu_s "$WP")
-    t0=$(date +%s.%N)
-    writer --rows "$FAN_ROWS" >"$OUT/fan.writer" 2>&1 || true
-    wait_pid "$BG_PID" 320
-    t1=$(date +%s.%N)
-    w1=$(cpu_s "$WP")
-    echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")" >>"$OUT/fan.out"
-    echo "wall_s=$(calc %.2f "$t1 - $t0")" >>"$OUT/fan.out"
-fi
-bench_reset_table
-if floor fanfloor --conns "$FAN_FLOOR_CONNS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
-    writer --rows "$FAN_ROWS" >"$OUT/fanfloor.writer" 2>&1 || true
-    wait_pid "$BG_PID" 320
-fi
-grep summary "$OUT/fan.out" "$OUT/fanfloor.out" >&2 || true
-d=$(kv "$OUT/fan.out" deliveries); dexp=$(kv "$OUT/fan.out" deliveries_expected)
-dps=$(kv "$OUT/fan.out" deliveries_per_s); loss=$(kv "$OUT/fan.out" loss)
-commits=$(kv "$OUT/fan.out" other_messages)
-span=$(awk -v a="$(kv "$OUT/fan.out" first_rx_us)" -v b="$(kv "$OUT/fan.out" last_rx_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
-wcpu=$(kv "$OUT/fan.out" worker_cpu_s); lcpu=$(kv "$OUT/fan.out" loadgen_cpu_s)
-wrcpu=$(awk -v a="$(kv "$OUT/fan.writer" writer_cpu_s)" -v b="$(kv "$OUT/fan.writer" backend_cpu_s)" 'BEGIN { printf "%.2f", a + b }')
-wall=$(kv "$OUT/fan.out" wall_s)
-us_per=$(awk -v c="$wcpu" -v d="$d" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / d; else print "NA" }')
-us_per_frame=$(awk -v c="$wcpu" -v d="$d" -v m="$commits" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / (d + m); else print "NA" }')
-share() { awk -v c="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f%%", 100 * c / w; else print "NA" }'; }
-fdps=$(kv "$OUT/fanfloor.out" deliveries_per_s); floss=$(kv "$OUT/fanfloor.out" loss)
-if [ "$d" = "$dexp" ] && [ "$loss" = 0 ]; then allgot=met; else allgot="not met"; fi
-row "Fan-out $FAN_CLIENTS clients, writer flat out ($FAN_ROWS rows): deliveries/s" \
-    "$dps/s, $d of $dexp delivered, loss $loss" "$fdps/s ($FAN_FLOOR_CONNS LISTEN backends, loss $floss)" \
-    "every event to every client" "$allgot"
-row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame, $commits commit frames)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
-verdict=$(awk -v w="$wcpu" -v l="$lcpu" -v r="$wrcpu" -v t="$wall" 'BEGIN {
-    if (t <= 0) { print "NA"; exit }
-    b = "worker"; m = w; if (l > m) { b = "load generator"; m = l } if (r > m) { b = "writer"; m = r }
-    printf "%s (%.0f%% of a core)", b, 100 * m / t }')
-row "Fan-out: CPU over the ${wall}s run (one core = 100%)" \
-    "worker $(share "$wcpu" "$wall"), loadgen $(share "$lcpu" "$wall"), writer+backend $(share "$wrcpu" "$wall")" \
-    "-" "show the bottleneck" "bottleneck: $verdict"
-
-# ------------------------------------------------------------------------------------
-blog "=== idle-10k: $IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart"
-# a fresh worker, so that its RSS is not what earlier scenarios left behind
-OLD=$(worker_pid)
-BENCH_DB=postgres bench_psql -c "SELECT pg_terminate_backend($OLD)" >/dev/null || true
-for _ in $(seq 100); do
+if want latency; then
+    scenario latency "$LAT_CLIENTS clients, $LAT_RATE rows/s, $LAT_ROWS rows (ts_us: $LAT_TS)"
     WP=$(worker_pid)
-    [ -n "$WP" ] && [ "$WP" != "$OLD" ] && break
-    sleep 0.2
-done
-sleep 1
-rss0=$(rss_kb "$WP")
-bench_reset_table
-if loadgen idle --clients "$IDLE_CLIENTS" --rows "$IDLE_CHANGES" --duration 120 --idle 10; then
-    sleep 1
-    rss1=$(rss_kb "$WP")
-    grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$WP/status" >"$OUT/idle.rss" || true
-    writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idle.writer" 2>&1 || true
-    wait_pid "$BG_PID" 150
-    rss2=$(rss_kb "$WP")
-fi
-bench_reset_table
-if floor idlefloor --rows "$IDLE_CHANGES" --duration 60 --idle 5; then
-    writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idlefloor.writer" 2>&1 || true
-    wait_pid "$BG_PID" 70
-fi
-grep summary "$OUT/idle.out" "$OUT/idlefloor.out" >&2 || true
-ip99=$(kv "$OUT/idle.out" p99_ms); imax=$(kv "$OUT/idle.out" max_ms); iloss=$(kv "$OUT/idle.out" loss)
-iconn=$(kv "$OUT/idle.out" connect_ms)
-rss_mb=$(awk -v k="${rss2:-${rss1:-0}}" 'BEGIN { printf "%.1f", k / 1024 }')
-row "$IDLE_CLIENTS idle clients, one change: p99 to reach all (max; loss $iloss; connect ${iconn} ms)" \
-    "$ip99 ms (max $imax ms)" "$(kv "$OUT/idlefloor.out" p99_ms) ms (1 LISTEN conn)" "<= 20 ms" "$(met "$ip99" "<=" 20)"
-row "$IDLE_CLIENTS clients: worker VmRSS" \
-    "$rss_mb MB ($(awk -v k="${rss0:-0}" 'BEGIN { printf "%.1f", k / 1024 }') MB before connecting)" "-" "<= 50 MB" "$(met "$rss_mb" "<=" 50)"
-row "100,000 concurrent connections" "not measured" "-" "100,000" \
-    "not possible yet: $(ulimit -H -n) open files per process, one worker"
-
-# ------------------------------------------------------------------------------------
-blog "=== writer cost: pgbench -c $PGB_CLIENTS -T $PGB_SECONDS single-row INSERT"
-pgb() { # NAME TABLE
-    printf "INSERT INTO %s (ts_us, payload) VALUES (0, repeat('x', 64));\n" "$2" >"$OUT/pgb-$1.sql"
-    bench_psql -c "TRUNCATE $2 RESTART IDENTITY" -c "CHECKPOINT"
-    "$PGBENCH" -n -h 127.0.0.1 -p "$BENCH_PGPORT" -U postgres -c "$PGB_CLIENTS" -j 2 -T "$PGB_SECONDS" \
-        -f "$OUT/pgb-$1.sql" "$BENCH_DB" >"$OUT/pgb-$1.out" 2>&1 || true
-    awk '/^tps = / { printf "%.0f", $3 }' "$OUT/pgb-$1.out"
-}
-tps_plain=$(pgb plain bench_plain)
-# tracked, with one subscribed client draining the events
-if loadgen pgbclient --clients 1 --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
-    tps_tracked=$(pgb tracked bench_events)
-    wait_pid "$BG_PID" 60
-else
-    tps_tracked=NA
-fi
-# floor: the cheapest NOTIFY capture (plpgsql pg_notify) with one raw listener
-if floor pgbfloor --channel bench_floor --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
-    tps_floor=$(pgb floor bench_notify)
-    wait_pid "$BG_PID" 60
-else
-    tps_floor=NA
-fi
-pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf "%.0f", 100 * a / b; else print "NA" }'; }
-ratio=$(pct "$tps_tracked" "$tps_plain"); fratio=$(pct "$tps_floor" "$tps_plain")
-row "Writer cost: pgbench INSERT TPS tracked / untracked ($PGB_CLIENTS clients, 1 subscriber)" \
-    "$ratio% ($tps_tracked vs $tps_plain TPS)" "$fratio% ($tps_floor TPS, plpgsql pg_notify + 1 listener)" ">= 85%" "$(met "$ratio" ">=" 85)"
-
-# ------------------------------------------------------------------------------------
-blog "=== bulk: INSERT ... SELECT and UPDATE of $BULK_ROWS rows"
-bench_psql -c "TRUNCATE bench_plain RESTART IDENTITY"
-writer --table bench_plain --bulk-insert "$BULK_ROWS" >"$OUT/bulk-plain-ins.writer" 2>&1 || true
-writer --table bench_plain --bulk-update >"$OUT/bulk-plain-upd.writer" 2>&1 || true
-bulk() { # NAME TOOL(loadgen|floor) WRITER-ARGS...
-    local name=$1 tool=$2
-    shift 2
-    if "$tool" "$name" --clients 1 --rows "$BULK_ROWS" --duration 300 --idle 20; then
-        writer "$@" >"$OUT/$name.writer" 2>&1 || true
-        wait_pid "$BG_PID" 330
-    fi
-}
-WP=$(worker_pid)
-rss_before=$(rss_kb "$WP")
-# with the default plank.max_client_buffer, then with a buffer that holds a whole statement
-bench_reset_table
-bulk bulkins loadgen --bulk-insert "$BULK_ROWS"
-bulk bulkupd loadgen --bulk-update
-bench_psql -c "ALTER SYSTEM SET plank.max_client_buffer = '$BULK_BUFFER'" -c "SELECT pg_reload_conf()" >/dev/null
-sleep 1
-bench_reset_table
-bulk bulkinsbig loadgen --bulk-insert "$BULK_ROWS"
-bulk bulkupdbig loadgen --bulk-update
-bench_psql -c "ALTER SYSTEM RESET plank.max_client_buffer" -c "SELECT pg_reload_conf()" >/dev/null
-grep -E 'VmRSS|VmHWM' "/proc/$WP/status" >"$OUT/bulk.rss" || true
-bench_reset_table
-floor bulkinsfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
-    { writer --bulk-insert "$BULK_ROWS" >"$OUT/bulkinsfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
-floor bulkupdfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
-    { writer --bulk-update >"$OUT/bulkupdfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
-reach() { # NAME: seconds from statement start to the last row at the client, or why not
-    awk -v s="$(kv "$OUT/$1.writer" start_us)" -v l="$(kv "$OUT/$1.out" last_rx_us)" \
-        -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" -v c="$(kv "$OUT/$1.out" close_codes)" \
-        'BEGIN { if (d + 0 >= n && s > 0) printf "%.2f s", (l - s) / 1e6
-                 else printf "never: %d rows, then closed (%s)", d, (c == "" ? "no close frame" : "code:count " c) }'
-}
-for op in ins upd; do
-    what=$([ $op = ins ] && echo "INSERT ... SELECT" || echo "UPDATE")
-    row "Bulk $what of $BULK_ROWS rows: statement time (untracked table: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
-        "$(kv "$OUT/bulk$op.writer" seconds) s" "$(kv "$OUT/bulk${op}floor.writer" seconds) s" "-" "-"
-    row "Bulk $what: statement start to last row at 1 client (plank.max_client_buffer default)" \
-        "$(reach bulk$op)" "$(reach bulk${op}floor)" "all rows reach the client" \
-        "$([ "$(kv "$OUT/bulk$op.out" loss)" = 0 ] && echo met || echo "not met")"
-    row "Bulk $what: same with plank.max_client_buffer = $BULK_BUFFER" \
-        "$(reach bulk${op}big)" "$(reach bulk${op}floor)" "all rows reach the client" \
-        "$([ "$(kv "$OUT/bulk${op}big.out" loss)" = 0 ] && echo met || echo "not met")"
-done
-row "Worker memory after the bulk statements" \
-    "VmRSS $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB, peak VmHWM $(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB (before: $(awk -v k="${rss_before:-0}" 'BEGIN { printf "%.0f", k / 1024 }') MB)" \
-    "-" "-" "-"
-
-# ------------------------------------------------------------------------------------
-blog "=== stall: $STALL_CLIENTS clients, $STALL_EVENTS events at $STALL_RATE/s ($STALL_PER_TXN per transaction), without and with a stalled client"
-stall() { # NAME NSTALL
     bench_reset_table
-    if loadgen "$1" --clients "$STALL_CLIENTS" --stall "$2" --rows "$STALL_EVENTS" --parse scan \
-            --duration 900 --idle 10 --drain 10; then
-        writer --rows "$STALL_EVENTS" --rate "$STALL_RATE" --per-txn "$STALL_PER_TXN" --max-seconds 900 \
-            >"$OUT/$1.writer" 2>&1 || true
-        wait_pid "$BG_PID" 930
+    if loadgen lat --clients "$LAT_CLIENTS" --rows "$LAT_ROWS" --duration 120 --idle 5; then
+        c0=$(cpu_s "$WP")
+        writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/lat.writer" 2>&1 || true
+        wait_pid "$BG_PID" 60
+        c1=$(cpu_s "$WP")
+        echo "worker_cpu_s=$(calc %.2f "$c1 - $c0")" >>"$OUT/lat.out"
     fi
-}
-# A client that stops reading also stops answering pings: with plank.ping_interval at
-# its default it is dropped by the ping timeout (no close frame) before its buffer
-# fills at this rate.  Pings are off here so that the buffer bound is what is tested.
-bench_psql -c "ALTER SYSTEM SET plank.ping_interval = 0" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
-sleep 1
-n1013_0=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
-stall stall0 0
-stall stall1 1
-n1013_1=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
-bench_psql -c "ALTER SYSTEM RESET plank.ping_interval" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
-grep summary "$OUT/stall0.out" "$OUT/stall1.out" >&2 || true
-for n in 0 1; do
-    f=$OUT/stall$n.out
-    d=$(kv "$f" deliveries); de=$(kv "$f" deliveries_expected)
-    if [ "$d" = "$de" ] && [ "$(kv "$f" loss)" = 0 ]; then ok=met; else ok="not met"; fi
-    if [ $n = 0 ]; then
-        label="Stall: $STALL_CLIENTS clients x $STALL_EVENTS events, no stalled client: p99 (p50)"
-        extra=""
-    else
-        label="Stall: same with 1 stalled client: others' p99 (p50)"
-        extra="; stalled client closed with 1013: $(kv "$f" stalled_closed_1013) (server log: $((n1013_1 - n1013_0)) closes)"
+    bench_reset_table
+    if floor latfloor --rows "$LAT_ROWS" --duration 120 --idle 5; then
+        writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/latfloor.writer" 2>&1 || true
+        wait_pid "$BG_PID" 60
     fi
-    row "$label" "$(kv "$f" p99_ms) ms ($(kv "$f" p50_ms) ms), $d of $de delivered$extra" "-" \
-        "others get everything" "$ok"
-done
+    grep summary "$OUT/lat.out" "$OUT/latfloor.out" >&2 || true
+    p50=$(kv "$OUT/lat.out" p50_ms); p99=$(kv "$OUT/lat.out" p99_ms); loss=$(kv "$OUT/lat.out" loss)
+    f50=$(kv "$OUT/latfloor.out" p50_ms); f99=$(kv "$OUT/latfloor.out" p99_ms)
+    row "Latency p50, $LAT_CLIENTS clients x $LAT_RATE rows/s (loss $loss)" "$p50 ms" "$f50 ms (1 LISTEN conn)" "<= 0.3 ms" "$(met "$p50" "<=" 0.3)"
+    row "Latency p99, same run" "$p99 ms" "$f99 ms" "<= 1 ms" "$(met "$p99" "<=" 1)"
+    row "Latency run: worker CPU per delivery" \
+        "$(awk -v c="$(kv "$OUT/lat.out" worker_cpu_s)" -v d="$(kv "$OUT/lat.out" deliveries)" 'BEGIN { if (d > 0) printf "%.2f us", c * 1e6 / d; else print "NA" }')" \
+        "-" "-" "-"
+fi
 
 # ------------------------------------------------------------------------------------
-if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
+if want fanout; then
+    scenario fanout "$FAN_CLIENTS clients, writer flat out, $FAN_ROWS rows"
+    WP=$(worker_pid)
+    bench_reset_table
+    if loadgen fan --clients "$FAN_CLIENTS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
+        w0=$(cpu_s "$WP")
+        t0=$(date +%s.%N)
+        writer --rows "$FAN_ROWS" >"$OUT/fan.writer" 2>&1 || true
+        wait_pid "$BG_PID" 320
+        t1=$(date +%s.%N)
+        w1=$(cpu_s "$WP")
+        echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")" >>"$OUT/fan.out"
+        echo "wall_s=$(calc %.2f "$t1 - $t0")" >>"$OUT/fan.out"
+    fi
+    bench_reset_table
+    if floor fanfloor --conns "$FAN_FLOOR_CONNS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
+        writer --rows "$FAN_ROWS" >"$OUT/fanfloor.writer" 2>&1 || true
+        wait_pid "$BG_PID" 320
+    fi
+    grep summary "$OUT/fan.out" "$OUT/fanfloor.out" >&2 || true
+    d=$(kv "$OUT/fan.out" deliveries); dexp=$(kv "$OUT/fan.out" deliveries_expected)
+    dps=$(kv "$OUT/fan.out" deliveries_per_s); loss=$(kv "$OUT/fan.out" loss)
+    commits=$(kv "$OUT/fan.out" other_messages)
+    span=$(awk -v a="$(kv "$OUT/fan.out" first_rx_us)" -v b="$(kv "$OUT/fan.out" last_rx_us)" 'BEGIN { printf "%.2f", (b - a) / 1e6 }')
+    wcpu=$(kv "$OUT/fan.out" worker_cpu_s); lcpu=$(kv "$OUT/fan.out" loadgen_cpu_s)
+    wrcpu=$(awk -v a="$(kv "$OUT/fan.writer" writer_cpu_s)" -v b="$(kv "$OUT/fan.writer" backend_cpu_s)" 'BEGIN { printf "%.2f", a + b }')
+    wall=$(kv "$OUT/fan.out" wall_s)
+    us_per=$(awk -v c="$wcpu" -v d="$d" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / d; else print "NA" }')
+    us_per_frame=$(awk -v c="$wcpu" -v d="$d" -v m="$commits" 'BEGIN { if (d > 0) printf "%.2f", c * 1e6 / (d + m); else print "NA" }')
+    share() { awk -v c="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.0f%%", 100 * c / w; else print "NA" }'; }
+    fdps=$(kv "$OUT/fanfloor.out" deliveries_per_s); floss=$(kv "$OUT/fanfloor.out" loss)
+    if [ "$d" = "$dexp" ] && [ "$loss" = 0 ]; then allgot=met; else allgot="not met"; fi
+    row "Fan-out $FAN_CLIENTS clients, writer flat out ($FAN_ROWS rows): deliveries/s" \
+        "$dps/s, $d of $dexp delivered, loss $loss" "$fdps/s ($FAN_FLOOR_CONNS LISTEN backends, loss $floss)" \
+        "every event to every client" "$allgot"
+    row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame, $commits commit frames)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
+    verdict=$(awk -v w="$wcpu" -v l="$lcpu" -v r="$wrcpu" -v t="$wall" 'BEGIN {
+        if (t <= 0) { print "NA"; exit }
+        b = "worker"; m = w; if (l > m) { b = "load generator"; m = l } if (r > m) { b = "writer"; m = r }
+        printf "%s (%.0f%% of a core)", b, 100 * m / t }')
+    row "Fan-out: CPU over the ${wall}s run (one core = 100%)" \
+        "worker $(share "$wcpu" "$wall"), loadgen $(share "$lcpu" "$wall"), writer+backend $(share "$wrcpu" "$wall")" \
+        "-" "show the bottleneck" "bottleneck: $verdict"
+fi
+
+# ------------------------------------------------------------------------------------
+if want idle; then
+    scenario idle "$IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart"
+    # a fresh worker, so that its RSS is not what earlier scenarios left behind
+    OLD=$(worker_pid)
+    BENCH_DB=postgres bench_psql -c "SELECT pg_terminate_backend($OLD)" >/dev/null || true
+    for _ in $(seq 100); do
+        WP=$(worker_pid)
+        [ -n "$WP" ] && [ "$WP" != "$OLD" ] && break
+        sleep 0.2
+    done
+    sleep 1
+    rss0=$(rss_kb "$WP")
+    bench_reset_table
+    if loadgen idle --clients "$IDLE_CLIENTS" --rows "$IDLE_CHANGES" --duration 120 --idle 10; then
+        sleep 1
+        rss1=$(rss_kb "$WP")
+        grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$WP/status" >"$OUT/idle.rss" || true
+        writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idle.writer" 2>&1 || true
+        wait_pid "$BG_PID" 150
+        rss2=$(rss_kb "$WP")
+    fi
+    bench_reset_table
+    if floor idlefloor --rows "$IDLE_CHANGES" --duration 60 --idle 5; then
+        writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idlefloor.writer" 2>&1 || true
+        wait_pid "$BG_PID" 70
+    fi
+    grep summary "$OUT/idle.out" "$OUT/idlefloor.out" >&2 || true
+    ip99=$(kv "$OUT/idle.out" p99_ms); imax=$(kv "$OUT/idle.out" max_ms); iloss=$(kv "$OUT/idle.out" loss)
+    iconn=$(kv "$OUT/idle.out" connect_ms)
+    rss_mb=$(awk -v k="${rss2:-${rss1:-0}}" 'BEGIN { printf "%.1f", k / 1024 }')
+    row "$IDLE_CLIENTS idle clients, one change: p99 to reach all (max; loss $iloss; connect ${iconn} ms)" \
+        "$ip99 ms (max $imax ms)" "$(kv "$OUT/idlefloor.out" p99_ms) ms (1 LISTEN conn)" "<= 20 ms" "$(met "$ip99" "<=" 20)"
+    row "$IDLE_CLIENTS clients: worker VmRSS" \
+        "$rss_mb MB ($(awk -v k="${rss0:-0}" 'BEGIN { printf "%.1f", k / 1024 }') MB before connecting)" "-" "<= 50 MB" "$(met "$rss_mb" "<=" 50)"
+    row "100,000 concurrent connections" "not measured" "-" "100,000" \
+        "not possible yet: $(ulimit -H -n) open files per process, one worker"
+fi
+
+# ------------------------------------------------------------------------------------
+if want writer; then
+    scenario writer "pgbench -c $PGB_CLIENTS -T $PGB_SECONDS single-row INSERT"
+    pgb() { # NAME TABLE
+        printf "INSERT INTO %s (ts_us, payload) VALUES (0, repeat('x', 64));\n" "$2" >"$OUT/pgb-$1.sql"
+        bench_psql -c "TRUNCATE $2 RESTART IDENTITY" -c "CHECKPOINT"
+        "$PGBENCH" -n -h 127.0.0.1 -p "$BENCH_PGPORT" -U postgres -c "$PGB_CLIENTS" -j 2 -T "$PGB_SECONDS" \
+            -f "$OUT/pgb-$1.sql" "$BENCH_DB" >"$OUT/pgb-$1.out" 2>&1 || true
+        awk '/^tps = / { printf "%.0f", $3 }' "$OUT/pgb-$1.out"
+    }
+    tps_plain=$(pgb plain bench_plain)
+    # tracked, with one subscribed client draining the events
+    if loadgen pgbclient --clients 1 --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
+        tps_tracked=$(pgb tracked bench_events)
+        wait_pid "$BG_PID" 60
+    else
+        tps_tracked=NA
+    fi
+    # floor: the cheapest NOTIFY capture (plpgsql pg_notify) with one raw listener
+    if floor pgbfloor --channel bench_floor --parse scan --duration $((PGB_SECONDS + 30)) --idle 3; then
+        tps_floor=$(pgb floor bench_notify)
+        wait_pid "$BG_PID" 60
+    else
+        tps_floor=NA
+    fi
+    pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a ~ /^[0-9.]+$/) printf "%.0f", 100 * a / b; else print "NA" }'; }
+    ratio=$(pct "$tps_tracked" "$tps_plain"); fratio=$(pct "$tps_floor" "$tps_plain")
+    row "Writer cost: pgbench INSERT TPS tracked / untracked ($PGB_CLIENTS clients, 1 subscriber)" \
+        "$ratio% ($tps_tracked vs $tps_plain TPS)" "$fratio% ($tps_floor TPS, plpgsql pg_notify + 1 listener)" ">= 85%" "$(met "$ratio" ">=" 85)"
+fi
+
+# ------------------------------------------------------------------------------------
+if want bulk; then
+    scenario bulk "INSERT ... SELECT and UPDATE of $BULK_ROWS rows"
+    bench_psql -c "TRUNCATE bench_plain RESTART IDENTITY"
+    writer --table bench_plain --bulk-insert "$BULK_ROWS" >"$OUT/bulk-plain-ins.writer" 2>&1 || true
+    writer --table bench_plain --bulk-update >"$OUT/bulk-plain-upd.writer" 2>&1 || true
+    bulk() { # NAME TOOL(loadgen|floor) WRITER-ARGS...
+        local name=$1 tool=$2
+        shift 2
+        if "$tool" "$name" --clients 1 --rows "$BULK_ROWS" --duration 300 --idle 20; then
+            writer "$@" >"$OUT/$name.writer" 2>&1 || true
+            wait_pid "$BG_PID" 330
+        fi
+    }
+    WP=$(worker_pid)
+    rss_before=$(rss_kb "$WP")
+    # with the default plank.max_client_buffer, then with a buffer that holds a whole statement
+    bench_reset_table
+    bulk bulkins loadgen --bulk-insert "$BULK_ROWS"
+    bulk bulkupd loadgen --bulk-update
+    bench_psql -c "ALTER SYSTEM SET plank.max_client_buffer = '$BULK_BUFFER'" -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+    bench_reset_table
+    bulk bulkinsbig loadgen --bulk-insert "$BULK_ROWS"
+    bulk bulkupdbig loadgen --bulk-update
+    bench_psql -c "ALTER SYSTEM RESET plank.max_client_buffer" -c "SELECT pg_reload_conf()" >/dev/null
+    grep -E 'VmRSS|VmHWM' "/proc/$WP/status" >"$OUT/bulk.rss" || true
+    bench_reset_table
+    floor bulkinsfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
+        { writer --bulk-insert "$BULK_ROWS" >"$OUT/bulkinsfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
+    floor bulkupdfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
+        { writer --bulk-update >"$OUT/bulkupdfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
+    reach() { # NAME: seconds from statement start to the last row at the client, or why not
+        awk -v s="$(kv "$OUT/$1.writer" start_us)" -v l="$(kv "$OUT/$1.out" last_rx_us)" \
+            -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" -v c="$(kv "$OUT/$1.out" close_codes)" \
+            'BEGIN { if (d + 0 >= n && s > 0) printf "%.2f s", (l - s) / 1e6
+                     else printf "never: %d rows, then closed (%s)", d, (c == "" ? "no close frame" : "code:count " c) }'
+    }
+    for op in ins upd; do
+        what=$([ $op = ins ] && echo "INSERT ... SELECT" || echo "UPDATE")
+        row "Bulk $what of $BULK_ROWS rows: statement time (untracked table: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
+            "$(kv "$OUT/bulk$op.writer" seconds) s" "$(kv "$OUT/bulk${op}floor.writer" seconds) s" "-" "-"
+        row "Bulk $what: statement start to last row at 1 client (plank.max_client_buffer default)" \
+            "$(reach bulk$op)" "$(reach bulk${op}floor)" "all rows reach the client" \
+            "$([ "$(kv "$OUT/bulk$op.out" loss)" = 0 ] && echo met || echo "not met")"
+        row "Bulk $what: same with plank.max_client_buffer = $BULK_BUFFER" \
+            "$(reach bulk${op}big)" "$(reach bulk${op}floor)" "all rows reach the client" \
+            "$([ "$(kv "$OUT/bulk${op}big.out" loss)" = 0 ] && echo met || echo "not met")"
+    done
+    row "Worker memory after the bulk statements" \
+        "VmRSS $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB, peak VmHWM $(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB (before: $(awk -v k="${rss_before:-0}" 'BEGIN { printf "%.0f", k / 1024 }') MB)" \
+        "-" "-" "-"
+fi
+
+# ------------------------------------------------------------------------------------
+if want stall; then
+    scenario stall "$STALL_CLIENTS clients, $STALL_EVENTS events at $STALL_RATE/s ($STALL_PER_TXN per transaction), without and with a stalled client"
+    stall() { # NAME NSTALL
+        bench_reset_table
+        if loadgen "$1" --clients "$STALL_CLIENTS" --stall "$2" --rows "$STALL_EVENTS" --parse scan \
+                --duration 900 --idle 10 --drain 10; then
+            local wp c0
+            wp=$(worker_pid)
+            c0=$(cpu_s "$wp")
+            writer --rows "$STALL_EVENTS" --rate "$STALL_RATE" --per-txn "$STALL_PER_TXN" --max-seconds 900 \
+                >"$OUT/$1.writer" 2>&1 || true
+            wait_pid "$BG_PID" 930
+            echo "worker_cpu_s=$(calc %.2f "$(cpu_s "$wp") - $c0")" >>"$OUT/$1.out"
+        fi
+    }
+    # A client that stops reading also stops answering pings: with plank.ping_interval at
+    # its default it is dropped by the ping timeout (no close frame) before its buffer
+    # fills at this rate.  Pings are off here so that the buffer bound is what is tested.
+    bench_psql -c "ALTER SYSTEM SET plank.ping_interval = 0" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+    sleep 1
+    n1013_0=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+    stall stall0 0
+    stall stall1 1
+    n1013_1=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+    bench_psql -c "ALTER SYSTEM RESET plank.ping_interval" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
+    grep summary "$OUT/stall0.out" "$OUT/stall1.out" >&2 || true
+    for n in 0 1; do
+        f=$OUT/stall$n.out
+        d=$(kv "$f" deliveries); de=$(kv "$f" deliveries_expected)
+        if [ "$d" = "$de" ] && [ "$(kv "$f" loss)" = 0 ]; then ok=met; else ok="not met"; fi
+        if [ $n = 0 ]; then
+            label="Stall: $STALL_CLIENTS clients x $STALL_EVENTS events, no stalled client: p99 (p50)"
+            extra=""
+        else
+            label="Stall: same with 1 stalled client: others' p99 (p50)"
+            extra="; stalled client closed with 1013: $(kv "$f" stalled_closed_1013) (server log: $((n1013_1 - n1013_0)) closes)"
+        fi
+        row "$label" "$(kv "$f" p99_ms) ms ($(kv "$f" p50_ms) ms), $d of $de delivered, worker CPU $(kv "$f" worker_cpu_s) s, loadgen CPU $(kv "$f" loadgen_cpu_s) s$extra" "-" \
+            "others get everything" "$ok"
+    done
+fi
+
+# ------------------------------------------------------------------------------------
+if want profile && [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
         perf record -e cpu-clock -o "$OUT/perf-check.data" -- true >/dev/null 2>&1; then
-    blog "=== profile: perf record -e cpu-clock -g of the worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows"
+    scenario profile "perf record -e cpu-clock -g of the worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows"
     WP=$(worker_pid)
     bench_reset_table
     if loadgen prof --clients "$FAN_CLIENTS" --rows "$PROFILE_ROWS" --parse scan --duration 300 --idle 10; then
@@ -361,23 +393,35 @@ if [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
         wait_pid "$BG_PID" 320
         kill -INT "$PERF_PID" 2>/dev/null || true
         wait_pid "$PERF_PID" 30
-        # plank.so may have been reinstalled since the server loaded it: give perf the copy
-        # taken at start (same build id) so that its symbols resolve
-        perf buildid-cache -a "$OUT/plank.so" >/dev/null 2>&1 || true
         report() { perf report -i "$OUT/worker.perf" --stdio -g none "$@" 2>/dev/null | grep '%' || true; }
+        # plank.so is often reinstalled while the server runs, and perf cannot read a
+        # deleted file: name its addresses from the copy taken before the server started
+        name_plank() {
+            local line addr
+            while IFS= read -r line; do
+                if [[ $line == *"plank.so"* && $line =~ 0x([0-9a-f]+) ]]; then
+                    addr=$(addr2line -f -e "$OUT/plank.so" "0x${BASH_REMATCH[1]}" 2>/dev/null | head -n 1)
+                    line="$line  <- $addr"
+                fi
+                printf '%s\n' "$line"
+            done
+        }
         {
             echo "# perf report --no-children --sort dso (worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows)"
             report --no-children --sort dso | head -8
             echo "# perf report --no-children --sort dso,sym: top self costs"
-            report --no-children --sort dso,sym | head -25
+            report --no-children --sort dso,sym | head -25 | name_plank
+            echo "# plank.so self cost by function (addresses named from the copy of plank.so)"
+            report --no-children --sort dso,sym | grep 'plank.so' | name_plank |
+                awk '{ f = $NF; sub(/%/, "", $1); t[f] += $1 } END { for (f in t) printf "%7.2f%%  %s\n", t[f], f }' |
+                sort -rn | head -10
             echo "# perf report --children --sort sym: top inclusive costs"
-            report --children --sort sym | head -40
-            echo "# perf report --no-children --sort dso,sym --dsos plank.so,libwebsockets.so.17: user-space self costs"
-            report --no-children --sort dso,sym --dsos plank.so,libwebsockets.so.17,libc.so.6,postgres | head -30
+            report --children --sort sym | head -40 | name_plank
         } >"$OUT/profile.txt"
         blog "profile: $OUT/profile.txt"
+        sed -n '1,8p' "$OUT/profile.txt" >&2
     fi
-else
+elif want profile; then
     blog "perf does not work here: no profile (PROFILE=$PROFILE)"
 fi
 
@@ -395,5 +439,6 @@ fi
         echo "| $a | $b | $c | $t | $m |"
     done
     echo
+    echo "load average (1 min) at the start of each scenario:${LOADS%,}"
     echo "raw outputs: $OUT"
 } | tee "$OUT/table.md"
