@@ -250,12 +250,38 @@ begin_checks(void)
  * Is the row of a change visible to a subscriber's role under its
  * row-level security policies?  Looks the row up by its key as that role.
  */
+typedef struct RlsCheck
+{
+	PlankSub   *sub;
+	const char *query;
+	Jsonb	   *image;
+	bool		visible;
+} RlsCheck;
+
+/* Look the row up as the subscriber (in a subtransaction). */
+static void
+run_rls_check(void *arg)
+{
+	RlsCheck   *check = (RlsCheck *) arg;
+	Oid			argtypes[1] = {JSONBOID};
+	Datum		args[1] = {JsonbPGetDatum(check->image)};
+	Oid			save_userid;
+	int			save_sec_context;
+
+	SPI_connect();
+	plank_auth_become(&check->sub->conn->ident, &save_userid, &save_sec_context);
+	if (SPI_execute_with_args(check->query, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check row-level security");
+	check->visible = SPI_processed > 0;
+	plank_auth_unbecome(save_userid, save_sec_context);
+	SPI_finish();
+}
+
 static bool
 rls_visible(PlankSub *sub, PlankEvent *ev, JsonbValue *image)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner;
-	volatile bool visible = false;
+	RlsCheck	check;
+	ErrorData  *edata;
 	StringInfoData query;
 	char	   *qualified = quote_qualified_identifier(NameStr(ev->schema), NameStr(ev->table));
 	Jsonb	   *imagejb;
@@ -293,45 +319,19 @@ rls_visible(PlankSub *sub, PlankEvent *ev, JsonbValue *image)
 	appendStringInfoString(&query, " LIMIT 1");
 
 	begin_checks();
-	oldowner = CurrentResourceOwner;
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	check.sub = sub;
+	check.query = query.data;
+	check.image = imagejb;
+	check.visible = false;
+	if (!plank_try_subxact(run_rls_check, &check, &edata))
 	{
-		Oid			argtypes[1] = {JSONBOID};
-		Datum		args[1] = {JsonbPGetDatum(imagejb)};
-		Oid			save_userid;
-		int			save_sec_context;
-
-		SPI_connect();
-		plank_auth_become(&sub->conn->ident, &save_userid, &save_sec_context);
-		if (SPI_execute_with_args(query.data, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not check row-level security");
-		visible = SPI_processed > 0;
-		plank_auth_unbecome(save_userid, save_sec_context);
-		SPI_finish();
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
 		ereport(LOG,
 				(errmsg("plank hides a change of \"%s\" from role \"%s\": its row-level security check failed: %s",
 						qualified, sub->conn->ident.role, edata->message)));
 		FreeErrorData(edata);
-		visible = false;
+		return false;
 	}
-	PG_END_TRY();
-	return visible;
+	return check.visible;
 }
 
 /* Cached visibility of an event's row for a subscriber's group. */

@@ -175,18 +175,44 @@ identity_to_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
  * WARNING.  Also returns 0 outside plank.database, where no worker would
  * ever read the row.
  */
+typedef struct OverflowInsert
+{
+	const char *payload;
+	Oid			owner;
+	int64		id;
+} OverflowInsert;
+
+/* The INSERT into plank.overflow, as the table's owner (in a subtransaction). */
+static void
+insert_overflow(void *arg)
+{
+	OverflowInsert *ins = (OverflowInsert *) arg;
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(ins->payload)};
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(ins->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	if (SPI_execute_with_args("INSERT INTO plank.overflow (payload) VALUES ($1) RETURNING id",
+							  1, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not insert into plank.overflow");
+	ins->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
 static int64
 store_overflow(const char *payload)
 {
 	Oid			nspid = get_namespace_oid("plank", true);
 	Oid			relid = OidIsValid(nspid) ? get_relname_relid("overflow", nspid) : InvalidOid;
 	HeapTuple	reltup;
-	Oid			owner;
-	Oid			save_userid;
-	int			save_sec_context;
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile int64 id = 0;
+	OverflowInsert ins;
+	ErrorData  *edata;
 	char	   *dbname = get_database_name(MyDatabaseId);
 
 	if (!OidIsValid(relid) || dbname == NULL || !plank_serves_database(dbname))
@@ -195,52 +221,20 @@ store_overflow(const char *payload)
 	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	if (!HeapTupleIsValid(reltup))
 		return 0;
-	owner = ((Form_pg_class) GETSTRUCT(reltup))->relowner;
+	ins.owner = ((Form_pg_class) GETSTRUCT(reltup))->relowner;
 	ReleaseSysCache(reltup);
+	ins.payload = payload;
+	ins.id = 0;
 
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	if (!plank_try_subxact(insert_overflow, &ins, &edata))
 	{
-		Oid			argtypes[1] = {TEXTOID};
-		Datum		args[1] = {CStringGetTextDatum(payload)};
-		bool		isnull;
-
-		SetUserIdAndSecContext(owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		SPI_connect();
-		if (SPI_execute_with_args("INSERT INTO plank.overflow (payload) VALUES ($1) RETURNING id",
-								  1, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
-			SPI_processed != 1)
-			elog(ERROR, "could not insert into plank.overflow");
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_finish();
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		SetUserIdAndSecContext(save_userid, save_sec_context);
 		ereport(WARNING,
 				(errmsg("plank could not store an oversized change payload: %s", edata->message),
 				 errdetail("Clients receive the row's key with \"truncated\": true.")));
 		FreeErrorData(edata);
-		id = 0;
+		return 0;
 	}
-	PG_END_TRY();
-
-	return id;
+	return ins.id;
 }
 
 static void

@@ -275,6 +275,9 @@ extern int	plank_stats_take_disconnects(uint64 *ids, int max);
 extern void plank_stats_health(StringInfo buf, bool *ok);
 extern void plank_stats_metrics(StringInfo buf);
 
+/* subxact.c */
+extern bool plank_try_subxact(void (*fn) (void *arg), void *arg, ErrorData **edata);
+
 /* ring.c */
 extern void plank_ring_push(const PlankEvent *ev);
 extern bool plank_ring_covers(uint64 after_seq);

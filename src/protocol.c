@@ -81,22 +81,36 @@ request_error(const char *code, const char *fmt,...)
 	return err;
 }
 
+/* Start a reply: {"type":..., and the request's "id" when it had one. */
 static void
-send_error(PlankConn *conn, const char *id, RequestError *err)
+begin_reply(StringInfo buf, const char *type, const char *id)
+{
+	initStringInfo(buf);
+	appendStringInfo(buf, "\"type\":\"%s\"", type);
+	if (id)
+	{
+		appendStringInfoString(buf, ",\"id\":");
+		escape_json(buf, id);
+	}
+}
+
+static void
+send_error_code(PlankConn *conn, const char *id, const char *code, const char *message)
 {
 	StringInfoData buf;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"type\":\"error\"");
-	if (id)
-	{
-		appendStringInfoString(&buf, ",\"id\":");
-		escape_json(&buf, id);
-	}
-	appendStringInfo(&buf, ",\"code\":\"%s\",\"message\":", err->code);
-	escape_json(&buf, err->message);
+	begin_reply(&buf, "error", id);
+	appendStringInfo(&buf, ",\"code\":\"%s\",\"message\":", code);
+	escape_json(&buf, message);
 	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
+	pfree(buf.data);
+}
+
+static void
+send_error(PlankConn *conn, const char *id, RequestError *err)
+{
+	send_error_code(conn, id, err->code, err->message);
 	plank_stats_count(PLANK_STAT_PROTOCOL_ERRORS, 1);
 }
 
@@ -106,9 +120,7 @@ send_ack(PlankConn *conn, const char *id, const char *request, int resumed)
 {
 	StringInfoData buf;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"type\":\"ack\",\"id\":");
-	escape_json(&buf, id);
+	begin_reply(&buf, "ack", id);
 	appendStringInfo(&buf, ",\"request\":\"%s\",\"seq\":" UINT64_FORMAT,
 					 request, plank_seq);
 	if (resumed >= 0)
@@ -237,20 +249,7 @@ plank_protocol_welcome(PlankConn *conn)
 void
 plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code, const char *detail)
 {
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"type\":\"error\"");
-	if (id)
-	{
-		appendStringInfoString(&buf, ",\"id\":");
-		escape_json(&buf, id);
-	}
-	appendStringInfo(&buf, ",\"code\":\"%s\",\"message\":", code);
-	escape_json(&buf, detail);
-	appendStringInfoChar(&buf, '}');
-	plank_conn_send_text(conn, buf.data, buf.len);
-	pfree(buf.data);
+	send_error_code(conn, id, code, detail);
 	plank_conn_close_after_send(conn, 4001, "authentication failed");
 	plank_stats_count(PLANK_STAT_AUTH_FAILURES, 1);
 }
@@ -792,13 +791,7 @@ send_auth_ack(PlankConn *conn, const char *id)
 {
 	StringInfoData buf;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"type\":\"ack\"");
-	if (id)
-	{
-		appendStringInfoString(&buf, ",\"id\":");
-		escape_json(&buf, id);
-	}
+	begin_reply(&buf, "ack", id);
 	appendStringInfoString(&buf, ",\"request\":\"auth\",\"role\":");
 	escape_json(&buf, conn->ident.role);
 	if (conn->ident.exp > 0)
@@ -877,13 +870,7 @@ send_pong(PlankConn *conn, const char *id)
 {
 	StringInfoData buf;
 
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "\"type\":\"pong\"");
-	if (id)
-	{
-		appendStringInfoString(&buf, ",\"id\":");
-		escape_json(&buf, id);
-	}
+	begin_reply(&buf, "pong", id);
 	appendStringInfo(&buf, ",\"seq\":" UINT64_FORMAT "}", plank_seq);
 	plank_conn_send_text(conn, buf.data, buf.len);
 }
