@@ -11,8 +11,9 @@
 - HTTP: `http_get()` (status, headers, body) on Plank's port;
 - Prometheus: `parse_prometheus()` checks the text exposition format 0.0.4 line by line
   and returns the families;
-- settings: `plank_settings({...})` applies plank.* settings with conftest.set_settings
-  (ALTER SYSTEM + pg_reload_conf() and a reload barrier) and resets them afterwards;
+- settings: `plank_settings({...})` applies plank.* settings (ALTER SYSTEM +
+  pg_reload_conf() and a reload barrier that needs no authentication) and resets them
+  afterwards;
 - tokens: `token()` signs HS256 with the test cluster's plank.jwt_secret;
 - `Roles`: login roles with unique names, dropped at the end of the test.
 """
@@ -31,8 +32,9 @@ import time
 import psycopg2
 import psycopg2.extras
 import pytest
+import websockets
 
-from conftest import DB, PGHOST, PGPORT, PORT, set_settings, sql, tag
+from conftest import DB, PGHOST, PGPORT, PORT, WS_URL, set_settings, sql, tag
 
 DB2 = __import__("os").environ.get("PLANK_DB2", DB + "2")
 PORT2 = PORT + 1
@@ -264,15 +266,77 @@ def metric_value(families, name):
 # --------------------------------------------------------------------------- settings
 
 
+def _alter_system(name, value):
+    assert name.startswith("plank.") and name.replace(".", "").replace("_", "").isalnum(), name
+    if value is None:
+        sql(f"ALTER SYSTEM RESET {name}")
+    else:
+        sql(f"ALTER SYSTEM SET {name} = %s", (str(value),))
+
+
+def _message_size_limited():
+    """Is plank.max_message_size = 1kB in effect (a 1.5 kB ping is closed with 1009)?
+    Works whatever the authentication settings: the size is checked before the message
+    is read. None when the probe could not tell."""
+    async def probe():
+        try:
+            ws = await asyncio.wait_for(
+                websockets.connect(WS_URL, max_size=None, ping_interval=None, close_timeout=2,
+                                   open_timeout=5), 5)
+        except Exception:
+            return None
+        try:
+            await asyncio.wait_for(ws.recv(), 5)   # the welcome
+            await ws.send(json.dumps({"type": "ping", "id": "m", "pad": "x" * 1500}))
+            while True:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), 5)
+                except websockets.ConnectionClosed as e:
+                    return (e.rcvd.code if e.rcvd is not None else 1006) == 1009
+                if json.loads(raw).get("type") in ("pong", "error"):
+                    return False
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(), 3)
+    return asyncio.run(asyncio.wait_for(probe(), 20))
+
+
+def _wait(fn, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def apply_settings(settings, timeout=20.0):
+    """ALTER SYSTEM SET each name = value (RESET for None), pg_reload_conf(), and wait
+    until the worker has applied them. The reload carries a marker the worker can be seen
+    to apply without authenticating: plank.max_message_size = 1kB; a second reload resets
+    the marker. When the settings include plank.max_message_size itself, conftest's
+    barrier (plank.snapshot_limit) is used instead; it needs anonymous clients."""
+    if "plank.max_message_size" in settings:
+        set_settings(settings, timeout)
+        return
+    for name, value in settings.items():
+        _alter_system(name, value)
+    _alter_system("plank.max_message_size", "1kB")
+    sql("SELECT pg_reload_conf()")
+    _wait(lambda: _message_size_limited() is True, timeout, f"the worker to apply {settings}")
+    _alter_system("plank.max_message_size", None)
+    sql("SELECT pg_reload_conf()")
+    _wait(lambda: _message_size_limited() is False, timeout, "the worker to reset the marker")
+
+
 @contextlib.contextmanager
 def plank_settings(settings):
-    """Apply plank.* settings (conftest.set_settings: reload, and wait until the worker
-    applied them) for the duration of a with block; RESET them (and wait) after."""
+    """Apply plank.* settings (reload, and wait until the worker applied them) for the
+    duration of a with block; RESET them (and wait) after."""
     try:
-        set_settings(settings, timeout=20.0)
+        apply_settings(settings)
         yield
     finally:
-        set_settings({name: None for name in settings}, timeout=20.0)
+        apply_settings({name: None for name in settings})
 
 
 # --------------------------------------------------------------------------- tokens

@@ -64,6 +64,13 @@ def test_second_database_is_served_on_the_next_port_only():
                 assert h["database"] == dbname and h["worker_pid"] == pid, h
                 assert h["epoch"] == c.welcome["epoch"], h
 
+            # plank.disconnect() in plank_test concerns plank_test's worker only
+            if cid2 not in connections(DB):
+                assert db1.scalar("SELECT plank.disconnect(%s)", (cid2,)) is False
+                await asyncio.sleep(0.3)
+                pong = await c2.request({"type": "ping", "id": "still"})
+                assert pong["type"] == "pong", pong
+
             # disconnect from plank_test2 closes that worker's client
             assert db2.scalar("SELECT plank.disconnect(%s)", (cid2,)) is True
             code = await c2.expect_close()

@@ -110,3 +110,18 @@ def test_log_level_below_the_server_threshold_hides_connection_lines():
         # the reload barrier's own probe clients connect too: look for this client only
         assert f"plank connection {cid} " not in log.text()
         assert f"plank disconnection {cid} " not in log.text()
+
+
+def test_log_connections_off_logs_no_connection_lines():
+    t = tag()
+    with plank_settings({"plank.log_connections": "off"}):
+        log = ServerLog()
+
+        async def body():
+            async with client() as c:
+                await c.subscribe(f"{t}-s", table="public.items")
+                return await apoll(lambda: connection_of(f"{t}-s"), 5, what="the client's id")
+        cid = run(body())
+        time.sleep(0.5)
+        assert f"plank connection {cid} " not in log.text()
+        assert f"plank disconnection {cid} " not in log.text()

@@ -132,3 +132,28 @@ def test_operations_choose_what_is_sent_and_tracking_again_replaces_them(table):
     assert tracked(table)[4:] == (["INSERT", "UPDATE", "DELETE", "TRUNCATE"], None, None)
     sql("SELECT plank.untrack(%s::regclass)", (f"public.{table}",))
     assert tracked(table) is None
+
+
+def test_columns_also_limit_a_full_replica_identity(table):
+    """With REPLICA IDENTITY FULL, `old` is the whole row: with columns => '{a}' that is
+    a and the key (README: `columns` sends "only those columns (plus the key)"; track()
+    says "columns: a (and the key)"). Without the key in `new` and `old` a client cannot
+    tell which row an UPDATE or DELETE concerns."""
+    sql(f"ALTER TABLE public.{table} REPLICA IDENTITY FULL")
+    sql("SELECT plank.track(%s::regclass, columns => '{a}')", (f"public.{table}",))
+
+    async def body():
+        async with client() as c:
+            await c.subscribe("s", table=f"public.{table}", ops=["UPDATE", "DELETE"])
+            rid = insert(table, 1, "secret-b", "secret-c")
+            sql(f"UPDATE public.{table} SET a = 2 WHERE id = %s", (rid,))
+            sql(f"DELETE FROM public.{table} WHERE id = %s", (rid,))
+            up = await c.next_push("s")
+            de = await c.next_push("s")
+            assert up["change"]["op"] == "UPDATE" and de["change"]["op"] == "DELETE", (up, de)
+            got = (up["change"].get("new"), up["change"].get("old"), de["change"].get("old"))
+            want = ({"id": rid, "a": 2}, {"id": rid, "a": 1}, {"id": rid, "a": 2})
+            assert got == want, ("REPLICA IDENTITY FULL + columns => '{a}': "
+                                 f"(UPDATE new, UPDATE old, DELETE old) = {got}, expected {want}"
+                                 " (the key is missing)")
+    run(body())

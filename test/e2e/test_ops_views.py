@@ -9,10 +9,11 @@ import time
 
 import psycopg2
 import pytest
+import websockets
 
-from conftest import DB, client, run, sql, tag
-from test_ops_common import (apoll, connection_of, connections, login_as, roles,  # noqa: F401
-                             stats, subscriptions, token, worker_pid)
+from conftest import DB, WS_URL, client, run, sql, tag
+from test_ops_common import (apoll, connection_of, connections, login_as,  # noqa: F401
+                             plank_settings, roles, stats, subscriptions, token, worker_pid)
 
 
 def _settle_connections(timeout=10.0):
@@ -293,3 +294,127 @@ def test_publish_reaches_channel_subscribers_as_json_and_refuses_channel_plank(d
     assert e.value.pgcode == "22023"
     with pytest.raises(psycopg2.errors.NullValueNotAllowed):
         sql("SELECT plank.publish('chat', NULL)")
+    with pytest.raises(psycopg2.errors.NullValueNotAllowed):
+        sql("SELECT plank.publish(NULL, '{}')")
+    # "The payload must stay under NOTIFY's 8000 bytes": a larger one is an error
+    with pytest.raises(psycopg2.errors.InvalidParameterValue):
+        sql("SELECT plank.publish('chat', jsonb_build_object('x', repeat('y', 9000)))")
+
+
+def test_per_connection_counters_match_what_the_client_received(db):
+    """messages_sent and bytes_sent of a connection are exactly the frames (and their
+    payload bytes) the client read; queue_depth and queue_bytes are 0 once it has read
+    everything; last_seq is the last seq the worker assigned."""
+    t = tag()
+    name = "ops-count-" + t
+
+    async def body():
+        ws = await asyncio.wait_for(websockets.connect(WS_URL, max_size=None,
+                                                       ping_interval=None), 10)
+        received = []
+
+        async def recv_until(pred):
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), 10)
+                received.append(raw)
+                if pred(json.loads(raw)):
+                    return json.loads(raw)
+        try:
+            await recv_until(lambda m: m["type"] == "welcome")
+            await ws.send(json.dumps({"type": "subscribe", "id": f"{t}-s",
+                                      "table": "public.items", "filter": {"name": name}}))
+            await recv_until(lambda m: m["type"] == "ack")
+            conn = db._conn()
+            conn.autocommit = False
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO items (name, value) VALUES (%s, 1), (%s, 2)",
+                            (name, name))
+            conn.commit()
+            conn.autocommit = True
+            await recv_until(lambda m: m["type"] == "commit")
+            await ws.send(json.dumps({"type": "ping", "id": "p"}))
+            pong = await recv_until(lambda m: m["type"] == "pong")
+            kinds = [json.loads(r)["type"] for r in received]
+            assert kinds == ["welcome", "ack", "change", "change", "commit", "pong"], kinds
+
+            cid = connection_of(f"{t}-s")
+            want = (len(received), sum(len(r.encode()) for r in received))
+
+            def settled():
+                r = connections().get(cid)
+                return r if r and (r["messages_sent"], r["bytes_sent"]) == want else None
+            try:
+                r = await apoll(settled, 5, what="the counters to match")
+            except AssertionError:
+                raise AssertionError(f"plank.connections says {connections().get(cid)}, "
+                                     f"the client read {want[0]} messages of {want[1]} bytes")
+            assert r["queue_depth"] == 0 and r["queue_bytes"] == 0, r
+            assert r["subscriptions"] == 1, r
+            assert stats()["last_seq"] == pong["seq"], (stats(), pong)
+        finally:
+            await ws.close()
+    try:
+        run(body())
+    finally:
+        db.execute("DELETE FROM items WHERE name = %s", (name,))
+
+
+def test_unsubscribe_and_long_filters_in_the_views():
+    t = tag()
+    long_value = "v" * 300
+
+    async def body():
+        async with client() as c:
+            await c.subscribe(f"{t}-a", table="public.items", filter={"name": long_value})
+            await c.subscribe(f"{t}-b", channel=f"ops_{t}")
+            # an unqualified name, ops in another order: the view shows what it resolved to
+            await c.subscribe(f"{t}-c", table="items", ops=["DELETE", "INSERT"])
+            cid = await apoll(lambda: connection_of(f"{t}-a"), 5, what="the client's id")
+            r = {s["id"]: s for s in subscriptions() if s["connection_id"] == cid}
+            assert set(r) == {f"{t}-a", f"{t}-b", f"{t}-c"}, r
+            assert (r[f"{t}-c"]["target"], r[f"{t}-c"]["ops"], r[f"{t}-c"]["filter"]) \
+                == ("public.items", "INSERT,DELETE", None), r[f"{t}-c"]
+            await c.unsubscribe(f"{t}-c")
+            await apoll(lambda: connection_of(f"{t}-c") is None, 5, what="-c to go")
+            f = r[f"{t}-a"]["filter"]
+            full = f'name = "{long_value}"'
+            assert f == full[:127], f"the filter text is its first 127 bytes: {f!r}"
+            assert connections()[cid]["subscriptions"] == 2
+
+            await c.unsubscribe(f"{t}-a")
+            await apoll(lambda: {s["id"] for s in subscriptions()
+                                 if s["connection_id"] == cid} == {f"{t}-b"}, 5,
+                        what="the unsubscribed subscription to leave plank.subscriptions")
+            assert connections()[cid]["subscriptions"] == 1
+            await c.unsubscribe(f"{t}-b")
+            await apoll(lambda: connection_of(f"{t}-b") is None
+                        and connections()[cid]["subscriptions"] == 0, 5,
+                        what="no subscription left")
+    run(body())
+
+
+def test_role_is_null_until_authenticated_and_auth_failures_are_counted():
+    before = stats()["auth_failures"]
+    with plank_settings({"plank.anonymous_role": ""}):
+        async def body():
+            old = set(connections())
+            async with client() as c:
+                assert c.welcome.get("auth") == "required", c.welcome
+                new = await apoll(lambda: set(connections()) - old, 5, what="the new client")
+                assert len(new) == 1, new
+                cid = new.pop()
+                assert connections()[cid]["role"] is None, connections()[cid]
+                ack = await c.request({"type": "auth", "id": "a",
+                                       "token": token({"role": "plank_web",
+                                                       "exp": int(time.time()) + 300})})
+                assert ack["type"] == "ack", ack
+                await apoll(lambda: connections()[cid]["role"] == "plank_web", 5,
+                            what="the role to show after auth")
+            async with client() as c:
+                await c.send({"type": "auth", "id": "a",
+                              "token": token({"role": "plank_web"}, key="wrong")})
+                err = await c.wait_for(lambda m: m["type"] == "error", what="the refusal")
+                assert err["code"] == "invalid_token", err
+                assert await c.expect_close() == 4001
+        run(body())
+    assert stats()["auth_failures"] == before + 1
