@@ -418,3 +418,31 @@ def test_role_is_null_until_authenticated_and_auth_failures_are_counted():
                 assert await c.expect_close() == 4001
         run(body())
     assert stats()["auth_failures"] == before + 1
+
+
+def test_last_activity_counts_websocket_pongs():
+    """plank.connections.last_activity is "the last time it sent anything (message or
+    pong)" (plank.connections() comment): with plank.ping_interval = 1s a silent client
+    that answers the server's WebSocket pings (websockets does so by itself) has its
+    last_activity move although it sends no message."""
+    t = tag()
+    with plank_settings({"plank.ping_interval": "1s", "plank.ping_timeout": "5s"}):
+        async def body():
+            async with client() as c:
+                pings = []
+                orig = c.ws.pong
+
+                async def counting_pong(data=b""):
+                    pings.append(time.monotonic())
+                    return await orig(data)
+                c.ws.pong = counting_pong   # websockets answers a ping with self.pong()
+                await c.subscribe(f"{t}-s", table="public.items")
+                cid = await apoll(lambda: connection_of(f"{t}-s"), 5, what="the client's id")
+                first = connections()[cid]["last_activity"]
+                await asyncio.sleep(3.5)
+                assert c.ws.open, "the client answering pings was dropped"
+                assert pings, "the server sent no WebSocket ping in 3.5 s with ping_interval 1s"
+                now = connections()[cid]["last_activity"]
+                assert now > first, (f"last_activity did not move after {len(pings)} pongs: "
+                                     f"{first} -> {now}")
+        run(body())
