@@ -1,7 +1,7 @@
 /* plank--1.0.sql: change capture for Plank.
  *
  * Creates, in schema plank (made by CREATE EXTENSION from plank.control):
- *   plank.capture()          the C trigger function that NOTIFYs channel "plank"
+ *   plank.capture()          the C trigger function that NOTIFYs plank.change_channel()
  *   plank.track(regclass)    attach the capture triggers to a table
  *   plank.untrack(regclass)  remove them
  *   plank.tracked_tables     the tables that are tracked
@@ -19,7 +19,7 @@ LANGUAGE C;
 
 COMMENT ON FUNCTION plank.capture() IS
 'Trigger function: AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH STATEMENT; '
-'sends NOTIFY on channel "plank" with a JSON description of the change (docs/PROTOCOL.md, "Change payload"). '
+'sends NOTIFY on the channel of plank.change_channel() with a JSON description of the change (docs/PROTOCOL.md, "Change payload"). '
 'Payloads that would reach NOTIFY''s 8000-byte limit carry the row''s key and "truncated": true instead of the row. '
 'Raises 39P01 (trigger_protocol_violated) when fired in any other way.';
 
@@ -336,8 +336,8 @@ BEGIN
         RAISE EXCEPTION 'channel and payload must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF channel = 'plank' THEN
-        RAISE EXCEPTION 'channel "plank" is reserved for table changes'
+    IF channel LIKE 'plank%' THEN
+        RAISE EXCEPTION 'channel "%" is reserved: names starting with "plank" are Plank''s own', channel
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Publish on another channel.';
     END IF;
@@ -347,7 +347,19 @@ $$;
 
 COMMENT ON FUNCTION plank.publish(text, jsonb) IS
 'Sends a JSON payload to the subscribers of a NOTIFY channel, at commit (pg_notify). The payload '
-'must stay under NOTIFY''s 8000 bytes. Raises 22004 for NULL arguments, 22023 for channel "plank".';
+'must stay under NOTIFY''s 8000 bytes. Raises 22004 for NULL arguments, 22023 for a channel whose name starts with "plank".';
+
+CREATE FUNCTION plank.change_channel()
+RETURNS text
+AS 'MODULE_PATHNAME', 'plank_change_channel_sql'
+LANGUAGE C STRICT VOLATILE;
+
+COMMENT ON FUNCTION plank.change_channel() IS
+'The NOTIFY channel on which plank.capture() sends table changes to the worker: "plank_" and 64 '
+'random bits, drawn at server start, so that no session can forge changes with pg_notify(). '
+'For superusers who LISTEN to the raw change payloads (tests, benchmarks). Raises nothing.';
+
+REVOKE ALL ON FUNCTION plank.change_channel() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION plank.stats(), plank.connections(), plank.subscriptions(),
     plank.disconnect(bigint), plank.publish(text, jsonb) FROM PUBLIC;

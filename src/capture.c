@@ -379,7 +379,7 @@ plank_capture(PG_FUNCTION_ARGS)
 		appendStringInfoChar(&buf, '}');
 	}
 
-	Async_Notify(PLANK_CHANGE_CHANNEL, buf.data);
+	Async_Notify(plank_change_channel(), buf.data);
 
 	return PointerGetDatum(NULL);
 }

@@ -136,10 +136,8 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("plank ignoring a notification on channel \"%s\" that is not a change payload",
-						PLANK_CHANGE_CHANNEL),
-				 errhint("Channel \"%s\" is reserved for plank.capture(); use another channel for pg_notify().",
-						 PLANK_CHANGE_CHANNEL)));
+				 errmsg("plank ignoring a notification on its change channel that is not a change payload"),
+				 errhint("The channel of plank.change_channel() is reserved for plank.capture().")));
 		return false;
 	}
 	ev->xid = (uint64) xid;
@@ -300,7 +298,7 @@ plank_events_process(PlankNotification *batch)
 	{
 		PlankEvent *ev = &evs[nevs];
 
-		if (strcmp(pn->channel, PLANK_CHANGE_CHANNEL) == 0)
+		if (strcmp(pn->channel, plank_change_channel()) == 0)
 		{
 			int64		overflow_id;
 

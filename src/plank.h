@@ -13,8 +13,11 @@
 
 #include "nodes/pg_list.h"
 
-/* NOTIFY channel that the capture trigger sends table changes on */
-#define PLANK_CHANGE_CHANNEL "plank"
+/*
+ * Channel names that WebSocket clients may not subscribe to and
+ * plank.publish() refuses: the capture trigger's channel is one of them.
+ */
+#define PLANK_RESERVED_CHANNEL_PREFIX "plank"
 
 /* Settings (GUCs), defined and documented in plank.c */
 extern char *plank_database;
@@ -260,6 +263,7 @@ typedef enum PlankCounter
 } PlankCounter;
 
 extern void plank_stats_init(int nworkers);
+extern const char *plank_change_channel(void);
 extern void plank_stats_worker_started(void);
 extern void plank_stats_count(PlankCounter counter, uint64 n);
 extern void plank_stats_seq(uint64 seq);

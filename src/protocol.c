@@ -833,10 +833,10 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 
 		if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
 			return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
-		if (strcmp(channel, PLANK_CHANGE_CHANNEL) == 0)
+		if (strncmp(channel, PLANK_RESERVED_CHANNEL_PREFIX, strlen(PLANK_RESERVED_CHANNEL_PREFIX)) == 0)
 			return request_error("bad_channel",
-								 "channel \"%s\" is reserved for table changes; subscribe to a table instead",
-								 PLANK_CHANGE_CHANNEL);
+								 "channel names starting with \"%s\" are reserved; subscribe to a table for its changes",
+								 PLANK_RESERVED_CHANNEL_PREFIX);
 		if (!channel_allowed(conn, channel))
 			return request_error("permission_denied",
 								 "role \"%s\" may not subscribe to channel \"%s\"", conn->ident.role, channel);

@@ -240,7 +240,7 @@ listen_change_channel(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	plank_events_cleanup_overflow();
 	PopActiveSnapshot();
-	Async_Listen(PLANK_CHANGE_CHANNEL);
+	Async_Listen(plank_change_channel());
 	CommitTransactionCommand();
 }
 

@@ -179,7 +179,8 @@ def test_other_database_keeps_the_truncated_form():
             cur.execute("CREATE EXTENSION IF NOT EXISTS plank")
             cur.execute("CREATE TABLE IF NOT EXISTS big (id int PRIMARY KEY, body text)")
             cur.execute("SELECT plank.track('big')")
-            cur.execute("LISTEN plank")
+            cur.execute("SELECT plank.change_channel()")
+            cur.execute(f'LISTEN "{cur.fetchone()[0]}"')
             cur.execute("INSERT INTO big SELECT coalesce(max(id), 0) + 1, repeat('x', 20000) "
                         "FROM big RETURNING id")
             rid = cur.fetchone()[0]
