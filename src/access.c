@@ -380,17 +380,21 @@ variant(PlankEvent *ev, PlankSub *sub, char mode)
 
 /*
  * plank_access_frame
- *		The frame a table subscription may receive for a change it matches:
+ *		The frame a table subscription may receive for a change of its table:
  *		the event's own frame when its role sees everything, a rewritten one
  *		(only its columns; for row-level security, DELETE keys only, or a
  *		"visible": false marker for an UPDATE it can no longer see), or NULL
- *		when it may not see the change at all.
+ *		when it may not see the change at all.  Called before the
+ *		subscription's filter: *key_only is set for the DELETE and marker
+ *		frames of row-level security, which are sent whatever the filter says,
+ *		so that a filter on hidden values cannot be used to probe them.
  */
 PlankFrame *
-plank_access_frame(PlankSub *sub, PlankEvent *ev)
+plank_access_frame(PlankSub *sub, PlankEvent *ev, bool *key_only)
 {
 	char		mode = MODE_PLAIN;
 
+	*key_only = false;
 	if (sub->rls && ev->op != PLANK_OP_TRUNCATE)
 	{
 		Jsonb	   *jb = plank_event_payload(ev);
@@ -414,6 +418,7 @@ plank_access_frame(PlankSub *sub, PlankEvent *ev)
 			}
 		}
 	}
+	*key_only = mode != MODE_PLAIN;
 	if (mode == MODE_PLAIN && sub->ncolumns == 0)
 		return ev->frame;
 	return variant(ev, sub, mode);

@@ -332,6 +332,9 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		return refuse(detail, "invalid_token", "token claim nbf is not a number");
 	if (exp != 0 && now >= exp)
 		return refuse(detail, "token_expired", "token has expired");
+	/* keep a far expiry representable (the year 3000 is far enough) */
+	if (exp > 32503680000.0)
+		exp = 32503680000.0;
 	if (numeric_claim(claims, "nbf", &nbf) && now < nbf)
 		return refuse(detail, "token_not_yet_valid", "token is not valid yet");
 	if (plank_jwt_audience[0] != '\0' && !audience_matches(claims))

@@ -248,7 +248,7 @@ extern void plank_auth_unbecome(Oid save_userid, int save_sec_context);
 
 /* access.c */
 extern List *plank_access_key_columns(Oid relid);
-extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
+extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev, bool *key_only);
 extern void plank_access_event_done(void);
 extern void plank_access_batch_done(void);
 

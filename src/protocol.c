@@ -227,11 +227,11 @@ plank_protocol_welcome(PlankConn *conn)
 	initStringInfo(&buf);
 	appendStringInfo(&buf,
 					 "\"type\":\"welcome\",\"protocol\":1,\"server\":\"plank/1.0\","
-					 "\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT,
-					 plank_epoch, plank_seq);
+					 "\"epoch\":\"%s\"", plank_epoch);
+	/* the sequence number tells how busy tables are: for clients with a role */
 	if (OidIsValid(conn->ident.roleid))
 	{
-		appendStringInfoString(&buf, ",\"role\":");
+		appendStringInfo(&buf, ",\"seq\":" UINT64_FORMAT ",\"role\":", plank_seq);
 		escape_json(&buf, conn->ident.role);
 	}
 	else
@@ -796,7 +796,7 @@ send_auth_ack(PlankConn *conn, const char *id)
 	escape_json(&buf, conn->ident.role);
 	if (conn->ident.exp > 0)
 		appendStringInfo(&buf, ",\"expires\":" INT64_FORMAT, conn->ident.exp);
-	appendStringInfo(&buf, ",\"seq\":" UINT64_FORMAT "}", plank_seq);
+	appendStringInfo(&buf, ",\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}", plank_epoch, plank_seq);
 	plank_conn_send_text(conn, buf.data, buf.len);
 }
 

@@ -256,9 +256,41 @@ plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub)
 /* ---------- connection life cycle ---------- */
 
 /*
+ * Is the host part of a Host header an IP address or "localhost"?  Only
+ * then does "same origin" mean this server: a DNS name in Host could be an
+ * attacker's, pointed at this address (DNS rebinding), so pages served
+ * under a name must be listed in plank.allowed_origins.
+ */
+static bool
+host_is_address(const char *hostport)
+{
+	char		host[256];
+	unsigned char buf[sizeof(struct in6_addr)];
+	const char *end;
+
+	if (hostport[0] == '[')
+	{
+		end = strchr(hostport, ']');
+		if (end == NULL || end - hostport - 1 >= (int) sizeof(host))
+			return false;
+		memcpy(host, hostport + 1, end - hostport - 1);
+		host[end - hostport - 1] = '\0';
+		return inet_pton(AF_INET6, host, buf) == 1;
+	}
+	end = strchr(hostport, ':');
+	if (end == NULL)
+		end = hostport + strlen(hostport);
+	if (end - hostport >= (int) sizeof(host))
+		return false;
+	memcpy(host, hostport, end - hostport);
+	host[end - hostport] = '\0';
+	return pg_strcasecmp(host, "localhost") == 0 || inet_pton(AF_INET, host, buf) == 1;
+}
+
+/*
  * Is a page of this origin allowed to connect?  The pages Plank serves
- * itself (the Origin equals this server's scheme and Host), and the origins
- * in plank.allowed_origins ("*": any).
+ * itself (the Origin equals this server's Host, when that is an address),
+ * and the origins in plank.allowed_origins ("*": any).
  */
 static bool
 origin_allowed(struct lws *wsi, const char *origin)
@@ -270,7 +302,7 @@ origin_allowed(struct lws *wsi, const char *origin)
 	ListCell   *lc;
 	bool		allowed = false;
 
-	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0)
+	if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0 && host_is_address(host))
 	{
 		/*
 		 * Either scheme: behind a TLS-terminating proxy the page is https
@@ -302,6 +334,18 @@ origin_allowed(struct lws *wsi, const char *origin)
 }
 
 /* The connection's deadline: the end of its auth timeout, or its token's expiry. */
+static void conn_deadline(lws_sorted_usec_list_t *sul);
+
+/* Arm the expiry timer; a far expiry is re-armed by the day. */
+static void
+arm_expiry(PlankConn *conn)
+{
+	int64		secs = conn->ident.exp - (int64) time(NULL);
+
+	lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
+					 (lws_usec_t) Min(Max(secs, 0), SECS_PER_DAY) * LWS_USEC_PER_SEC);
+}
+
 static void
 conn_deadline(lws_sorted_usec_list_t *sul)
 {
@@ -309,6 +353,8 @@ conn_deadline(lws_sorted_usec_list_t *sul)
 
 	if (!OidIsValid(conn->ident.roleid))
 		plank_conn_close(conn, PLANK_CLOSE_AUTH_FAILED, "authentication timeout");
+	else if (conn->ident.exp > (int64) time(NULL))
+		arm_expiry(conn);
 	else
 		plank_conn_close(conn, PLANK_CLOSE_TOKEN_EXPIRED, "token expired");
 }
@@ -333,12 +379,7 @@ plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 
 	lws_sul_cancel(&conn->deadline);
 	if (id->exp > 0)
-	{
-		int64		secs = id->exp - (int64) time(NULL);
-
-		lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
-						 Max(secs, 0) * LWS_USEC_PER_SEC);
-	}
+		arm_expiry(conn);
 }
 
 static void

@@ -394,9 +394,9 @@ filters_match(const PlankSub *sub, PlankEvent *ev)
 	}
 }
 
-/* Does a subscription want an event? */
+/* Is an event on a subscription's channel, or a change of its table it wants? */
 static bool
-sub_matches(const PlankSub *sub, PlankEvent *ev)
+sub_targets(const PlankSub *sub, PlankEvent *ev)
 {
 	if (sub->is_channel)
 		return !ev->is_change &&
@@ -406,11 +406,9 @@ sub_matches(const PlankSub *sub, PlankEvent *ev)
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
 
-		if (strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) != 0 ||
-			strcmp(NameStr(entry->key.table), NameStr(ev->table)) != 0)
-			return false;
+		return strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
+			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0;
 	}
-	return filters_match(sub, ev);
 }
 
 /* The commit marker of a transaction, closing ev (its last change). */
@@ -457,10 +455,13 @@ plank_subs_dispatch(PlankEvent *ev)
 				PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
 
 				PlankFrame *frame;
+				bool		key_only;
 
-				if (!(sub->ops & ev->op) || !filters_match(sub, ev))
+				if (!(sub->ops & ev->op))
 					continue;
-				if ((frame = plank_access_frame(sub, ev)) == NULL)
+				if ((frame = plank_access_frame(sub, ev, &key_only)) == NULL)
+					continue;
+				if (!key_only && !filters_match(sub, ev))
 					continue;
 				plank_conn_send(sub->conn, frame, sub);
 				if (sub->open_xid == 0)
@@ -511,10 +512,13 @@ replay_one(PlankEvent *ev, void *arg)
 	ReplayState *rs = (ReplayState *) arg;
 	PlankSub   *sub = rs->sub;
 
-	if (sub_matches(sub, ev))
+	if (sub_targets(sub, ev))
 	{
-		PlankFrame *frame = ev->is_change ? plank_access_frame(sub, ev) : ev->frame;
+		bool		key_only = false;
+		PlankFrame *frame = ev->is_change ? plank_access_frame(sub, ev, &key_only) : ev->frame;
 
+		if (frame && ev->is_change && !key_only && !filters_match(sub, ev))
+			frame = NULL;
 		if (frame)
 		{
 			plank_conn_send(sub->conn, frame, sub);
