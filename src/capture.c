@@ -88,13 +88,20 @@ attrs_to_json(TupleDesc tupdesc, HeapTuple tuple, Bitmapset *attnums)
 											  HeapTupleGetDatum(heap_form_tuple(desc, values, nulls))));
 }
 
-/* The replica identity columns (the primary key by default), as attnums. */
+/*
+ * The columns that identify a row, as attnums: the replica identity index's
+ * (the primary key by default), else the primary key's (REPLICA IDENTITY
+ * FULL or NOTHING have no index); NULL when the table has neither.
+ */
 static Bitmapset *
 identity_attnums(Relation rel)
 {
 	Bitmapset  *idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
 	Bitmapset  *result = NULL;
 	int			member = -1;
+
+	if (bms_is_empty(idattrs))
+		idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
 
 	while ((member = bms_next_member(idattrs, member)) >= 0)
 		result = bms_add_member(result, member + FirstLowInvalidHeapAttributeNumber);

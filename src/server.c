@@ -730,6 +730,10 @@ plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
 			return 0;
 		case LWS_CALLBACK_RECEIVE:
 			return pss->conn ? conn_receive(pss->conn, in, len) : -1;
+		case LWS_CALLBACK_RECEIVE_PONG:
+			if (pss->conn)
+				plank_stats_conn_activity(pss->conn);
+			return 0;
 		case LWS_CALLBACK_SERVER_WRITEABLE:
 			return pss->conn ? conn_writeable(pss->conn) : -1;
 		case LWS_CALLBACK_CLOSED:

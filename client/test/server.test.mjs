@@ -43,7 +43,7 @@ after(() => {
 
 // Channels: where the server has channel grants (plank.grant_channel), let every client
 // subscribe to this file's channels for the duration of the tests.
-const CHANNELS = "plank_client_%";
+const CHANNELS = "pclient_%";
 let grantedChannels = false;
 before(() => {
   if (skip) return;
@@ -220,11 +220,11 @@ test("subscribe, then receive a change and its commit", { skip, timeout: 30_000 
   // unsubscribe: nothing more for it
   assert.equal(client.unsubscribe("basic"), true);
   assert.equal(client.unsubscribe("basic"), false);
-  const marker = client.subscribeChannel("marker", `plank_client_marker_${process.pid}`);
+  const marker = client.subscribeChannel("marker", `pclient_marker_${process.pid}`);
   rec.watch(marker, ["ack", "notify"], "marker");
   await rec.nth("marker:ack", 1);
   psql(`UPDATE public.items SET value = 2 WHERE id = ${id}`);
-  psql(`NOTIFY plank_client_marker_${process.pid}, 'after'`);
+  psql(`NOTIFY pclient_marker_${process.pid}, 'after'`);
   await rec.nth("marker:notify", 1);
   assert.equal(rec.named("change").length, 1, "no change after unsubscribe");
 });
@@ -274,7 +274,7 @@ test("a transaction's changes come as one commit", { skip, timeout: 30_000 }, as
 });
 
 test("channel subscription: notify", { skip, timeout: 30_000 }, async (t) => {
-  const channel = `plank_client_chan_${process.pid}`;
+  const channel = `pclient_chan_${process.pid}`;
   const client = newClient(WS_URL);
   t.after(() => client.close());
   const rec = new Recorder();
@@ -573,7 +573,7 @@ test("auth: a fixed token that expires: close 4002, token_expired, no reconnect"
 });
 
 test("auth: a fresh token naming another role is refused with role_mismatch; the connection stays", { skip: authSkip, timeout: 30_000 }, async (t) => {
-  const other = `plank_client_other_${process.pid}`;
+  const other = `pclient_other_${process.pid}`;
   psql(`CREATE ROLE ${other}`);
   let calls = 0;
   const client = newClient(WS_URL, {
