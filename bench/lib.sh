@@ -120,7 +120,7 @@ EOF
         return 1
     }
     BENCH_DB=postgres bench_psql -c "CREATE DATABASE $BENCH_DB" || return 1
-    bench_psql <<'EOF' || return 1
+    bench_psql >/dev/null <<'EOF' || return 1
 CREATE EXTENSION plank;
 -- tracked by Plank
 CREATE TABLE bench_events (id bigserial PRIMARY KEY, ts_us bigint, payload text);

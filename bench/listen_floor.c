@@ -4,7 +4,8 @@
  *		against.
  *
  * Opens --conns connections (each a server backend), LISTENs on --channel
- * (plank: the capture trigger's own notifications) and, for every
+ * (default: the capture trigger's own channel, plank.change_channel() where
+ * the extension has that function, else "plank") and, for every
  * notification, records the same commit-to-receive latency as loadgen
  * (receive time minus the ts_us in the row), counts receptions and marks the
  * row id (ids 1..--rows) to count loss.  The payload is read with json-c by
@@ -23,7 +24,7 @@
 #include <libpq-fe.h>
 
 static const char *opt_conninfo = "host=127.0.0.1 port=5498 dbname=plank_bench user=postgres";
-static const char *opt_channel = "plank";
+static const char *opt_channel = "auto";
 static int	opt_conns = 1;
 static int64_t opt_rows = 0;
 static double opt_duration = 60;
@@ -45,7 +46,7 @@ usage(void)
 	fprintf(stderr,
 			"usage: listen_floor [options]\n"
 			"  --conninfo S     libpq connection string\n"
-			"  --channel C      channel to LISTEN on (plank)\n"
+			"  --channel C      channel to LISTEN on (auto: the capture trigger's channel)\n"
 			"  --conns N        listening connections (1)\n"
 			"  --rows N         expect row ids 1..N on every connection (0: unknown)\n"
 			"  --duration S     longest run after LISTEN (60)\n"
@@ -121,7 +122,6 @@ main(int argc, char **argv)
 	pfds = calloc(opt_conns, sizeof(struct pollfd));
 	hist = malloc(sizeof(Hist));
 	hist_init(hist);
-	snprintf(sql, sizeof(sql), "LISTEN \"%s\"", opt_channel);
 	for (k = 0; k < opt_conns; k++)
 	{
 		PGresult   *r;
@@ -132,6 +132,26 @@ main(int argc, char **argv)
 			fprintf(stderr, "listen_floor: could not connect: %s", PQerrorMessage(conns[k]));
 			return 1;
 		}
+		if (k == 0 && strcmp(opt_channel, "auto") == 0)
+		{
+			/* the trigger's channel: a per-cluster name in builds that have plank.change_channel() */
+			r = PQexec(conns[0], "SELECT to_regprocedure('plank.change_channel()') IS NOT NULL");
+			if (PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "t") == 0)
+			{
+				PQclear(r);
+				r = PQexec(conns[0], "SELECT plank.change_channel()");
+				if (PQresultStatus(r) != PGRES_TUPLES_OK)
+				{
+					fprintf(stderr, "listen_floor: plank.change_channel(): %s", PQerrorMessage(conns[0]));
+					return 1;
+				}
+				opt_channel = strdup(PQgetvalue(r, 0, 0));
+			}
+			else
+				opt_channel = "plank";
+			PQclear(r);
+		}
+		snprintf(sql, sizeof(sql), "LISTEN \"%s\"", opt_channel);
 		r = PQexec(conns[k], sql);
 		if (PQresultStatus(r) != PGRES_COMMAND_OK)
 		{

@@ -359,7 +359,7 @@ start_client(Client *c)
 	ci.port = opt_port;
 	ci.path = opt_path;
 	ci.host = opt_host;
-	ci.origin = opt_host;
+	ci.origin = NULL;			/* a non-browser client: no Origin header */
 	ci.protocol = NULL;			/* Plank needs no Sec-WebSocket-Protocol */
 	ci.local_protocol_name = protocols[0].name;
 	ci.opaque_user_data = c;
