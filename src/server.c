@@ -546,12 +546,19 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 	return 0;
 }
 
-/* Write the next queued message: one lws_write per writeable callback. */
+/* at most this many messages go out per writeable callback, for fairness */
+#define WRITE_BURST 64
+
+/*
+ * Write queued messages, each in a WebSocket text frame of its own: as many
+ * as the socket takes without libwebsockets having to buffer a partial
+ * write, up to WRITE_BURST, so that a client that fell behind catches up
+ * without one poll round trip per message.
+ */
 static int
 conn_writeable(PlankConn *conn)
 {
-	PlankOutMsg msg;
-	int			len;
+	int			n;
 
 	if (conn->closing)
 	{
@@ -559,30 +566,33 @@ conn_writeable(PlankConn *conn)
 						 (unsigned char *) conn->close_reason, strlen(conn->close_reason));
 		return -1;
 	}
-	if (conn->q_len == 0)
-		return 0;
 
-	msg = conn->queue[conn->q_head];
-	conn->q_head = (conn->q_head + 1) % conn->q_cap;
-	conn->q_len--;
-	conn->q_bytes -= msg.frame->len;
-	if (conn->q_len == 0)
-		conn->q_big = 0;
+	for (n = 0; n < WRITE_BURST && conn->q_len > 0 && !lws_partial_buffered(conn->wsi); n++)
+	{
+		PlankOutMsg msg = conn->queue[conn->q_head];
+		int			len;
 
-	conn->wbuf.len = 0;
-	enlargeStringInfo(&conn->wbuf, LWS_PRE);
-	conn->wbuf.len = LWS_PRE;
-	if (msg.sub)
-		appendBinaryStringInfo(&conn->wbuf, msg.sub->prefix, msg.sub->prefix_len);
-	else
-		appendStringInfoChar(&conn->wbuf, '{');
-	appendBinaryStringInfo(&conn->wbuf, msg.frame->data, msg.frame->len);
-	plank_frame_unref(msg.frame);
+		conn->q_head = (conn->q_head + 1) % conn->q_cap;
+		conn->q_len--;
+		conn->q_bytes -= msg.frame->len;
+		if (conn->q_len == 0)
+			conn->q_big = 0;
 
-	len = conn->wbuf.len - LWS_PRE;
-	if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
-		return -1;
-	plank_stats_sent(conn, len, msg.queued_at);
+		conn->wbuf.len = 0;
+		enlargeStringInfo(&conn->wbuf, LWS_PRE);
+		conn->wbuf.len = LWS_PRE;
+		if (msg.sub)
+			appendBinaryStringInfo(&conn->wbuf, msg.sub->prefix, msg.sub->prefix_len);
+		else
+			appendStringInfoChar(&conn->wbuf, '{');
+		appendBinaryStringInfo(&conn->wbuf, msg.frame->data, msg.frame->len);
+		plank_frame_unref(msg.frame);
+
+		len = conn->wbuf.len - LWS_PRE;
+		if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
+			return -1;
+		plank_stats_sent(conn, len, msg.queued_at);
+	}
 
 	if (conn->q_len > 0)
 		lws_callback_on_writable(conn->wsi);
