@@ -291,7 +291,7 @@ LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION plank.connections() IS
 'One row per connected WebSocket client: its id (for plank.disconnect), address, role (NULL until '
 'authenticated), subscriptions, messages and bytes sent, outgoing queue (messages, bytes) and the '
-'last time it sent anything (message or pong). Lists at most min(plank.max_connections at server '
+'last time it sent a message. Lists at most min(plank.max_connections at server '
 'start, 10000) clients. Raises nothing.';
 
 CREATE VIEW plank.connections AS SELECT * FROM plank.connections();

@@ -32,6 +32,7 @@ int			plank_port = 8090;
 char	   *plank_static_dir = NULL;
 int			plank_max_message_size = 64;
 int			plank_max_client_buffer = 8192;
+int			plank_max_client_lag = 5000;
 int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
 int			plank_replay_buffer = 16384;
@@ -129,6 +130,15 @@ define_settings(void)
 							8192, 64, 1024 * 1024,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_client_lag",
+							"Sets how long a client's backlog may stay above plank.max_client_buffer.",
+							"Past it the client is closed with 1013; a burst that the client reads away sooner is tolerated.",
+							&plank_max_client_lag,
+							5000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("plank.max_subscriptions",

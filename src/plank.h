@@ -26,6 +26,7 @@ extern int	plank_port;
 extern char *plank_static_dir;
 extern int	plank_max_message_size;	/* kB */
 extern int	plank_max_client_buffer;	/* kB */
+extern int	plank_max_client_lag;	/* ms */
 extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
@@ -119,6 +120,7 @@ typedef struct PlankConn
 	int			q_cap;
 	size_t		q_bytes;
 	size_t		q_big;			/* largest message queued since it was empty */
+	TimestampTz over_since;		/* since when the backlog exceeds the bound; 0: it does not */
 	dlist_head	subs;			/* PlankSub.conn_node */
 	int			nsubs;
 	bool		closing;		/* a close frame is to be sent */

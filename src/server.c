@@ -179,19 +179,28 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	/*
 	 * The bound is on the backlog not counting its largest message, so that
 	 * a large row or snapshot is always accepted.  q_big only drops when the
-	 * queue empties: an over-estimate, on the lenient side.
+	 * queue empties: an over-estimate, on the lenient side.  A backlog over
+	 * the bound is tolerated for plank.max_client_lag, so that a burst (one
+	 * statement changing 100,000 rows) does not drop a client that reads.
 	 */
 	{
 		size_t		big = Max(conn->q_big, (size_t) frame->len);
 
 		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
-			ereport(plank_log_level,
-					(errmsg("plank closing connection %llu from %s: outgoing buffer exceeds plank.max_client_buffer",
-							(unsigned long long) conn->id, conn->peer)));
-			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
-			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
-			return;
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (conn->over_since == 0)
+				conn->over_since = now;
+			else if (TimestampDifferenceExceeds(conn->over_since, now, plank_max_client_lag))
+			{
+				ereport(plank_log_level,
+						(errmsg("plank closing connection %llu from %s: outgoing buffer exceeded plank.max_client_buffer for longer than plank.max_client_lag",
+								(unsigned long long) conn->id, conn->peer)));
+				plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+				plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+				return;
+			}
 		}
 		conn->q_big = big;
 	}
@@ -577,6 +586,8 @@ conn_writeable(PlankConn *conn)
 		conn->q_bytes -= msg.frame->len;
 		if (conn->q_len == 0)
 			conn->q_big = 0;
+		if (conn->q_bytes <= conn->q_big + (size_t) plank_max_client_buffer * 1024)
+			conn->over_since = 0;
 
 		conn->wbuf.len = 0;
 		enlargeStringInfo(&conn->wbuf, LWS_PRE);
