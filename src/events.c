@@ -32,11 +32,20 @@
 
 static MemoryContext batch_cxt = NULL;
 
+/*
+ * Memory of one notification while it is parsed, and of one event while it
+ * is dispatched: reset after each, so that a statement changing 100,000 rows
+ * does not hold 100,000 parsed payloads at once.
+ */
+static MemoryContext event_cxt = NULL;
+
 /* plank_events_init: memory for event batches (worker start). */
 void
 plank_events_init(void)
 {
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "plank event batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	event_cxt = AllocSetContextCreate(TopMemoryContext, "plank event",
 									  ALLOCSET_DEFAULT_SIZES);
 }
 
@@ -301,8 +310,15 @@ plank_events_process(PlankNotification *batch)
 		if (strcmp(pn->channel, plank_change_channel()) == 0)
 		{
 			int64		overflow_id;
+			bool		valid;
 
-			if (!parse_change(ev, pn->payload, &overflow_id))
+			/* only the routing fields are kept; the payload is parsed again if needed */
+			MemoryContextSwitchTo(event_cxt);
+			valid = parse_change(ev, pn->payload, &overflow_id);
+			ev->jb = NULL;
+			MemoryContextSwitchTo(batch_cxt);
+			MemoryContextReset(event_cxt);
+			if (!valid)
 				continue;
 			ev->is_change = true;
 			if (overflow_id > 0)
@@ -328,8 +344,6 @@ plank_events_process(PlankNotification *batch)
 			if (fetched[i] == NULL)
 				continue;
 			payloads[overflow_index[i]] = fetched[i];
-			/* filters will read the full payload, parsed when needed */
-			evs[overflow_index[i]].jb = NULL;
 		}
 	}
 
@@ -348,6 +362,7 @@ plank_events_process(PlankNotification *batch)
 		PlankEvent *ev = &evs[i];
 
 		ev->seq = ++plank_seq;
+		MemoryContextSwitchTo(event_cxt);
 		if (ev->is_change)
 			build_change_frame(ev, payloads[i]);
 		else
@@ -355,6 +370,9 @@ plank_events_process(PlankNotification *batch)
 		plank_subs_dispatch(ev);
 		plank_ring_push(ev);
 		plank_frame_unref(ev->frame);
+		ev->jb = NULL;
+		MemoryContextSwitchTo(batch_cxt);
+		MemoryContextReset(event_cxt);
 	}
 	plank_access_batch_done();
 	plank_stats_count(PLANK_STAT_NOTIFICATIONS, nevs);
