@@ -13,7 +13,8 @@ from test_ops_common import apoll, connection_of
 
 POSTMASTER = ["plank.database", "plank.listen_addresses", "plank.port", "plank.static_dir",
               "plank.ssl", "plank.ssl_cert_file", "plank.ssl_key_file"]
-SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_subscriptions",
+SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client_lag",
+          "plank.max_subscriptions",
           "plank.snapshot_limit", "plank.replay_buffer", "plank.ping_interval",
           "plank.ping_timeout", "plank.jwt_secret", "plank.jwt_public_key_file",
           "plank.jwt_audience", "plank.jwt_issuer", "plank.jwt_role_claim",

@@ -62,6 +62,8 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
     # in between), so that the reading client, whose Python process also runs the
     # writer, is not dropped for a hiccup of a few milliseconds (64kB, nine rows, was)
     set_setting("plank.max_client_buffer", "1MB")
+    # the stalled client is closed as soon as it is over the bound (no grace for bursts)
+    set_setting("plank.max_client_lag", "0")
     slow = None
     try:
         slow = RawWebSocket(PORT)
@@ -113,6 +115,7 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
         if slow is not None:
             slow.close()
         set_setting("plank.max_client_buffer", None)
+        set_setting("plank.max_client_lag", None)
         sql("DELETE FROM items WHERE name LIKE %s", (prefix + "%",))
 
 
