@@ -223,35 +223,23 @@ if [ -f client/package.json ]; then
     fi
 fi
 
-# --- benchmark smoke run (seconds; keeps bench/ from rotting) ----------------------------
-if [ -f bench/smoke.sh ]; then
-    log "=== bench: bash bench/smoke.sh"
-    if bash bench/smoke.sh </dev/null; then
-        record bench passed
+# A step that is a script of its own: run it if it exists, record the outcome.
+script_step() {  # script_step NAME SCRIPT
+    [ -f "$2" ] || return 0
+    log "=== $1: bash $2"
+    if bash "$2" </dev/null; then
+        record "$1" passed
     else
-        record bench failed
+        record "$1" failed
     fi
-fi
+}
 
-# --- Debian package and nginx reverse proxy (builds and installs the .deb) --------------
-if [ -f test/packaging/run.sh ]; then
-    log "=== packaging: bash test/packaging/run.sh"
-    if bash test/packaging/run.sh </dev/null; then
-        record packaging passed
-    else
-        record packaging failed
-    fi
-fi
-
-# --- fuzzing the parsers that see client bytes (bounded time) ----------------------------
-if [ -f test/fuzz/run.sh ]; then
-    log "=== fuzz: bash test/fuzz/run.sh"
-    if bash test/fuzz/run.sh </dev/null; then
-        record fuzz passed
-    else
-        record fuzz failed
-    fi
-fi
+# benchmark smoke run (seconds; keeps bench/ from rotting)
+script_step bench bench/smoke.sh
+# Debian package and nginx reverse proxy (builds and installs the .deb)
+script_step packaging test/packaging/run.sh
+# fuzzing the parsers that see client bytes (bounded time)
+script_step fuzz test/fuzz/run.sh
 
 # --- browser tests --------------------------------------------------------------------
 if [ -f test/browser/package.json ]; then
