@@ -357,10 +357,10 @@ if want stall; then
     # fills at this rate.  Pings are off here so that the buffer bound is what is tested.
     bench_psql -c "ALTER SYSTEM SET plank.ping_interval = 0" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
     sleep 1
-    n1013_0=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+    n1013_0=$(grep -cE 'plank closing connection .*plank\.max_client_buffer' "$BENCH_LOG" || true)
     stall stall0 0
     stall stall1 1
-    n1013_1=$(grep -c 'outgoing buffer exceeds plank.max_client_buffer' "$BENCH_LOG" || true)
+    n1013_1=$(grep -cE 'plank closing connection .*plank\.max_client_buffer' "$BENCH_LOG" || true)
     bench_psql -c "ALTER SYSTEM RESET plank.ping_interval" -c "SELECT pg_reload_conf()" >/dev/null 2>&1 || true
     grep summary "$OUT/stall0.out" "$OUT/stall1.out" >&2 || true
     for n in 0 1; do
