@@ -206,6 +206,7 @@ typedef struct PlankEvent
 
 /* worker.c */
 extern uint64 plank_seq;
+extern TimestampTz plank_now;	/* the time of the loop pass, read once per pass */
 extern char plank_epoch[32];
 extern void plank_wakeup_handler(void);
 
@@ -273,7 +274,7 @@ extern void plank_stats_ring(uint64 bytes, uint64 events);
 extern void plank_stats_conn_opened(PlankConn *conn);
 extern void plank_stats_conn_updated(PlankConn *conn);
 extern void plank_stats_conn_activity(PlankConn *conn);
-extern void plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at);
+extern void plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at, TimestampTz now);
 extern void plank_stats_conn_closed(PlankConn *conn);
 extern void plank_stats_sub_added(PlankSub *sub, const char *target);
 extern void plank_stats_sub_removed(PlankSub *sub);

@@ -19,6 +19,9 @@
 #include "postgres.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
@@ -223,7 +226,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	slot = &conn->queue[(conn->q_head + conn->q_len) % conn->q_cap];
 	slot->frame = frame;
 	slot->sub = sub;
-	slot->queued_at = GetCurrentTimestamp();
+	slot->queued_at = plank_now;
 	frame->refcount++;
 	conn->q_bytes += frame->len;
 	if (conn->q_len++ == 0)
@@ -568,6 +571,11 @@ static int
 conn_writeable(PlankConn *conn)
 {
 	int			n;
+	int			fd = lws_get_socket_fd(conn->wsi);
+	int			one = 1;
+	int			zero = 0;
+	bool		corked;
+	TimestampTz now;
 
 	if (conn->closing)
 	{
@@ -576,6 +584,10 @@ conn_writeable(PlankConn *conn)
 		return -1;
 	}
 
+	/* a burst goes out in as few TCP segments as it fills (TCP_CORK) */
+	now = GetCurrentTimestamp();
+	corked = conn->q_len > 1 &&
+		setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0;
 	for (n = 0; n < WRITE_BURST && conn->q_len > 0 && !lws_partial_buffered(conn->wsi); n++)
 	{
 		PlankOutMsg msg = conn->queue[conn->q_head];
@@ -602,8 +614,10 @@ conn_writeable(PlankConn *conn)
 		len = conn->wbuf.len - LWS_PRE;
 		if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
 			return -1;
-		plank_stats_sent(conn, len, msg.queued_at);
+		plank_stats_sent(conn, len, msg.queued_at, now);
 	}
+	if (corked)
+		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
 
 	if (conn->q_len > 0)
 		lws_callback_on_writable(conn->wsi);
@@ -802,6 +816,7 @@ plank_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	MemoryContext oldcxt = CurrentMemoryContext;
 	volatile int rc = 0;
 
+	plank_now = GetCurrentTimestamp();
 	PG_TRY();
 	{
 		rc = plank_ws_callback_guts(wsi, reason, user, in, len);

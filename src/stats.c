@@ -114,6 +114,8 @@ static PlankGlobal *global = NULL;
 static char *shmem_base = NULL;
 static int	nsections = 0;
 static int	slots_at_start = 0;
+static int	conn_slot_hint = 0;		/* worker: where to look for a free slot */
+static int	sub_slot_hint = 0;
 
 /* the section in use: the worker's own, or the current database's */
 static PlankShared *shared = NULL;
@@ -325,12 +327,16 @@ plank_stats_conn_opened(PlankConn *conn)
 	pg_atomic_fetch_add_u64(&shared->connections_total, 1);
 	pg_atomic_fetch_add_u32(&shared->connections, 1);
 	conn->slot = -1;
-	for (i = 0; i < shared->nconn_slots; i++)
+	/* from where the last search stopped: opening N connections stays linear */
+	for (int k = 0; k < shared->nconn_slots; k++)
 	{
-		ConnSlot   *s = &conn_slots[i];
+		ConnSlot   *s;
 
+		i = (conn_slot_hint + k) % shared->nconn_slots;
+		s = &conn_slots[i];
 		if (s->id != 0)
 			continue;
+		conn_slot_hint = i + 1;
 		SLOT_BEGIN(s);
 		s->id = conn->id;
 		strlcpy(s->addr, conn->peer, sizeof(s->addr));
@@ -378,9 +384,9 @@ plank_stats_conn_activity(PlankConn *conn)
  * microseconds after the worker received its event.
  */
 void
-plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at)
+plank_stats_sent(PlankConn *conn, int len, TimestampTz queued_at, TimestampTz now)
 {
-	double		ms = (double) (GetCurrentTimestamp() - queued_at) / 1000.0;
+	double		ms = (double) (now - queued_at) / 1000.0;
 	int			b;
 
 	pg_atomic_fetch_add_u64(&shared->messages, 1);
@@ -425,14 +431,17 @@ plank_stats_sub_added(PlankSub *sub, const char *target)
 
 	pg_atomic_fetch_add_u32(&shared->subscriptions, 1);
 	sub->slot = -1;
-	for (i = 0; i < shared->nsub_slots; i++)
+	for (int k = 0; k < shared->nsub_slots; k++)
 	{
-		SubSlot    *s = &sub_slots[i];
+		SubSlot    *s;
 		StringInfoData f;
 		int			j;
 
+		i = (sub_slot_hint + k) % shared->nsub_slots;
+		s = &sub_slots[i];
 		if (s->conn_id != 0)
 			continue;
+		sub_slot_hint = i + 1;
 		initStringInfo(&f);
 		for (j = 0; j < sub->nfilters; j++)
 		{

@@ -28,6 +28,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "access/xact.h"
@@ -53,6 +54,8 @@
 int			plank_worker_index = 0;
 char	   *plank_worker_database = NULL;
 int			plank_worker_port = 0;
+
+TimestampTz plank_now = 0;
 
 /* the worker's sequence number: one per notification received */
 uint64		plank_seq = 0;
@@ -273,6 +276,17 @@ plank_worker_main(Datum main_arg)
 				(errcode_for_file_access(),
 				 errmsg("could not create self-pipe for the plank worker: %m")));
 
+	/* one descriptor per client: take the hard limit, not the soft 1024 */
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
+		{
+			rl.rlim_cur = rl.rlim_max;
+			(void) setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+
 	BackgroundWorkerUnblockSignals();
 	plank_worker_index = DatumGetInt32(main_arg);
 	plank_worker_database = pstrdup((const char *) list_nth(plank_database_list(), plank_worker_index));
@@ -308,6 +322,7 @@ plank_worker_main(Datum main_arg)
 	for (;;)
 	{
 		ResetLatch(MyLatch);
+		plank_now = GetCurrentTimestamp();
 
 		if (plank_server_postmaster_died())
 			proc_exit(1);
