@@ -4,7 +4,7 @@
 # valgrind; fails when either reports an error in Plank's code.
 #
 #   asan       plank.so built with gcc -fsanitize=address,undefined; the postmaster (not
-#              instrumented itself) runs with gcc's libasan preloaded; the whole of
+#              instrumented itself) runs with gcc's libasan (and asan_preload.c) preloaded; the whole of
 #              test/e2e runs against it, restarts included; afterwards every ASan/UBSan
 #              report is printed, and one with a frame in Plank (plank.so, src/*.c) fails
 #   valgrind   plank.so built as usual (with -g); the postmaster runs under valgrind
@@ -17,8 +17,9 @@
 # (shared_preload_libraries = 'plank', the worker's library) and Debian's
 # extension_destdir setting does the same for '$libdir/plank' (the SQL functions) and
 # the extension's control and script files.  Other clusters on this machine keep using
-# the installed plank.so, and there is no build to restore afterwards.  The clusters are throwaway ones in a temp
-# dir (initdb as the postgres user), like scripts/test.sh's, stopped on exit.
+# the installed plank.so, and there is no build to restore afterwards.  The clusters are
+# throwaway ones in a temp dir (initdb as the postgres user), like scripts/test.sh's,
+# stopped on exit.
 #
 # The e2e tests that stop and restart the server (test_zy_restart, test_zz_shutdown) and
 # test_security_tls (a cluster of its own) start postgres through $PLANK_PGCTL, which
