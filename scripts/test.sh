@@ -240,6 +240,8 @@ script_step bench bench/smoke.sh
 script_step packaging test/packaging/run.sh
 # fuzzing the parsers that see client bytes (bounded time)
 script_step fuzz test/fuzz/run.sh
+# the e2e suite against an ASan+UBSan build, and a focused part of it under valgrind
+script_step sanitize test/sanitize/run.sh
 
 # --- browser tests --------------------------------------------------------------------
 if [ -f test/browser/package.json ]; then

@@ -57,6 +57,26 @@ plank_base64url_decode(const char *in, int len, StringInfo out)
 		}
 		appendStringInfoChar(&std, c);
 	}
+	/*
+	 * Only the canonical spelling: the bits a last, partial character does
+	 * not fill must be zero (RFC 4648 section 3.5), so that a signature has
+	 * exactly one encoding.
+	 */
+	if (len % 4 != 0)
+	{
+		char		c = std.data[std.len - 1];
+		int			v = isupper((unsigned char) c) ? c - 'A' :
+			islower((unsigned char) c) ? c - 'a' + 26 :
+			isdigit((unsigned char) c) ? c - '0' + 52 :
+			c == '+' ? 62 : 63;
+		int			spare = (len % 4 == 2) ? 0x0F : 0x03;
+
+		if ((v & spare) != 0)
+		{
+			pfree(std.data);
+			return false;
+		}
+	}
 	while (std.len % 4 != 0)
 		appendStringInfoChar(&std, '=');
 	enlargeStringInfo(out, pg_b64_dec_len(std.len) + 1);
