@@ -27,19 +27,8 @@ BENCH_LOG=""
 
 blog() { printf '[bench] %s\n' "$*" >&2; }
 
-as_pg() {
-    if [ "$(id -un)" = postgres ]; then
-        "$@"
-    elif [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        sudo -u postgres -- "$@"
-    fi
-}
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
+# as_pg, as_root
+source "$BENCH_DIR/../scripts/lib.sh"
 
 bench_deps() {
     local missing=()

@@ -30,17 +30,8 @@ fail() {
     exit 1
 }
 
-# Run a command as the postgres user (server commands must not run as root).
-as_pg() {
-    if [ "$(id -un)" = postgres ]; then
-        "$@"
-    elif [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        sudo -u postgres -- "$@"
-    fi
-}
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+# as_pg, as_root
+source "$ROOT/scripts/lib.sh"
 
 # psql as the database user postgres over TCP (trust authentication on 127.0.0.1).
 psql_db() { PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt "$@"; }

@@ -55,15 +55,8 @@ finish() {
     if [ "$failed" -eq 0 ]; then exit 0; else exit 1; fi
 }
 
-as_pg() {
-    if [ "$(id -un)" = postgres ]; then
-        "$@"
-    elif [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        sudo -u postgres -- "$@"
-    fi
-}
+# as_pg
+source "$ROOT/scripts/lib.sh"
 
 TMPDIR_TEST=""
 DATADIR=""

@@ -67,18 +67,8 @@ PY=/usr/bin/python3
 
 log() { printf '[sanitize] %s\n' "$*"; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-as_pg() {
-    if [ "$(id -un)" = postgres ]; then
-        "$@"
-    elif [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
-    else
-        sudo -u postgres -- "$@"
-    fi
-}
+# as_pg, as_root
+source "$ROOT/scripts/lib.sh"
 
 # --- packages --------------------------------------------------------------------------
 PKGS=(postgresql-15 postgresql-server-dev-15 libkrb5-dev libwebsockets-dev libssl-dev pkg-config
