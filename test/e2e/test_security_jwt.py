@@ -255,6 +255,29 @@ def test_exp_that_is_not_a_number_is_not_ignored(role):
     run(body())
 
 
+B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def test_non_canonical_signature_spelling_is_refused(role):
+    """SECURITY.md: token segments must be canonical base64url, so a signature has exactly
+    one spelling. An HS256 signature is 43 characters: the last one carries 2 spare bits;
+    setting one gives another spelling of the same bytes, which must be refused."""
+    good = token(role)
+    head, sig = good.rsplit(".", 1)
+    assert len(sig) % 4 == 3, sig
+    bad = f"{head}.{sig[:-1]}{B64URL[B64URL.index(sig[-1]) | 1]}"
+    assert bad != good
+
+    async def body():
+        reply, close = await auth_refusal(good)
+        assert reply is not None and reply["type"] == "ack", (reply, close)
+        reply, close = await auth_refusal(bad)
+        assert reply is not None and reply["type"] == "error", (reply, close)
+        assert reply["code"] == "invalid_token", reply
+        assert close == 4001, close
+    run(body())
+
+
 def test_auth_without_a_token_string_is_invalid_message():
     async def body():
         c = await open_client()
