@@ -18,10 +18,16 @@ AS 'MODULE_PATHNAME', 'plank_capture'
 LANGUAGE C;
 
 COMMENT ON FUNCTION plank.capture() IS
-'Trigger function: AFTER INSERT/UPDATE/DELETE FOR EACH ROW or AFTER TRUNCATE FOR EACH STATEMENT; '
-'sends NOTIFY on the channel of plank.change_channel() with a JSON description of the change (docs/PROTOCOL.md, "Change payload"). '
-'Payloads that would reach NOTIFY''s 8000-byte limit carry the row''s key and "truncated": true instead of the row. '
-'Raises 39P01 (trigger_protocol_violated) when fired in any other way.';
+'Trigger function attached by plank.track: AFTER INSERT, UPDATE or DELETE FOR EACH STATEMENT with the '
+'statement''s transition tables (REFERENCING NEW TABLE for INSERT, OLD TABLE and NEW TABLE for UPDATE, '
+'OLD TABLE for DELETE; one event per trigger), AFTER TRUNCATE FOR EACH STATEMENT, or (older form) '
+'AFTER INSERT/UPDATE/DELETE FOR EACH ROW. Trigger arguments: none (every column), or ''columns'', '
+'c1, c2... (those and the identity key), or ''exclude'', c1, c2... (all but those). Describes each '
+'changed row as a JSON object and sends the changes of a statement, in order, on the channel of '
+'plank.change_channel(): one change, an array of changes under NOTIFY''s 8000-byte limit, or a '
+'reference to an array of up to about 1 MB stored in plank.overflow (docs/PROTOCOL.md, "Change '
+'payload"). A statement that changes no row sends nothing. Raises 39P01 (trigger_protocol_violated) '
+'when fired in any other way, or FOR EACH STATEMENT without the transition tables it needs.';
 
 CREATE TABLE plank.overflow (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -31,7 +37,8 @@ CREATE TABLE plank.overflow (
 REVOKE ALL ON plank.overflow FROM PUBLIC;
 
 COMMENT ON TABLE plank.overflow IS
-'Change payloads too large for NOTIFY (8000 bytes), stored by plank.capture() in the writer''s '
+'Change payloads too large for NOTIFY (8000 bytes): single large rows, and the changes of a large '
+'statement in arrays of about 1 MB; stored by plank.capture() in the writer''s '
 'transaction and deleted by the worker once it has read them. Empty at rest; written and read '
 'only by Plank (as the table owner).';
 
@@ -77,6 +84,39 @@ COMMENT ON FUNCTION plank.revoke_channel(text, name) IS
 'Removes a grant made by plank.grant_channel; existing subscriptions stay until they end. '
 'Executable by the extension owner and superusers only.';
 
+CREATE FUNCTION plank._drop_triggers(rel regclass)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    trg record;
+    found boolean := false;
+BEGIN
+    FOR trg IN SELECT t.tgname, t.tgrelid::regclass AS tgrel
+                 FROM pg_trigger t
+                WHERE NOT t.tgisinternal AND t.tgparentid = 0
+                  AND ((t.tgrelid = rel AND t.tgname IN ('plank_capture_row', 'plank_capture_insert',
+                                                         'plank_capture_update', 'plank_capture_delete',
+                                                         'plank_capture_truncate'))
+                       OR (t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(rel) p)
+                           AND t.tgname IN ('plank_partition_insert', 'plank_partition_update',
+                                            'plank_partition_delete')))
+                ORDER BY t.tgrelid = rel DESC LOOP
+        found := found OR trg.tgrel = rel;
+        EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.tgrel);
+    END LOOP;
+    RETURN found;
+END;
+$$;
+
+COMMENT ON FUNCTION plank._drop_triggers(regclass) IS
+'Internal to plank.track and plank.untrack: drops the capture triggers of a table (plank_capture_row, '
+'plank_capture_insert/update/delete/truncate) and those plank.track put on its partitions '
+'(plank_partition_insert/update/delete). Returns whether the table itself had any. Runs as the '
+'caller (DROP TRIGGER needs ownership). Raises what DROP TRIGGER raises.';
+
 CREATE FUNCTION plank.track(rel regclass,
                             columns text[] DEFAULT NULL,
                             exclude_columns text[] DEFAULT NULL,
@@ -95,6 +135,8 @@ DECLARE
     bad text;
     args text := '';
     col text;
+    op text;
+    part regclass;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'table must not be null'
@@ -145,7 +187,8 @@ BEGIN
                   HINT = 'Operations are INSERT, UPDATE, DELETE and TRUNCATE.';
     END IF;
     SELECT array_agg(DISTINCT upper(o)) INTO ops FROM unnest(ops) AS o;
-    row_events := ARRAY(SELECT o FROM unnest(ops) AS o WHERE o <> 'TRUNCATE' ORDER BY o);
+    row_events := ARRAY(SELECT o FROM unnest(ops) AS o WHERE o <> 'TRUNCATE'
+                         ORDER BY array_position(ARRAY['INSERT','UPDATE','DELETE'], o));
 
     IF columns IS NOT NULL OR exclude_columns IS NOT NULL THEN
         args := quote_literal(CASE WHEN columns IS NOT NULL THEN 'columns' ELSE 'exclude' END);
@@ -155,13 +198,32 @@ BEGIN
     END IF;
 
     -- tracking again replaces the triggers (and their options)
-    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_row ON %s', rel);
-    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_truncate ON %s', rel);
-    IF cardinality(row_events) > 0 THEN
-        EXECUTE format('CREATE TRIGGER plank_capture_row AFTER %s ON %s '
-                       'FOR EACH ROW EXECUTE FUNCTION plank.capture(%s)',
-                       array_to_string(row_events, ' OR '), rel, args);
-    END IF;
+    PERFORM plank._drop_triggers(rel);
+    -- one statement trigger per operation: PostgreSQL allows transition
+    -- tables only on single-event triggers
+    FOREACH op IN ARRAY row_events LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture(%s)',
+                       'plank_capture_' || lower(op), op, rel,
+                       CASE op WHEN 'INSERT' THEN 'NEW TABLE AS plank_new'
+                               WHEN 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
+                               ELSE 'OLD TABLE AS plank_old' END,
+                       args);
+        -- statement triggers of a partitioned table fire only for statements
+        -- naming it: its partitions get their own, for statements that name
+        -- them (partitions added later: track the table again)
+        FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t
+                      JOIN pg_class c ON c.oid = t.relid
+                     WHERE t.relid <> rel AND c.relkind IN ('r', 'p') LOOP
+            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture(%s)',
+                           'plank_partition_' || lower(op), op, part,
+                           CASE op WHEN 'INSERT' THEN 'NEW TABLE AS plank_new'
+                                   WHEN 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
+                                   ELSE 'OLD TABLE AS plank_old' END,
+                           args);
+        END LOOP;
+    END LOOP;
     IF 'TRUNCATE' = ANY (ops) THEN
         EXECUTE format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
@@ -177,13 +239,19 @@ END;
 $$;
 
 COMMENT ON FUNCTION plank.track(regclass, text[], text[], text[]) IS
-'Starts sending the changes of a table to Plank subscribers: creates trigger plank_capture_row '
-'(AFTER the chosen row operations, FOR EACH ROW) and, unless left out, plank_capture_truncate '
-'(AFTER TRUNCATE). columns sends only those columns (and the identity key); exclude_columns sends '
-'all but those; operations chooses among INSERT, UPDATE, DELETE, TRUNCATE (default all). Tracking '
-'a tracked table replaces its options. Returns what it did, as text. Errors: 22004 null table, '
-'42809 not an ordinary or partitioned table, 0A000 temporary table, 42501 system schema, 42703 '
-'unknown column, 22023 bad options; needs ownership of the table (CREATE TRIGGER).';
+'Starts sending the changes of a table to Plank subscribers. For each chosen operation among INSERT, '
+'UPDATE and DELETE it creates a statement trigger with transition tables, plank_capture_insert '
+'(AFTER INSERT, REFERENCING NEW TABLE), plank_capture_update (AFTER UPDATE, REFERENCING OLD TABLE and '
+'NEW TABLE), plank_capture_delete (AFTER DELETE, REFERENCING OLD TABLE), all FOR EACH STATEMENT, so '
+'that a statement changing many rows costs a few notifications; on a partitioned table the same '
+'triggers, named plank_partition_<op>, go on every partition, for statements naming a partition '
+'(track again after adding partitions). Unless left out, plank_capture_truncate (AFTER TRUNCATE, FOR '
+'EACH STATEMENT). Arguments: rel, the table; columns (text[]) sends only those columns (and the '
+'identity key); exclude_columns (text[]) all but those; operations (text[], case-insensitive) '
+'chooses among INSERT, UPDATE, DELETE, TRUNCATE (default all). Tracking a tracked table replaces its '
+'triggers and options. Returns what it did, as text. Errors: 22004 null table, 42809 not an '
+'ordinary or partitioned table, 0A000 temporary table, 42501 system schema, 42703 unknown column, '
+'22023 bad options; needs ownership of the table (CREATE TRIGGER).';
 
 CREATE FUNCTION plank.untrack(rel regclass)
 RETURNS void
@@ -195,19 +263,16 @@ BEGIN
         RAISE EXCEPTION 'table must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                    WHERE tgrelid = rel AND tgname IN ('plank_capture_row', 'plank_capture_truncate')) THEN
+    IF NOT plank._drop_triggers(rel) THEN
         RAISE NOTICE 'table "%" is not tracked, skipping', rel;
-        RETURN;
     END IF;
-    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_row ON %s', rel);
-    EXECUTE format('DROP TRIGGER IF EXISTS plank_capture_truncate ON %s', rel);
 END;
 $$;
 
 COMMENT ON FUNCTION plank.untrack(regclass) IS
-'Stops sending the changes of a table: drops the triggers made by plank.track. Idempotent: an '
-'untracked table gets a NOTICE. Errors: 22004 null table; needs ownership of the table.';
+'Stops sending the changes of a table: drops the triggers made by plank.track (those of the table '
+'and the plank_partition_* triggers of its partitions). Idempotent: an untracked table gets a '
+'NOTICE. Errors: 22004 null table; needs ownership of the table and its partitions (DROP TRIGGER).';
 
 CREATE VIEW plank.tracked_tables AS
 SELECT c.oid::regclass AS table_name,
@@ -225,7 +290,8 @@ SELECT c.oid::regclass AS table_name,
   CROSS JOIN LATERAL (SELECT CASE WHEN t.tgnargs > 0
                                   THEN (pg_catalog.string_to_array(pg_catalog.encode(t.tgargs, 'escape'), '\000'))[1:t.tgnargs]
                              END AS args) a
- WHERE t.tgname IN ('plank_capture_row', 'plank_capture_truncate')
+ WHERE t.tgname IN ('plank_capture_row', 'plank_capture_insert', 'plank_capture_update',
+                    'plank_capture_delete', 'plank_capture_truncate')
    AND t.tgfoid = 'plank.capture()'::pg_catalog.regprocedure
    AND t.tgparentid = 0   -- partitions inherit the parent's triggers; list the parent only
  GROUP BY c.oid, n.nspname, c.relname;

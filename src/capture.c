@@ -26,7 +26,9 @@
 #include "commands/async.h"
 #include "commands/dbcommands.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
+#include "executor/tuptable.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "funcapi.h"
@@ -41,6 +43,8 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/relcache.h"
+#include "utils/tuplestore.h"
+#include "utils/memutils.h"
 
 #include "plank.h"
 
@@ -252,44 +256,483 @@ append_json_text(StringInfo buf, const char *key, text *json)
 }
 
 /*
- * The relation a payload names: the table itself, or for a partition (whose
- * trigger is a clone of its parent's), the root partitioned table.
+ * The relation a payload names: the table itself, or for a partition, the
+ * partitioned table that was tracked.  A partition's row trigger is a clone
+ * of its parent's (named by the root, as always); a partition's statement
+ * triggers are made by plank.track() on the partitioned table, named
+ * plank_partition_<op>, and name the farthest ancestor that carries the
+ * matching plank_capture_<op> trigger (the root when none does any more).
  */
 static void
 payload_relation_names(Relation rel, Trigger *trigger, char **schema, char **table)
 {
 	Oid			relid = RelationGetRelid(rel);
 
-	if (rel->rd_rel->relispartition && trigger->tgisclone)
-		relid = llast_oid(get_partition_ancestors(relid));
+	if (rel->rd_rel->relispartition &&
+		(trigger->tgisclone || strncmp(trigger->tgname, "plank_partition_", 16) == 0))
+	{
+		List	   *ancestors = get_partition_ancestors(relid);
+		ListCell   *lc;
+
+		relid = llast_oid(ancestors);
+		if (!trigger->tgisclone)
+		{
+			char		tracked[NAMEDATALEN];
+			Oid			found = InvalidOid;
+
+			snprintf(tracked, sizeof(tracked), "plank_capture_%s", trigger->tgname + 16);
+			foreach(lc, ancestors)
+			{
+				if (OidIsValid(get_trigger_oid(lfirst_oid(lc), tracked, true)))
+					found = lfirst_oid(lc);
+			}
+			if (OidIsValid(found))
+				relid = found;
+		}
+	}
 
 	*schema = get_namespace_name(get_rel_namespace(relid));
 	*table = get_rel_name(relid);
 }
 
 /*
+ * What every change of one trigger call shares: the table, the names the
+ * payload gives it, the columns sent, and the writing transaction.
+ */
+typedef struct CaptureTarget
+{
+	Relation	rel;
+	char	   *schema;
+	char	   *table;
+	Bitmapset  *columns;		/* NULL: every column */
+	uint64		xid;
+} CaptureTarget;
+
+/* The next change's position in the current transaction ("n"), from 1. */
+static uint32
+next_change_number(void)
+{
+	/* a fresh counter for each transaction; makes every payload unique */
+	if (MyProc->lxid != counter_lxid)
+	{
+		counter_lxid = MyProc->lxid;
+		counter_n = 0;
+	}
+	return ++counter_n;
+}
+
+/*
+ * append_change
+ *		Append one change payload (a JSON object, docs/PROTOCOL.md "Change
+ *		payload") to out: op is "INSERT" (newtup), "UPDATE" (newtup and
+ *		oldtup), "DELETE" (oldtup) or "TRUNCATE" (neither).  The row trigger
+ *		and the statement trigger both build each change here.  A payload
+ *		that would reach NOTIFY's 8000-byte limit is stored in
+ *		plank.overflow and replaced by the row's key with "truncated": true
+ *		and a reference the worker resolves, so what is appended is always
+ *		under the limit and the writer's transaction never fails on size.
+ */
+static void
+append_change(StringInfo out, CaptureTarget *t, const char *op,
+			  HeapTuple newtup, HeapTuple oldtup)
+{
+	Relation	rel = t->rel;
+	text	   *newjson = NULL;
+	text	   *oldjson = NULL;
+	StringInfoData head;
+	int			start = out->len;
+
+	if (newtup)
+		newjson = row_to_payload_json(rel, newtup, t->columns);
+	if (oldtup)
+		oldjson = identity_to_json(rel, oldtup, t->columns);
+
+	initStringInfo(&head);
+	appendStringInfoString(&head, "{\"schema\":");
+	escape_json(&head, t->schema);
+	appendStringInfoString(&head, ",\"table\":");
+	escape_json(&head, t->table);
+	appendStringInfo(&head, ",\"op\":\"%s\",\"xid\":" UINT64_FORMAT ",\"n\":%u",
+					 op, t->xid, next_change_number());
+
+	appendBinaryStringInfo(out, head.data, head.len);
+	if (newjson)
+		append_json_text(out, "new", newjson);
+	if (oldjson)
+		append_json_text(out, "old", oldjson);
+	appendStringInfoChar(out, '}');
+
+	if (out->len - start >= NOTIFY_PAYLOAD_LIMIT)
+	{
+		/*
+		 * Too large for NOTIFY: store the payload, exactly as it is now, for
+		 * the worker, and send the identity with "truncated" and a reference
+		 * to the stored payload.  If the payload cannot be stored, the
+		 * identity alone still reaches clients.
+		 */
+		int64		overflow_id = store_overflow(out->data + start);
+
+		out->len = start;
+		out->data[start] = '\0';
+		appendBinaryStringInfo(out, head.data, head.len);
+		appendStringInfoString(out, ",\"truncated\":true");
+		if (newjson)
+			append_json_text(out, "key", identity_to_json(rel, newtup, t->columns));
+		if (oldjson)
+			append_json_text(out, "old", oldjson);
+
+		if (out->len - start >= NOTIFY_PAYLOAD_LIMIT - OVERFLOW_REF_MAXLEN)
+		{
+			/* even the key is too large (or the table has no key) */
+			out->len = start;
+			out->data[start] = '\0';
+			appendBinaryStringInfo(out, head.data, head.len);
+			appendStringInfoString(out, ",\"truncated\":true");
+		}
+		if (overflow_id > 0)
+			appendStringInfo(out, ",\"overflow\":" INT64_FORMAT, overflow_id);
+		appendStringInfoChar(out, '}');
+	}
+	pfree(head.data);
+}
+
+/*
+ * Packing the changes of one statement into few notifications.
+ *
+ * The changes are appended, as the elements of a JSON array, to a chunk of at
+ * most CHUNK_TARGET bytes (a change that does not fit starts the next chunk),
+ * and each full chunk is sent as soon as it is full, so that the writer holds
+ * one chunk at a time however many rows the statement changed.  A chunk is
+ * sent as one notification when it is under NOTIFY's limit (the bare object
+ * when it holds one change, as the row trigger sends it), as a few
+ * notifications of at most 8000 bytes each when it is under PACK_MAX bytes,
+ * and else stored in plank.overflow and referenced by one notification
+ * {"batch": id, "xid": ..., "changes": count}: a 100,000-row statement costs
+ * about one notification per megabyte of payload.  Every change appended is
+ * under NOTIFY's limit (append_change), so packing always succeeds.
+ */
+#define CHUNK_TARGET (1024 * 1024)
+#define PACK_MAX (4 * NOTIFY_PAYLOAD_LIMIT)
+
+typedef struct ChangeChunk
+{
+	MemoryContext cxt;			/* buf and ends; reset after each chunk */
+	StringInfoData buf;			/* "[" c1 "," c2 ... (no "]" yet) */
+	int		   *ends;			/* where each change ends in buf */
+	int			nchanges;
+	int			maxchanges;
+	uint64		xid;
+} ChangeChunk;
+
+static void
+chunk_start(ChangeChunk *chunk)
+{
+	MemoryContext old = MemoryContextSwitchTo(chunk->cxt);
+
+	initStringInfo(&chunk->buf);
+	appendStringInfoChar(&chunk->buf, '[');
+	chunk->maxchanges = 64;
+	chunk->ends = palloc(chunk->maxchanges * sizeof(int));
+	chunk->nchanges = 0;
+	MemoryContextSwitchTo(old);
+}
+
+/* Send changes [from, to) of the chunk: the bare object for one, else an array. */
+static void
+chunk_notify_range(ChangeChunk *chunk, int from, int to)
+{
+	StringInfoData msg;
+	int			begin = from == 0 ? 1 : chunk->ends[from - 1] + 1;
+	int			end = chunk->ends[to - 1];
+
+	if (to - from == 1)
+	{
+		/* a copy: the payload must end with a NUL */
+		char	   *one = pnstrdup(chunk->buf.data + begin, end - begin);
+
+		Async_Notify(plank_change_channel(), one);
+		pfree(one);
+		return;
+	}
+	initStringInfo(&msg);
+	appendStringInfoChar(&msg, '[');
+	appendBinaryStringInfo(&msg, chunk->buf.data + begin, end - begin);
+	appendStringInfoChar(&msg, ']');
+	Async_Notify(plank_change_channel(), msg.data);
+	pfree(msg.data);
+}
+
+/* Send a chunk's changes in notifications of at most 8000 bytes each. */
+static void
+chunk_notify_packed(ChangeChunk *chunk)
+{
+	int			from = 0;
+	int			i;
+
+	for (i = 1; i <= chunk->nchanges; i++)
+	{
+		int			begin = from == 0 ? 1 : chunk->ends[from - 1] + 1;
+
+		/* "[" changes from..i "]" must stay under the limit */
+		if (i < chunk->nchanges &&
+			chunk->ends[i] - begin + 2 < NOTIFY_PAYLOAD_LIMIT)
+			continue;
+		chunk_notify_range(chunk, from, i);
+		from = i;
+	}
+}
+
+/* Send the chunk's changes (see above) and empty it. */
+static void
+chunk_flush(ChangeChunk *chunk)
+{
+	int64		batch_id = 0;
+
+	if (chunk->nchanges == 0)
+		return;
+	if (chunk->buf.len + 1 < PACK_MAX)
+		chunk_notify_packed(chunk);
+	else
+	{
+		char		ref[128];
+
+		appendStringInfoChar(&chunk->buf, ']');
+		batch_id = store_overflow(chunk->buf.data);
+		if (batch_id > 0)
+		{
+			snprintf(ref, sizeof(ref),
+					 "{\"batch\":" INT64_FORMAT ",\"xid\":" UINT64_FORMAT ",\"changes\":%d}",
+					 batch_id, chunk->xid, chunk->nchanges);
+			Async_Notify(plank_change_channel(), ref);
+		}
+		else
+		{
+			/* not stored (another database, or an error already reported) */
+			chunk->buf.len--;
+			chunk->buf.data[chunk->buf.len] = '\0';
+			chunk_notify_packed(chunk);
+		}
+	}
+	MemoryContextReset(chunk->cxt);
+	chunk_start(chunk);
+}
+
+/* Append the change just written at the end of row (a NUL-terminated object). */
+static void
+chunk_add(ChangeChunk *chunk, StringInfo row)
+{
+	MemoryContext old;
+
+	if (chunk->nchanges > 0 && chunk->buf.len + 1 + row->len + 1 > CHUNK_TARGET)
+		chunk_flush(chunk);
+	old = MemoryContextSwitchTo(chunk->cxt);
+	if (chunk->nchanges > 0)
+		appendStringInfoChar(&chunk->buf, ',');
+	appendBinaryStringInfo(&chunk->buf, row->data, row->len);
+	if (chunk->nchanges == chunk->maxchanges)
+	{
+		chunk->maxchanges *= 2;
+		chunk->ends = repalloc(chunk->ends, chunk->maxchanges * sizeof(int));
+	}
+	chunk->ends[chunk->nchanges++] = chunk->buf.len;
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * A reader of a transition table: its own read pointer (the tuplestore is
+ * shared with any other AFTER STATEMENT trigger of the statement, as
+ * nodeNamedtuplestorescan.c does) and a slot.  The slot lives in the trigger
+ * call's context: a tuple read back from a spilled tuplestore belongs to the
+ * slot, which frees it at the next read.
+ */
+typedef struct TransitionReader
+{
+	Tuplestorestate *ts;
+	int			readptr;
+	TupleTableSlot *slot;
+} TransitionReader;
+
+static void
+reader_open(TransitionReader *r, Tuplestorestate *ts, TupleDesc desc)
+{
+	r->ts = ts;
+	r->readptr = tuplestore_alloc_read_pointer(ts, EXEC_FLAG_REWIND);
+	r->slot = MakeSingleTupleTableSlot(desc, &TTSOpsMinimalTuple);
+	/* a new read pointer starts where pointer 0 is: at the start, rewound */
+	tuplestore_select_read_pointer(ts, r->readptr);
+	tuplestore_rescan(ts);
+}
+
+/* The next tuple (valid until the next call, or until the slot is dropped), or NULL. */
+static HeapTuple
+reader_next(TransitionReader *r)
+{
+	bool		should_free;
+
+	tuplestore_select_read_pointer(r->ts, r->readptr);
+	if (!tuplestore_gettupleslot(r->ts, true, false, r->slot))
+		return NULL;
+	return ExecFetchSlotHeapTuple(r->slot, false, &should_free);
+}
+
+static void
+reader_close(TransitionReader *r)
+{
+	tuplestore_select_read_pointer(r->ts, 0);
+	ExecDropSingleTupleTableSlot(r->slot);
+}
+
+/*
+ * capture_statement
+ *		The statement trigger's work: one change per row of the transition
+ *		tables, built by append_change exactly as the row trigger builds it,
+ *		in the order the rows were changed, packed into chunks (above).
+ *		Memory: one row's JSON (reset per row) and one chunk at a time.
+ *
+ * UPDATE pairs the i-th row of the OLD TABLE with the i-th row of the NEW
+ * TABLE.  PostgreSQL 15 appends both images of a row together
+ * (ExecARUpdateTriggers -> AfterTriggerSaveEvent in
+ * src/backend/commands/trigger.c), and a cross-partition UPDATE appends the
+ * old image when it deletes the row from its partition and the new one when
+ * it inserts it into the other (ExecCrossPartitionUpdate, ExecDelete and
+ * ExecInsert in src/backend/executor/nodeModifyTable.c), so the pairing holds
+ * for partitioned tables too, with one exception checked on 15.20: when a
+ * BEFORE INSERT row trigger of the destination partition returns NULL, the
+ * row is deleted from its partition and inserted nowhere, and its old image
+ * has no new one.  The tables then differ in length and no pairing can be
+ * trusted, so the statement is sent as what it did: a DELETE for every old
+ * row, then an INSERT for every new one.
+ */
+static void
+capture_statement(TriggerData *trigdata, CaptureTarget *t)
+{
+	TriggerEvent event = trigdata->tg_event;
+	TupleDesc	desc = RelationGetDescr(t->rel);
+	Tuplestorestate *newts = NULL;
+	Tuplestorestate *oldts = NULL;
+	TransitionReader newr;
+	TransitionReader oldr;
+	ChangeChunk chunk;
+	MemoryContext callcxt = CurrentMemoryContext;
+	MemoryContext rowcxt;
+	StringInfoData row;
+	HeapTuple	newtup;
+	HeapTuple	oldtup;
+	bool		paired = true;
+
+	memset(&newr, 0, sizeof(newr));
+	memset(&oldr, 0, sizeof(oldr));
+	if (TRIGGER_FIRED_BY_INSERT(event) || TRIGGER_FIRED_BY_UPDATE(event))
+		newts = trigdata->tg_newtable;
+	if (TRIGGER_FIRED_BY_DELETE(event) || TRIGGER_FIRED_BY_UPDATE(event))
+		oldts = trigdata->tg_oldtable;
+	if ((newts == NULL && !TRIGGER_FIRED_BY_DELETE(event)) ||
+		(oldts == NULL && !TRIGGER_FIRED_BY_INSERT(event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("plank.capture() fired FOR EACH STATEMENT needs the statement's transition tables"),
+				 errhint("Attach it with plank.track(table), which declares REFERENCING NEW TABLE and OLD TABLE.")));
+
+	/* a statement that changed no row sends nothing (and takes no xid) */
+	if ((newts == NULL || tuplestore_tuple_count(newts) == 0) &&
+		(oldts == NULL || tuplestore_tuple_count(oldts) == 0))
+		return;
+	if (newts && oldts && tuplestore_tuple_count(newts) != tuplestore_tuple_count(oldts))
+		paired = false;
+
+	t->xid = U64FromFullTransactionId(GetTopFullTransactionId());
+	chunk.xid = t->xid;
+	chunk.cxt = AllocSetContextCreate(callcxt, "plank capture chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	chunk_start(&chunk);
+	rowcxt = AllocSetContextCreate(callcxt, "plank capture row",
+								   ALLOCSET_DEFAULT_SIZES);
+	if (newts)
+		reader_open(&newr, newts, desc);
+	if (oldts)
+		reader_open(&oldr, oldts, desc);
+
+	if (paired)
+	{
+		const char *op = newts && oldts ? "UPDATE" : newts ? "INSERT" : "DELETE";
+
+		for (;;)
+		{
+			/* read in the call's context: the slots own what they read */
+			newtup = newts ? reader_next(&newr) : NULL;
+			oldtup = oldts ? reader_next(&oldr) : NULL;
+			if (newtup == NULL && oldtup == NULL)
+				break;
+			MemoryContextSwitchTo(rowcxt);
+			initStringInfo(&row);
+			append_change(&row, t, op, newtup, oldtup);
+			chunk_add(&chunk, &row);
+			MemoryContextSwitchTo(callcxt);
+			MemoryContextReset(rowcxt);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	else
+	{
+		/* an UPDATE whose images cannot be paired (see above) */
+		while ((oldtup = reader_next(&oldr)) != NULL)
+		{
+			MemoryContextSwitchTo(rowcxt);
+			initStringInfo(&row);
+			append_change(&row, t, "DELETE", NULL, oldtup);
+			chunk_add(&chunk, &row);
+			MemoryContextSwitchTo(callcxt);
+			MemoryContextReset(rowcxt);
+			CHECK_FOR_INTERRUPTS();
+		}
+		while ((newtup = reader_next(&newr)) != NULL)
+		{
+			MemoryContextSwitchTo(rowcxt);
+			initStringInfo(&row);
+			append_change(&row, t, "INSERT", newtup, NULL);
+			chunk_add(&chunk, &row);
+			MemoryContextSwitchTo(callcxt);
+			MemoryContextReset(rowcxt);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	chunk_flush(&chunk);
+
+	if (newts)
+		reader_close(&newr);
+	if (oldts)
+		reader_close(&oldr);
+	MemoryContextDelete(rowcxt);
+	MemoryContextDelete(chunk.cxt);
+}
+
+/*
  * plank_capture
- *		Trigger function plank.capture(): AFTER INSERT/UPDATE/DELETE FOR EACH
- *		ROW, or AFTER TRUNCATE FOR EACH STATEMENT.  Queues one NOTIFY on channel
- *		"plank" whose payload is described in docs/PROTOCOL.md.  Raises 39P01
- *		(trigger_protocol_violated) when called in any other way.  A payload
- *		that would reach NOTIFY's 8000-byte limit is stored in plank.overflow
- *		and replaced by the row's key with "truncated": true and a reference
- *		the worker resolves, so the writer's transaction never fails on size.
+ *		Trigger function plank.capture(), attached by plank.track():
+ *		- AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT, one event per
+ *		  trigger, with REFERENCING NEW TABLE (INSERT, UPDATE) and OLD TABLE
+ *		  (UPDATE, DELETE): one change per row of the transition tables,
+ *		  packed into few notifications (capture_statement);
+ *		- AFTER TRUNCATE FOR EACH STATEMENT: one TRUNCATE change;
+ *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW (what plank.track()
+ *		  made before statement triggers, still accepted): one notification
+ *		  per row.
+ *		Arguments (from plank.track): none (every column), or 'columns', c1,
+ *		c2... (those and the identity key), or 'exclude', c1, c2... (all but
+ *		those).  Each change is a JSON object, and a notification on the
+ *		channel of plank.change_channel() carries one change, an array of
+ *		changes, or a reference to an array stored in plank.overflow
+ *		(docs/PROTOCOL.md, "Change payload").  Raises 39P01
+ *		(trigger_protocol_violated) when called in any other way, or fired
+ *		FOR EACH STATEMENT on INSERT, UPDATE or DELETE without the transition
+ *		tables it needs.
  */
 Datum
 plank_capture(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	Relation	rel;
 	TriggerEvent event;
-	const char *op;
-	char	   *schema;
-	char	   *table;
-	text	   *newjson = NULL;
-	text	   *oldjson = NULL;
-	Bitmapset  *columns;
-	StringInfoData head;
+	CaptureTarget target;
 	StringInfoData buf;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
@@ -299,92 +742,32 @@ plank_capture(PG_FUNCTION_ARGS)
 
 	event = trigdata->tg_event;
 	if (!TRIGGER_FIRED_AFTER(event) ||
-		(TRIGGER_FIRED_BY_TRUNCATE(event) ? !TRIGGER_FIRED_FOR_STATEMENT(event)
-		 : !TRIGGER_FIRED_FOR_ROW(event)))
+		(TRIGGER_FIRED_BY_TRUNCATE(event) && !TRIGGER_FIRED_FOR_STATEMENT(event)))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("plank.capture() must be fired AFTER, FOR EACH ROW (or FOR EACH STATEMENT on TRUNCATE)"),
+				 errmsg("plank.capture() must be fired AFTER"),
 				 errhint("Attach it with plank.track(table).")));
 
-	rel = trigdata->tg_relation;
-	payload_relation_names(rel, trigdata->tg_trigger, &schema, &table);
-	columns = tracked_attnums(rel, trigdata->tg_trigger);
+	target.rel = trigdata->tg_relation;
+	payload_relation_names(target.rel, trigdata->tg_trigger, &target.schema, &target.table);
+	target.columns = tracked_attnums(target.rel, trigdata->tg_trigger);
 
-	if (TRIGGER_FIRED_BY_INSERT(event))
+	if (TRIGGER_FIRED_FOR_STATEMENT(event) && !TRIGGER_FIRED_BY_TRUNCATE(event))
 	{
-		op = "INSERT";
-		newjson = row_to_payload_json(rel, trigdata->tg_trigtuple, columns);
+		capture_statement(trigdata, &target);
+		return PointerGetDatum(NULL);
 	}
-	else if (TRIGGER_FIRED_BY_UPDATE(event))
-	{
-		op = "UPDATE";
-		newjson = row_to_payload_json(rel, trigdata->tg_newtuple, columns);
-		oldjson = identity_to_json(rel, trigdata->tg_trigtuple, columns);
-	}
-	else if (TRIGGER_FIRED_BY_DELETE(event))
-	{
-		op = "DELETE";
-		oldjson = identity_to_json(rel, trigdata->tg_trigtuple, columns);
-	}
-	else
-		op = "TRUNCATE";
 
-	/* a fresh counter for each transaction; makes every payload unique */
-	if (MyProc->lxid != counter_lxid)
-	{
-		counter_lxid = MyProc->lxid;
-		counter_n = 0;
-	}
-	counter_n++;
-
-	initStringInfo(&head);
-	appendStringInfoString(&head, "{\"schema\":");
-	escape_json(&head, schema);
-	appendStringInfoString(&head, ",\"table\":");
-	escape_json(&head, table);
-	appendStringInfo(&head, ",\"op\":\"%s\",\"xid\":" UINT64_FORMAT ",\"n\":%u",
-					 op, U64FromFullTransactionId(GetTopFullTransactionId()),
-					 counter_n);
-
+	target.xid = U64FromFullTransactionId(GetTopFullTransactionId());
 	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, head.data, head.len);
-	if (newjson)
-		append_json_text(&buf, "new", newjson);
-	if (oldjson)
-		append_json_text(&buf, "old", oldjson);
-	appendStringInfoChar(&buf, '}');
-
-	if (buf.len >= NOTIFY_PAYLOAD_LIMIT)
-	{
-		/*
-		 * Too large for NOTIFY: store the payload, exactly as it is now, for
-		 * the worker, and notify the identity with "truncated" and a
-		 * reference to the stored payload.  If the payload cannot be stored,
-		 * the identity alone still reaches clients.
-		 */
-		int64		overflow_id = store_overflow(buf.data);
-
-		resetStringInfo(&buf);
-		appendBinaryStringInfo(&buf, head.data, head.len);
-		appendStringInfoString(&buf, ",\"truncated\":true");
-		if (newjson)
-			append_json_text(&buf, "key",
-							 identity_to_json(rel, TRIGGER_FIRED_BY_UPDATE(event) ?
-											  trigdata->tg_newtuple : trigdata->tg_trigtuple, columns));
-		if (oldjson)
-			append_json_text(&buf, "old", oldjson);
-
-		if (buf.len >= NOTIFY_PAYLOAD_LIMIT - OVERFLOW_REF_MAXLEN)
-		{
-			/* even the key is too large (or the table has no key) */
-			resetStringInfo(&buf);
-			appendBinaryStringInfo(&buf, head.data, head.len);
-			appendStringInfoString(&buf, ",\"truncated\":true");
-		}
-		if (overflow_id > 0)
-			appendStringInfo(&buf, ",\"overflow\":" INT64_FORMAT, overflow_id);
-		appendStringInfoChar(&buf, '}');
-	}
+	if (TRIGGER_FIRED_BY_INSERT(event))
+		append_change(&buf, &target, "INSERT", trigdata->tg_trigtuple, NULL);
+	else if (TRIGGER_FIRED_BY_UPDATE(event))
+		append_change(&buf, &target, "UPDATE", trigdata->tg_newtuple, trigdata->tg_trigtuple);
+	else if (TRIGGER_FIRED_BY_DELETE(event))
+		append_change(&buf, &target, "DELETE", NULL, trigdata->tg_trigtuple);
+	else
+		append_change(&buf, &target, "TRUNCATE", NULL, NULL);
 
 	Async_Notify(plank_change_channel(), buf.data);
 

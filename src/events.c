@@ -19,6 +19,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
@@ -163,7 +164,7 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
  * logged; it never stops the worker.
  */
 static void
-fetch_overflow(int64 *ids, char **payloads, int n)
+fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	int			i;
@@ -225,8 +226,206 @@ fetch_overflow(int64 *ids, char **payloads, int n)
 	for (i = 0; i < n; i++)
 		if (payloads[i] == NULL)
 			ereport(WARNING,
-					(errmsg("plank could not find the payload of oversized row " INT64_FORMAT " in plank.overflow", ids[i]),
+					(errmsg("plank could not find the payload of oversized %s " INT64_FORMAT " in plank.overflow",
+							batches ? "batch of changes" : "row", ids[i]),
+					 batches ? errdetail("Those changes are not sent.") :
 					 errdetail("The change is sent with its key and \"truncated\": true instead.")));
+}
+
+/*
+ * Multi-change notifications (docs/PROTOCOL.md, "Change payload"): the
+ * statement trigger sends the changes of a statement as a JSON array of
+ * change objects, or stores such an array in plank.overflow and notifies a
+ * reference {"batch": id, "xid": ..., "changes": count}.  Before anything
+ * else, each is replaced by one notification per change, in order, so that
+ * every change still becomes an event of its own (its own seq; the commit
+ * look-ahead sees every change).  The elements are cut out of the array's
+ * text exactly as the trigger wrote them, with PostgreSQL's JSON parser
+ * (common/jsonapi.h, as json_array_elements does in jsonfuncs.c).
+ */
+typedef struct SplitState
+{
+	JsonLexContext *lex;
+	char	   *start;			/* of the current top-level element */
+	PlankNotification *proto;	/* pid and channel of the elements */
+	PlankNotification **tail;	/* where the next element is linked */
+	int			count;
+} SplitState;
+
+static void
+split_element_start(void *state, bool isnull)
+{
+	SplitState *st = (SplitState *) state;
+
+	if (st->lex->lex_level == 1)
+		st->start = st->lex->token_start;
+}
+
+static void
+split_element_end(void *state, bool isnull)
+{
+	SplitState *st = (SplitState *) state;
+	PlankNotification *pn;
+
+	if (st->lex->lex_level != 1)
+		return;
+	pn = palloc(sizeof(PlankNotification));
+	pn->next = NULL;
+	pn->pid = st->proto->pid;
+	pn->channel = st->proto->channel;
+	pn->payload = pnstrdup(st->start, st->lex->prev_token_terminator - st->start);
+	*st->tail = pn;
+	st->tail = &pn->next;
+	st->count++;
+}
+
+/*
+ * Append one notification per element of the JSON array text to *tail;
+ * return the new tail.  Malformed text is logged (WARNING) and skipped
+ * whole: nothing is appended.
+ */
+static PlankNotification **
+split_changes(PlankNotification *proto, char *json, PlankNotification **tail)
+{
+	JsonSemAction sem;
+	SplitState	st;
+	PlankNotification *first = NULL;
+	JsonParseErrorType rc;
+
+	memset(&sem, 0, sizeof(sem));
+	memset(&st, 0, sizeof(st));
+	st.lex = makeJsonLexContextCstringLen(json, strlen(json), GetDatabaseEncoding(), false);
+	st.proto = proto;
+	st.tail = &first;
+	sem.semstate = &st;
+	sem.array_element_start = split_element_start;
+	sem.array_element_end = split_element_end;
+	rc = pg_parse_json(st.lex, &sem);
+	if (rc != JSON_SUCCESS)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank ignoring a malformed array of changes on its change channel"),
+				 errdetail("%s", json_errdetail(rc, st.lex)),
+				 errhint("The channel of plank.change_channel() is reserved for plank.capture().")));
+		return tail;
+	}
+	if (first == NULL)
+		return tail;
+	*tail = first;
+	return st.tail;
+}
+
+/* The id of a reference to a stored batch of changes, or 0 (after a WARNING). */
+static int64
+batch_reference(const char *payload)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	Jsonb	   *volatile jb = NULL;
+	int64		id = 0;
+
+	PG_TRY();
+	{
+		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
+		if (!JB_ROOT_IS_OBJECT(jb) || !get_int64(jb, "batch", &id))
+			id = 0;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		id = 0;
+	}
+	PG_END_TRY();
+	if (id <= 0)
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank ignoring a malformed reference to a batch of changes on its change channel"),
+				 errhint("The channel of plank.change_channel() is reserved for plank.capture().")));
+	return id;
+}
+
+#define IS_BATCH_REF(payload) (strncmp((payload), "{\"batch\":", 9) == 0)
+#define IS_ARRAY(payload) ((payload)[0] == '[')
+
+/*
+ * expand_changes
+ *		The batch with every array of changes, and every reference to a
+ *		stored one (all fetched from plank.overflow in one transaction),
+ *		replaced by one notification per change, in order.  Returns the
+ *		batch itself when it holds neither.  Allocates in the current memory
+ *		context.
+ */
+static PlankNotification *
+expand_changes(PlankNotification *batch)
+{
+	const char *channel = plank_change_channel();
+	PlankNotification *pn;
+	PlankNotification *result = NULL;
+	PlankNotification **tail = &result;
+	int64	   *ids;
+	char	  **fetched;
+	int			nrefs = 0;
+	int			nmulti = 0;
+	int			i = 0;
+
+	for (pn = batch; pn != NULL; pn = pn->next)
+		if (strcmp(pn->channel, channel) == 0 &&
+			(IS_ARRAY(pn->payload) || IS_BATCH_REF(pn->payload)))
+		{
+			nmulti++;
+			if (IS_BATCH_REF(pn->payload))
+				nrefs++;
+		}
+	if (nmulti == 0)
+		return batch;
+
+	ids = palloc0(Max(nrefs, 1) * sizeof(int64));
+	fetched = palloc0(Max(nrefs, 1) * sizeof(char *));
+	for (pn = batch; pn != NULL; pn = pn->next)
+		if (strcmp(pn->channel, channel) == 0 && IS_BATCH_REF(pn->payload))
+			ids[i++] = batch_reference(pn->payload);
+	if (nrefs > 0)
+	{
+		int64	   *valid = palloc(nrefs * sizeof(int64));
+		char	  **got = palloc(nrefs * sizeof(char *));
+		int			nvalid = 0;
+		int			j;
+
+		for (i = 0; i < nrefs; i++)
+			if (ids[i] > 0)
+				valid[nvalid++] = ids[i];
+		if (nvalid > 0)
+			fetch_overflow(valid, got, nvalid, true);
+		for (i = 0, j = 0; i < nrefs; i++)
+			if (ids[i] > 0)
+				fetched[i] = got[j++];
+	}
+
+	i = 0;
+	for (pn = batch; pn != NULL; pn = pn->next)
+	{
+		PlankNotification *copy;
+
+		if (strcmp(pn->channel, channel) == 0 && IS_BATCH_REF(pn->payload))
+		{
+			if (fetched[i] != NULL)
+				tail = split_changes(pn, fetched[i], tail);
+			i++;
+			continue;
+		}
+		if (strcmp(pn->channel, channel) == 0 && IS_ARRAY(pn->payload))
+		{
+			tail = split_changes(pn, pn->payload, tail);
+			continue;
+		}
+		copy = palloc(sizeof(PlankNotification));
+		*copy = *pn;
+		copy->next = NULL;
+		*tail = copy;
+		tail = &copy->next;
+	}
+	return result;
 }
 
 /* Payload text as UTF-8, the only encoding of WebSocket text frames. */
@@ -295,6 +494,9 @@ plank_events_process(PlankNotification *batch)
 	uint64		next_xid = 0;
 	bool		next_is_change = false;
 
+	/* arrays of changes, and stored ones, become one notification per change */
+	batch = expand_changes(batch);
+
 	for (pn = batch; pn != NULL; pn = pn->next)
 		n++;
 	evs = palloc0(n * sizeof(PlankEvent));
@@ -338,7 +540,7 @@ plank_events_process(PlankNotification *batch)
 	{
 		char	  **fetched = palloc(noverflow * sizeof(char *));
 
-		fetch_overflow(overflow_ids, fetched, noverflow);
+		fetch_overflow(overflow_ids, fetched, noverflow, false);
 		for (i = 0; i < noverflow; i++)
 		{
 			if (fetched[i] == NULL)
