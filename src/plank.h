@@ -218,6 +218,7 @@ extern void plank_server_shutdown(void);
 extern void plank_server_reload(void);
 extern void plank_server_disconnect(uint64 id);
 extern PlankFrame *plank_frame_make(const char *data, int len);
+extern PlankFrame *plank_frame_concat(const char *a, int alen, const char *b, int blen);
 extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);

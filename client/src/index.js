@@ -178,6 +178,12 @@ export class SubscriptionState {
         this.seq = msg.seq;
         this.pending.push(msg);
         out.push(["change", msg]);
+        // the last change of a transaction closes it itself: "commit": true stands for a
+        // commit marker with the same seq (docs/PROTOCOL.md, "commit")
+        if (msg.commit === true) {
+          const commit = { sub: msg.sub, type: "commit", seq: msg.seq, epoch: msg.epoch, xid: xid ?? null };
+          out.push(...this.handle(commit, connectionEpoch));
+        }
         return out;
       }
       case "commit": {

@@ -395,8 +395,9 @@ test("resume: a connection lost before a commit marker gets the whole transactio
   tags.push(tag);
   const proxy = await startProxy();
   t.after(() => proxy.close());
-  // A WebSocket that loses everything after the transaction's second change (as if the
-  // connection broke right there) and drops the connection.
+  // A WebSocket that loses everything after the second of the transaction's three
+  // changes (as if the connection broke right there) and drops the connection; the third
+  // one would have closed the transaction ("commit": true).
   let dropped = false;
   class Lossy extends WebSocketImpl {
     get onmessage() { return super.onmessage; }
@@ -420,14 +421,15 @@ test("resume: a connection lost before a commit marker gets the whole transactio
   rec.watch(sub, SUB_EVENTS);
   await rec.nth("ack", 1);
   psql(`BEGIN; INSERT INTO public.items (name, value) VALUES (${q(tag)}, 1);
-        INSERT INTO public.items (name, value) VALUES (${q(tag)}, 2); COMMIT`);
+        INSERT INTO public.items (name, value) VALUES (${q(tag)}, 2);
+        INSERT INTO public.items (name, value) VALUES (${q(tag)}, 3); COMMIT`);
   const ack = await rec.nth("ack", 2);
   const commit = await rec.nth("commit", 1);
   assert.ok(dropped);
   assert.equal(ack.resumed, true);
   assert.equal(ack.since.seq, commit.changes[0].seq - 1, "resumed from before the transaction");
-  assert.deepEqual(commit.changes.map((m) => Number(m.change.new.value)), [1, 2]);
-  assert.equal(rec.named("change").length, 2, "each change delivered once");
+  assert.deepEqual(commit.changes.map((m) => Number(m.change.new.value)), [1, 2, 3]);
+  assert.equal(rec.named("change").length, 3, "each change delivered once");
   assert.equal(rec.named("commit").length, 1);
 });
 

@@ -170,3 +170,21 @@ test("a since the server ignored (no resumed, no resync_required) is reported as
   s.handle({ sub: "s", type: "snapshot", seq: 12, epoch: E1, complete: true, rows: [] });
   assert.deepEqual(names(s.handle({ type: "ack", id: "s", request: "subscribe", seq: 12 }, E1)), ["ack"]);
 });
+
+test("commit grouping: a change with \"commit\": true closes its transaction itself", () => {
+  const s = new SubscriptionState();
+  s.begin(null);
+  s.handle({ type: "ack", id: "s", request: "subscribe", seq: 10 }, E1);
+  const single = s.handle({ ...change(11, 1), commit: true });
+  assert.deepEqual(names(single), ["change", "commit"]);
+  assert.equal(single[1][1].seq, 11);
+  assert.equal(single[1][1].xid, 1);
+  assert.deepEqual(single[1][1].changes.map((c) => c.seq), [11]);
+  // two changes, the last one folded; then a replay of the folded one is dropped
+  assert.deepEqual(names(s.handle(change(12, 2))), ["change"]);
+  const last = s.handle({ ...change(13, 2), commit: true });
+  assert.deepEqual(names(last), ["change", "commit"]);
+  assert.deepEqual(last[1][1].changes.map((c) => c.seq), [12, 13]);
+  assert.deepEqual(names(s.handle({ ...change(13, 2), commit: true })), [], "replayed");
+  assert.deepEqual(s.since(), { epoch: E1, seq: 13 });
+});

@@ -1,13 +1,19 @@
 """Commit markers and transactions (docs/PROTOCOL.md, "commit"): the changes of one
-transaction are delivered contiguously, in the order they were made, followed by one
-`commit` with the transaction's xid and the seq of its last change."""
+transaction are delivered contiguously, in the order they were made, and closed for each
+subscription by one commit: `"commit": true` on the transaction's last change when the
+subscription receives it, else a `commit` message with the transaction's xid and the seq
+of its last change. The test client (conftest.Client) turns the first form into the
+second; test_commit_wire_form checks the frames themselves."""
 
 import asyncio
+import json
 import threading
+
+import websockets
 
 import pytest
 
-from conftest import client, connect, run, sql, tag
+from conftest import WS_URL, client, connect, run, sql, tag
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -76,6 +82,7 @@ def test_single_change_then_commit(db):
                               "epoch": epoch, "xid": xid}, commit
             await c.sync()
             assert c.kept_events() == [], "one commit per transaction"
+            assert c.folded == 1, "the change did not carry \"commit\": true"
     run(body())
 
 
@@ -105,6 +112,8 @@ def test_debit_and_credit_arrive_together_before_one_commit():
             assert only_commit == dict(commit, sub="debit"), only_commit
             await c.sync()
             assert c.kept_events() == []
+            # "acc" got the credit with "commit": true, "debit" a commit message
+            assert c.folded == 1, c.folded
     run(body())
 
 
@@ -146,6 +155,7 @@ def test_commit_closes_every_subscription_that_got_part_of_the_transaction():
             # the commit of items comes after the last change of the transaction
             await c.sync()
             assert c.kept_events() == [], "a subscription with no change got a commit"
+            assert c.folded == 1, c.folded
     run(body())
     sql("DELETE FROM items WHERE name = %s", (name,))
 
@@ -272,3 +282,52 @@ def test_statements_interleaved_across_two_open_transactions():
             seqs = [m["seq"] for m in changes_b + changes_a]
             assert seqs == list(range(seqs[0], seqs[0] + 6)), seqs
     run(body())
+
+
+def test_commit_wire_form():
+    """The frames as sent: a single-change transaction is one message carrying
+    "commit": true; in a transaction over two tables the subscription that gets the last
+    change gets it with "commit": true and the other one a separate commit message."""
+    owner = tag()
+    a, _ = new_accounts(owner)
+    name = tag()
+
+    def tx():
+        conn = connect(autocommit=False)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO items (name) VALUES (%s)", (name,))
+                cur.execute("UPDATE e2e_accounts SET balance = 1 WHERE id = %s", (a,))
+                cur.execute("SELECT txid_current()")
+                xid = cur.fetchone()[0]
+            conn.commit()
+            return xid
+        finally:
+            conn.close()
+
+    async def frames(ws, n):
+        return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(n)]
+
+    async def body():
+        async with websockets.connect(WS_URL, ping_interval=None) as ws:
+            await frames(ws, 1)   # welcome
+            for sub, table, flt in (("items", "public.items", {"name": name}),
+                                    ("acc", "public.e2e_accounts", {"owner": owner})):
+                await ws.send(json.dumps({"type": "subscribe", "id": sub, "table": table,
+                                          "filter": flt}))
+                (ack,) = await frames(ws, 1)
+                assert ack["type"] == "ack", ack
+            await asyncio.to_thread(sql, "INSERT INTO items (name) VALUES (%s)", (name + "-1",))
+            await asyncio.to_thread(sql, "UPDATE e2e_accounts SET balance = 2 WHERE id = %s", (a,))
+            (single,) = await frames(ws, 1)
+            assert single["type"] == "change" and single["sub"] == "acc", single
+            assert single["commit"] is True, single
+            xid = await asyncio.to_thread(tx)
+            item, acc, item_commit = await frames(ws, 3)
+            assert item["type"] == "change" and item["sub"] == "items" and "commit" not in item
+            assert item_commit == {"sub": "items", "type": "commit", "seq": acc["seq"],
+                                   "epoch": acc["epoch"], "xid": xid}, item_commit
+            assert acc["type"] == "change" and acc["sub"] == "acc" and acc["commit"] is True
+            assert acc["seq"] == item["seq"] + 1
+    run(body())
+    sql("DELETE FROM items WHERE name LIKE %s", (name + "%",))
