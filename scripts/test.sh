@@ -13,7 +13,9 @@
 #
 # Environment: PLANK_TEST_PGPORT (default 5499), PLANK_TEST_PORT (Plank's port, default
 # 18099), PLANK_REGRESS_PORT (Plank's port under pg_regress, default 18098),
-# PYTEST_ARGS (extra pytest arguments, e.g. "-k seq -x").
+# PYTEST_ARGS (extra pytest arguments, e.g. "-k seq -x"), PLANK_TEST_STEPS (the steps to
+# run after the cluster is up, e.g. "e2e client"; default: all of them; a step left out is
+# reported as skipped).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -194,10 +196,21 @@ export PLANK_STATIC=$STATIC
 export PLANK_URL=http://127.0.0.1:$PORT/
 export PLANK_PSQL="psql -h 127.0.0.1 -p $PGPORT -U postgres -d $DB -v ON_ERROR_STOP=1 -qAt"
 
+# Is step $1 selected by PLANK_TEST_STEPS (all are when it is empty)?  A step left out
+# is recorded as skipped.
+want() {
+    if [ -z "${PLANK_TEST_STEPS:-}" ] || [[ " $PLANK_TEST_STEPS " == *" $1 "* ]]; then
+        return 0
+    fi
+    record "$1" skipped
+    return 1
+}
+
 # --- pytest ---------------------------------------------------------------------------
-log "=== e2e: pytest test/e2e"
+if ! want e2e; then
+    :
 # shellcheck disable=SC2086
-if "$PY" -m pytest -v -p no:cacheprovider test/e2e ${PYTEST_ARGS:-} </dev/null; then
+elif log "=== e2e: pytest test/e2e" && "$PY" -m pytest -v -p no:cacheprovider test/e2e ${PYTEST_ARGS:-} </dev/null; then
     record e2e passed
 else
     record e2e failed
@@ -206,7 +219,7 @@ else
 fi
 
 # --- JavaScript client tests (node's test runner, against the same worker) -------------
-if [ -f client/package.json ]; then
+if [ -f client/package.json ] && want client; then
     log "=== client: node --test client/test/"
     if npm ci --prefix client --no-audit --no-fund --loglevel=error </dev/null \
             && node --test client/test/ </dev/null; then
@@ -219,6 +232,7 @@ fi
 # A step that is a script of its own: run it if it exists, record the outcome.
 script_step() {  # script_step NAME SCRIPT
     [ -f "$2" ] || return 0
+    want "$1" || return 0
     log "=== $1: bash $2"
     if bash "$2" </dev/null; then
         record "$1" passed
@@ -237,7 +251,9 @@ script_step fuzz test/fuzz/run.sh
 script_step sanitize test/sanitize/run.sh
 
 # --- browser tests --------------------------------------------------------------------
-if [ -f test/browser/package.json ]; then
+if ! [ -f test/browser/package.json ]; then
+    record browser skipped
+elif want browser; then
     log "=== browser: node --test test/browser/"
     if npm ci --prefix test/browser --no-audit --no-fund --loglevel=error </dev/null \
             && node --test test/browser/ </dev/null; then
@@ -245,8 +261,6 @@ if [ -f test/browser/package.json ]; then
     else
         record browser failed
     fi
-else
-    record browser skipped
 fi
 
 finish
