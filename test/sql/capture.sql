@@ -98,12 +98,47 @@ SELECT plank.track('kinds', operations => '{DELETE}');
 UPDATE kinds SET t = 'not sent' WHERE id = 9;
 DELETE FROM kinds WHERE id = 9;
 
+-- statements: the changes of a multi-row statement in one notification (an
+-- array), in the order made; a statement that changes no row sends nothing
+SELECT plank.track('kinds', columns => '{t}');
+INSERT INTO kinds (id, t) SELECT g, 'row ' || g FROM generate_series(20, 23) g;
+UPDATE kinds SET t = t || '!' WHERE id BETWEEN 20 AND 22;
+UPDATE kinds SET t = 'none' WHERE id < 0;
+DELETE FROM kinds WHERE id > 21;
+-- a statement larger than a notification: outside plank.database (no worker
+-- reads plank.overflow) it is packed into notifications under 8000 bytes
+INSERT INTO kinds (id, t) SELECT g, repeat('p', 100) FROM generate_series(100, 299) g;
+-- a large row among small ones: truncated in place (stored where a worker reads it)
+INSERT INTO kinds (id, t) VALUES (300, 's'), (301, repeat('L', 9000)), (302, 's');
+-- the old and new rows of an UPDATE in a transaction with other statements
+BEGIN;
+UPDATE kinds SET t = 'u' WHERE id IN (20, 21);
+INSERT INTO kinds (id) VALUES (303);
+COMMIT;
+DELETE FROM kinds WHERE id >= 100;
+
+-- partitioned: statements naming the table or a partition name the table;
+-- a row moving to another partition is an UPDATE
+INSERT INTO parted VALUES (2, 'eu'), (3, 'eu');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us');
+SELECT plank.track('parted');
+INSERT INTO parted_eu VALUES (4, 'eu');
+UPDATE parted SET region = 'us' WHERE id IN (2, 3);
+UPDATE parted_us SET id = id + 10;
+-- a row moved out of its partition and suppressed by a BEFORE INSERT trigger
+-- of the other one has no new image: the statement is sent as deletes and inserts
+CREATE FUNCTION skip_id_4() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN IF NEW.id = 4 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+CREATE TRIGGER skip_id_4 BEFORE INSERT ON parted_us FOR EACH ROW EXECUTE FUNCTION skip_id_4();
+UPDATE parted SET region = 'us' WHERE region = 'eu';
+DELETE FROM parted;
+
 -- after untrack, nothing is sent
 SELECT plank.untrack('kinds');
 INSERT INTO kinds (id) VALUES (7);
 
 \o
-\! sed -E 's/PID [0-9]+/PID N/; s/"xid":[0-9]+/"xid":N/; s/"plank_[0-9a-f]{16}"/"plank_N"/' test/results/capture_notifications.out
+\! sed -E 's/PID [0-9]+/PID N/; s/"xid":[0-9]+/"xid":N/g; s/"plank_[0-9a-f]{16}"/"plank_N"/' test/results/capture_notifications.out
 
 UNLISTEN *;
 -- the rows are all still there: capture never changes the writer's data

@@ -9,7 +9,10 @@ SELECT plank.track('t1');
 SELECT table_name, schema_name, relname, enabled FROM plank.tracked_tables;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
 
--- tracking again keeps two triggers
+-- statement triggers with transition tables, one per operation
+SELECT tgname, tgtype, tgoldtable, tgnewtable FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
+
+-- tracking again keeps four triggers
 SELECT plank.track('t1');
 SELECT count(*) FROM pg_trigger WHERE tgrelid = 't1'::regclass;
 
@@ -28,9 +31,9 @@ SELECT plank.track('t1', operations => '{SELECT}');
 SELECT plank.track('t1', operations => '{}');
 
 -- a disabled trigger shows in the view
-ALTER TABLE t1 DISABLE TRIGGER plank_capture_row;
+ALTER TABLE t1 DISABLE TRIGGER plank_capture_update;
 SELECT table_name, enabled FROM plank.tracked_tables;
-ALTER TABLE t1 ENABLE TRIGGER plank_capture_row;
+ALTER TABLE t1 ENABLE TRIGGER plank_capture_update;
 
 SELECT plank.untrack('t1');
 SELECT * FROM plank.tracked_tables;
@@ -41,9 +44,15 @@ SELECT plank.untrack('t1');
 -- partitioned tables: the parent is listed, not its partitions
 CREATE TABLE parted (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region);
 CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
-SELECT plank.track('parted');
+CREATE TABLE parted_us PARTITION OF parted FOR VALUES IN ('us', 'ca') PARTITION BY LIST (region);
+CREATE TABLE parted_ca PARTITION OF parted_us FOR VALUES IN ('ca');
+SELECT plank.track('parted', operations => '{INSERT, UPDATE}');
 SELECT table_name FROM plank.tracked_tables;
+-- its partitions, at every level, get statement triggers of their own
+SELECT tgrelid::regclass, tgname FROM pg_trigger
+ WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('parted')) ORDER BY 1, 2;
 SELECT plank.untrack('parted');
+SELECT count(*) FROM pg_trigger WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('parted'));
 
 -- bad arguments
 SELECT plank.track(NULL);
@@ -64,8 +73,12 @@ CREATE TABLE t2 (id int);
 CREATE TRIGGER wrong BEFORE INSERT ON t2 FOR EACH ROW EXECUTE FUNCTION plank.capture();
 INSERT INTO t2 VALUES (1);
 DROP TRIGGER wrong ON t2;
+-- a statement trigger needs the transition tables
 CREATE TRIGGER wrong AFTER INSERT ON t2 FOR EACH STATEMENT EXECUTE FUNCTION plank.capture();
 INSERT INTO t2 VALUES (1);
+DROP TRIGGER wrong ON t2;
+CREATE TRIGGER wrong AFTER UPDATE ON t2 REFERENCING NEW TABLE AS n FOR EACH STATEMENT EXECUTE FUNCTION plank.capture();
+UPDATE t2 SET id = 2;
 
 -- the extension cannot be moved: its objects live in schema plank
 ALTER EXTENSION plank SET SCHEMA public;
