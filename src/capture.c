@@ -641,6 +641,31 @@ capture_statement(TriggerData *trigdata, CaptureTarget *t)
 		paired = false;
 
 	t->xid = U64FromFullTransactionId(GetTopFullTransactionId());
+
+	/*
+	 * One row, the common case of single-row statements: one change, sent as
+	 * the row trigger sends it, without the chunk's memory contexts (they
+	 * cost single-row writers measurably).
+	 */
+	if (paired &&
+		(newts == NULL || tuplestore_tuple_count(newts) == 1) &&
+		(oldts == NULL || tuplestore_tuple_count(oldts) == 1))
+	{
+		if (newts)
+			reader_open(&newr, newts, desc);
+		if (oldts)
+			reader_open(&oldr, oldts, desc);
+		initStringInfo(&row);
+		append_change(&row, t, newts && oldts ? "UPDATE" : newts ? "INSERT" : "DELETE",
+					  newts ? reader_next(&newr) : NULL, oldts ? reader_next(&oldr) : NULL);
+		Async_Notify(plank_change_channel(), row.data);
+		if (newts)
+			reader_close(&newr);
+		if (oldts)
+			reader_close(&oldr);
+		return;
+	}
+
 	chunk.xid = t->xid;
 	chunk.cxt = AllocSetContextCreate(callcxt, "plank capture chunk",
 									  ALLOCSET_DEFAULT_SIZES);
