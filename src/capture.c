@@ -1,17 +1,31 @@
 /*-------------------------------------------------------------------------
  *
  * capture.c
- *		plank.capture(): the trigger function that turns a row change into a
- *		NOTIFY on channel "plank" with a JSON description of the change.
+ *		plank.capture(): the trigger function that turns row changes into
+ *		NOTIFYs on the change channel (plank.change_channel()) carrying JSON
+ *		descriptions of the changes.
+ *
+ * plank.track() attaches it as AFTER INSERT / UPDATE / DELETE FOR EACH
+ * STATEMENT triggers with transition tables, so that a statement changing
+ * many rows costs a few notifications: its changes go out as JSON arrays
+ * under NOTIFY's limit, or as arrays of about 1 MB stored in plank.overflow
+ * and referenced by one notification each.  The worker (events.c) expands
+ * them into one event per row.  Each row's change is built by
+ * append_change(), which the older FOR EACH ROW form shares.
  *
  * NOTIFY is transactional: the notification is queued by Async_Notify and
  * delivered only when the writer's transaction commits, in commit order, and
  * never for a transaction that rolls back.  The payload format is documented
  * in docs/PROTOCOL.md ("Change payload").
  *
- * Sources followed: PostgreSQL docs "Writing Trigger Functions in C" and
- * "NOTIFY" (payload limit of 8000 bytes, duplicate folding within one
- * transaction, which the per-transaction counter "n" defeats on purpose).
+ * Sources followed: PostgreSQL docs "Writing Trigger Functions in C",
+ * "CREATE TRIGGER" (transition tables, one event per trigger, statement
+ * triggers of partitioned tables) and "NOTIFY" (payload limit of 8000
+ * bytes, duplicate folding within one transaction, which the per-transaction
+ * counter "n" defeats on purpose); src/backend/commands/trigger.c and
+ * src/backend/executor/nodeModifyTable.c of PostgreSQL 15 (how transition
+ * tables are filled), src/backend/executor/nodeNamedtuplestorescan.c (how
+ * they are read).
  *
  *-------------------------------------------------------------------------
  */

@@ -2,10 +2,12 @@
  *
  * events.c
  *		Turns the notifications the worker received into events: stamps each
- *		with the next sequence number, parses change payloads, fetches the
- *		payloads of oversized rows from plank.overflow, marks where each
- *		transaction ends, builds each event's shared message body once, and
- *		hands the events to the subscriptions and the replay ring.
+ *		with the next sequence number, expands the notifications that carry
+ *		several changes (a statement's) into one per change, parses change
+ *		payloads, fetches the payloads of oversized rows and statements from
+ *		plank.overflow, marks where each transaction ends, builds each
+ *		event's shared message body once, and hands the events to the
+ *		subscriptions and the replay ring.
  *
  * A committed transaction's notifications are always read in one pass of
  * ProcessNotifyInterrupt (async.c writes them contiguously before commit and
