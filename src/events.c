@@ -475,6 +475,87 @@ build_notify_frame(PlankEvent *ev, const char *channel, const char *payload, int
 }
 
 /*
+ * Build an event's message body from its payload, send it to the matching
+ * subscriptions and keep it in the replay ring.  ev has its seq, routing
+ * fields and tx_last.
+ */
+static void
+deliver(PlankEvent *ev, const char *payload)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
+
+	if (ev->is_change)
+		build_change_frame(ev, payload);
+	else
+		build_notify_frame(ev, NameStr(ev->channel), payload, ev->pid);
+	plank_subs_dispatch(ev);
+	plank_ring_push(ev);
+	plank_frame_unref(ev->frame);
+	ev->jb = NULL;
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(event_cxt);
+}
+
+/*
+ * plank_events_start_after
+ *		A worker other than worker 0 starts serving at sequence number seq
+ *		(plank.workers > 1): its replay ring covers nothing before it.
+ */
+void
+plank_events_start_after(uint64 seq)
+{
+	plank_ring_start_after(seq);
+	plank_stats_seq(seq);
+}
+
+/*
+ * plank_events_deliver
+ *		A worker other than worker 0: one event read from the shared queue
+ *		(queue.c), numbered by worker 0, with the payload its frame is built
+ *		from.  Handled exactly as worker 0 handled it.  A change payload
+ *		that does not parse (never written by worker 0) is skipped with a
+ *		WARNING.
+ */
+void
+plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
+					 const char *channel, char *payload, int len)
+{
+	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
+	PlankEvent	ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.seq = seq;
+	ev.pid = pid;
+	ev.is_change = is_change;
+	ev.tx_last = tx_last;
+	plank_seq = seq;
+	if (is_change)
+	{
+		int64		overflow_id;
+		bool		valid;
+
+		MemoryContextSwitchTo(event_cxt);
+		valid = parse_change(&ev, payload, &overflow_id);
+		ev.jb = NULL;
+		MemoryContextSwitchTo(batch_cxt);
+		MemoryContextReset(event_cxt);
+		ev.tx_last = tx_last;
+		if (valid)
+			deliver(&ev, payload);
+	}
+	else
+	{
+		namestrcpy(&ev.channel, channel);
+		deliver(&ev, payload);
+	}
+	plank_access_batch_done();
+	plank_stats_count(PLANK_STAT_NOTIFICATIONS, 1);
+	plank_stats_seq(plank_seq);
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextReset(batch_cxt);
+}
+
+/*
  * plank_events_process
  *		Process one batch of received notifications, in the order received:
  *		each valid one becomes an event with the next sequence number, is
@@ -566,18 +647,11 @@ plank_events_process(PlankNotification *batch)
 		PlankEvent *ev = &evs[i];
 
 		ev->seq = ++plank_seq;
-		MemoryContextSwitchTo(event_cxt);
-		if (ev->is_change)
-			build_change_frame(ev, payloads[i]);
-		else
-			build_notify_frame(ev, NameStr(ev->channel), payloads[i], ev->pid);
-		plank_subs_dispatch(ev);
-		plank_ring_push(ev);
-		plank_frame_unref(ev->frame);
-		ev->jb = NULL;
-		MemoryContextSwitchTo(batch_cxt);
-		MemoryContextReset(event_cxt);
+		/* plank.workers > 1: the other workers get it through the shared queue */
+		plank_queue_publish(ev, payloads[i], strlen(payloads[i]));
+		deliver(ev, payloads[i]);
 	}
+	plank_queue_published();
 	plank_access_batch_done();
 	plank_stats_count(PLANK_STAT_NOTIFICATIONS, nevs);
 	plank_stats_seq(plank_seq);

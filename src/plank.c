@@ -36,6 +36,8 @@ int			plank_max_client_lag = 5000;
 int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
 int			plank_replay_buffer = 16384;
+int			plank_workers = 1;
+int			plank_shared_queue_size = 16384;
 bool		plank_log_connections = false;
 int			plank_log_level = LOG;
 char	   *plank_http_allowed_addresses = NULL;
@@ -165,6 +167,29 @@ define_settings(void)
 							&plank_replay_buffer,
 							16384, 0, MAX_KILOBYTES,
 							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	/*
+	 * plank.workers, plank.shared_queue_size: PGC_POSTMASTER (the workers are
+	 * registered and the shared memory sized at server start).  Docs:
+	 * README.md "Settings", docs/BENCHMARKS.md "Several workers".
+	 */
+	DefineCustomIntVariable("plank.workers",
+							"Sets the number of worker processes that serve the WebSocket clients of each database.",
+							"They share plank.port (SO_REUSEPORT); the first one LISTENs and passes every event to the others through shared memory.",
+							&plank_workers,
+							1, 1, PLANK_MAX_WORKERS,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.shared_queue_size",
+							"Sets the size of the shared-memory queue through which the first worker of a database passes events to the others.",
+							"Used only when plank.workers is above 1; a full queue makes the first worker wait for the slowest of the others.",
+							&plank_shared_queue_size,
+							16384, 64, MAX_KILOBYTES,
+							PGC_POSTMASTER,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
@@ -378,20 +403,23 @@ static void
 register_workers(void)
 {
 	List	   *dbs = plank_database_list();
-	int			n = list_length(dbs);
+	int			n = list_length(dbs) * plank_workers;
 	ListCell   *lc;
 
 	if (n > max_worker_processes)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("plank needs %d background workers for plank.database, but max_worker_processes is %d",
+				 errmsg("plank needs %d background workers for plank.database and plank.workers, but max_worker_processes is %d",
 						n, max_worker_processes),
 				 errhint("Raise max_worker_processes to at least %d plus the workers other features use, and restart the server.",
 						 n)));
 	foreach(lc, dbs)
-		register_worker(foreach_current_index(lc), (const char *) lfirst(lc));
+		for (int k = 0; k < plank_workers; k++)
+			register_worker(foreach_current_index(lc) * PLANK_MAX_WORKERS + k,
+							(const char *) lfirst(lc));
 }
 
+/* index: the database's place in plank.database * PLANK_MAX_WORKERS + worker number */
 static void
 register_worker(int index, const char *dbname)
 {
@@ -405,7 +433,11 @@ register_worker(int index, const char *dbname)
 	worker.bgw_restart_time = 1;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "plank");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "plank_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker for %s", dbname);
+	if (plank_workers > 1)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker %d for %s",
+				 index % PLANK_MAX_WORKERS, dbname);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "plank worker for %s", dbname);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "plank");
 	worker.bgw_main_arg = Int32GetDatum(index);
 	worker.bgw_notify_pid = 0;
@@ -429,5 +461,6 @@ _PG_init(void)
 
 	define_settings();
 	plank_stats_init(list_length(plank_database_list()));
+	plank_queue_init(list_length(plank_database_list()));
 	register_workers();
 }

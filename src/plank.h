@@ -30,6 +30,8 @@ extern int	plank_max_client_lag;	/* ms */
 extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
+extern int	plank_workers;
+extern int	plank_shared_queue_size;	/* kB */
 extern bool plank_log_connections;
 extern int	plank_log_level;
 extern char *plank_http_allowed_addresses;
@@ -56,8 +58,16 @@ extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
 extern List *plank_database_list(void);
 extern bool plank_serves_database(const char *dbname);
 
-/* this worker: its index in plank.database, its database and its port */
+/* plank.workers is at most this */
+#define PLANK_MAX_WORKERS 64
+
+/*
+ * this worker: its database's index in plank.database, its number among the
+ * plank.workers workers of that database (0: the one that LISTENs), its
+ * database and its port
+ */
 extern int	plank_worker_index;
+extern int	plank_worker_number;
 extern char *plank_worker_database;
 extern int	plank_worker_port;
 
@@ -112,8 +122,7 @@ typedef struct PlankConn
 	MemoryContext mcxt;
 	uint64		id;
 	dlist_node	node;			/* in the list of all connections */
-	StringInfoData rx;			/* message being reassembled from fragments */
-	StringInfoData wbuf;		/* LWS_PRE headroom + the frame being written */
+	StringInfoData rx;			/* a message arriving in pieces; data NULL otherwise */
 	PlankOutMsg *queue;			/* ring of messages waiting to be written */
 	int			q_head;
 	int			q_len;
@@ -237,6 +246,9 @@ extern void plank_protocol_auth_failed(PlankConn *conn, const char *id, const ch
 extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
+extern void plank_events_start_after(uint64 seq);
+extern void plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
+								 const char *channel, char *payload, int len);
 
 /* jws.c */
 #include "jws.h"
@@ -283,12 +295,27 @@ extern int	plank_stats_take_disconnects(uint64 *ids, int max);
 extern void plank_stats_health(StringInfo buf, bool *ok);
 extern void plank_stats_metrics(StringInfo buf);
 
+/* queue.c: events from worker 0 to the other workers of its database */
+extern void plank_queue_init(int ndatabases);
+extern void plank_queue_attach(void);
+extern void plank_queue_publish(const PlankEvent *ev, const char *payload, int len);
+extern void plank_queue_published(void);
+typedef void (*plank_queue_consumer) (uint64 seq, bool is_change, bool tx_last, int32 pid,
+									  const char *channel, char *payload, int len);
+extern void plank_queue_consume(plank_queue_consumer fn);
+extern uint64 plank_queue_listen(const char *channel);
+extern void plank_queue_unlisten(const char *channel);
+extern uint64 plank_queue_listening_since(const char *channel);
+extern void plank_queue_serve_listens(void);
+extern void plank_queue_wake_others(void);
+
 /* subxact.c */
 extern bool plank_try_subxact(void (*fn) (void *arg), void *arg, ErrorData **edata);
 
 /* ring.c */
 extern void plank_ring_push(const PlankEvent *ev);
 extern bool plank_ring_covers(uint64 after_seq);
+extern void plank_ring_start_after(uint64 seq);
 typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
 extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
 

@@ -437,7 +437,7 @@ copy_filters(MemoryContext cxt, PlankFilter *filters, int nfilters)
 	return out;
 }
 
-/* Is the table's row trigger from plank.track() there? */
+/* Is one of the capture triggers from plank.track() there? */
 static bool
 table_is_tracked(Oid relid)
 {
@@ -447,7 +447,8 @@ table_is_tracked(Oid relid)
 
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
-							  "WHERE tgrelid = $1 AND tgname IN ('plank_capture_row', 'plank_capture_truncate') "
+							  "WHERE tgrelid = $1 AND tgname IN ('plank_capture_insert', 'plank_capture_update', "
+							  "'plank_capture_delete', 'plank_capture_truncate') "
 							  "AND tgparentid = 0",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the triggers of relation %u", relid);

@@ -82,6 +82,17 @@ plank_ring_push(const PlankEvent *ev)
 }
 
 /*
+ * plank_ring_start_after
+ *		The ring starts empty at sequence number seq: nothing up to seq can be
+ *		replayed (a worker that joined the others at seq, plank.workers > 1).
+ */
+void
+plank_ring_start_after(uint64 seq)
+{
+	evicted_upto = seq;
+}
+
+/*
  * plank_ring_covers
  *		Are all the events after sequence number after_seq still in the ring
  *		(and is after_seq not in the future)?

@@ -57,9 +57,21 @@ static struct lws_context *lws_ctx = NULL;
 static struct lws_vhost *first_vhost = NULL;
 static dlist_head all_conns = DLIST_STATIC_INIT(all_conns);
 static int	nconns = 0;
-static uint64 next_conn_id = 1;
+static uint64 next_conn_id = 0;
 static MemoryContext conns_cxt = NULL;
 static MemoryContext frames_cxt = NULL;
+
+/*
+ * Buffers shared by every connection (the worker has one thread): wbuf holds
+ * LWS_PRE bytes of headroom and the message being written (lws_write sends
+ * it at once, or keeps the unsent rest itself); rx_scratch a client message
+ * that arrived in one piece.  A connection has a receive buffer of its own
+ * only while a message arrives in several pieces.  Both shrink back after a
+ * large message.
+ */
+static StringInfoData wbuf;
+static StringInfoData rx_scratch;
+#define SHARED_BUF_KEEP (256 * 1024)
 
 static int	wake_fd = -1;
 static bool postmaster_died = false;
@@ -420,10 +432,11 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	conn = palloc0(sizeof(PlankConn));
 	conn->wsi = wsi;
 	conn->mcxt = mcxt;
-	conn->id = next_conn_id++;
-	initStringInfo(&conn->rx);
-	initStringInfo(&conn->wbuf);
-	conn->q_cap = 16;
+	/* ids are unique across the workers of a database: (id - 1) % workers = number */
+	conn->id = next_conn_id * plank_workers + plank_worker_number + 1;
+	next_conn_id++;
+	/* conn->rx stays empty (data NULL) until a message arrives in pieces */
+	conn->q_cap = 4;
 	conn->queue = palloc(conn->q_cap * sizeof(PlankOutMsg));
 	dlist_init(&conn->subs);
 	lws_get_peer_simple(wsi, conn->peer, sizeof(conn->peer));
@@ -546,10 +559,10 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 		plank_conn_close(conn, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, "message exceeds plank.max_message_size");
 		return 0;
 	}
-	appendBinaryStringInfo(&conn->rx, in, len);
-
 	if (lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0)
 	{
+		StringInfo	msg;
+
 		/* any message proves the connection alive, like a pong */
 		lws_validity_confirmed(wsi);
 		plank_stats_conn_activity(conn);
@@ -558,16 +571,37 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 			plank_conn_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message rate exceeds plank.rate_limit");
 			return 0;
 		}
-		plank_protocol_handle(conn, conn->rx.data, conn->rx.len);
-		if (conn->rx.maxlen > 64 * 1024)
+		if (conn->rx.data != NULL)
+			msg = &conn->rx;	/* the last piece of a message */
+		else
 		{
-			/* do not keep a large buffer for an idle client */
-			pfree(conn->rx.data);
-			conn->rx.data = MemoryContextAlloc(conn->mcxt, 1024);
-			conn->rx.maxlen = 1024;
+			msg = &rx_scratch;	/* a message in one piece */
+			resetStringInfo(msg);
 		}
-		resetStringInfo(&conn->rx);
+		appendBinaryStringInfo(msg, in, len);
+		plank_protocol_handle(conn, msg->data, msg->len);
+		if (msg == &conn->rx)
+		{
+			pfree(conn->rx.data);
+			memset(&conn->rx, 0, sizeof(conn->rx));
+		}
+		else if (msg->maxlen > SHARED_BUF_KEEP)
+		{
+			pfree(msg->data);
+			initStringInfo(msg);
+		}
+		return 0;
 	}
+
+	/* a piece of a message: kept until its last piece arrives */
+	if (conn->rx.data == NULL)
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(conn->mcxt);
+
+		initStringInfo(&conn->rx);
+		MemoryContextSwitchTo(oldcxt);
+	}
+	appendBinaryStringInfo(&conn->rx, in, len);
 	return 0;
 }
 
@@ -614,20 +648,25 @@ conn_writeable(PlankConn *conn)
 		if (conn->q_bytes <= conn->q_big + (size_t) plank_max_client_buffer * 1024)
 			conn->over_since = 0;
 
-		conn->wbuf.len = 0;
-		enlargeStringInfo(&conn->wbuf, LWS_PRE);
-		conn->wbuf.len = LWS_PRE;
+		wbuf.len = 0;
+		enlargeStringInfo(&wbuf, LWS_PRE);
+		wbuf.len = LWS_PRE;
 		if (msg.sub)
-			appendBinaryStringInfo(&conn->wbuf, msg.sub->prefix, msg.sub->prefix_len);
+			appendBinaryStringInfo(&wbuf, msg.sub->prefix, msg.sub->prefix_len);
 		else
-			appendStringInfoChar(&conn->wbuf, '{');
-		appendBinaryStringInfo(&conn->wbuf, msg.frame->data, msg.frame->len);
+			appendStringInfoChar(&wbuf, '{');
+		appendBinaryStringInfo(&wbuf, msg.frame->data, msg.frame->len);
 		plank_frame_unref(msg.frame);
 
-		len = conn->wbuf.len - LWS_PRE;
-		if (lws_write(conn->wsi, (unsigned char *) conn->wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
+		len = wbuf.len - LWS_PRE;
+		if (lws_write(conn->wsi, (unsigned char *) wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
 			return -1;
 		plank_stats_sent(conn, len, msg.queued_at, now);
+	}
+	if (wbuf.maxlen > SHARED_BUF_KEEP)
+	{
+		pfree(wbuf.data);
+		initStringInfo(&wbuf);
 	}
 	if (corked)
 		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
@@ -879,9 +918,140 @@ plank_wake_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	return 0;
 }
 
+/* ---------- a port shared by several workers (plank.workers > 1) ---------- */
+
+#define MAX_SHARED_LISTENERS 16
+static struct
+{
+	int			fd;
+	struct lws_vhost *vh;
+}			shared_listeners[MAX_SHARED_LISTENERS];
+static int	nshared_listeners = 0;
+static lws_sorted_usec_list_t accept_pause_sul;
+static struct lws *shared_listener_wsi[MAX_SHARED_LISTENERS];
+
+static void
+accept_resume(lws_sorted_usec_list_t *sul)
+{
+	for (int i = 0; i < nshared_listeners; i++)
+		if (shared_listener_wsi[i])
+			lws_rx_flow_control(shared_listener_wsi[i], 1);
+}
+
+/*
+ * A shared listening socket is readable: accept what is waiting and hand
+ * each connection to the address's vhost, as libwebsockets does with its own
+ * listening sockets.  At the open-file limit, stop accepting for 100 ms
+ * rather than spin on EMFILE.
+ */
+static int
+plank_listen_callback(struct lws *wsi, enum lws_callback_reasons reason,
+					  void *user, void *in, size_t len)
+{
+	int			lfd;
+	int			i;
+
+	if (reason == LWS_CALLBACK_ESTABLISHED)
+		return -1;
+	if (reason != LWS_CALLBACK_RAW_RX_FILE)
+		return 0;
+	lfd = lws_get_socket_fd(wsi);
+	for (i = 0; i < nshared_listeners && shared_listeners[i].fd != lfd; i++)
+		;
+	if (i == nshared_listeners)
+		return 0;
+	shared_listener_wsi[i] = wsi;
+	for (int n = 0; n < 64; n++)
+	{
+		int			fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0)
+		{
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			{
+				ereport(LOG,
+						(errmsg("plank could not accept a connection: %m"),
+						 errhint("Raise the open-file limit of the server, or lower plank.max_connections.")));
+				lws_rx_flow_control(wsi, 0);
+				lws_sul_schedule(lws_get_context(wsi), 0, &accept_pause_sul, accept_resume,
+								 100 * LWS_US_PER_MS);
+			}
+			break;
+		}
+		if (lws_adopt_socket_vhost(shared_listeners[i].vh, fd) == NULL)
+			close(fd);
+	}
+	return 0;
+}
+
+/*
+ * Open a listening socket on addr (an address from listen_iface(), or NULL
+ * for every address) and port, with SO_REUSEPORT so that the other workers
+ * of the database can open theirs; it is polled by the loop and its
+ * connections go to vh.  FATAL when it cannot be opened.
+ */
+static void
+open_shared_listener(const char *addr, int port, struct lws_vhost *vh)
+{
+	struct sockaddr_storage ss;
+	socklen_t	sslen;
+	int			fd;
+	int			one = 1;
+	int			zero = 0;
+	bool		v6 = addr == NULL || strchr(addr, ':') != NULL;
+	lws_sock_file_fd_type desc;
+
+	memset(&ss, 0, sizeof(ss));
+	if (v6)
+	{
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(port);
+		sin6->sin6_addr = in6addr_any;
+		if (addr != NULL)
+			(void) inet_pton(AF_INET6, addr, &sin6->sin6_addr);
+		sslen = sizeof(*sin6);
+	}
+	else
+	{
+		struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(port);
+		(void) inet_pton(AF_INET, addr, &sin->sin_addr);
+		sslen = sizeof(*sin);
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 ||
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+		setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+		(v6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, addr == NULL ? &zero : &one, sizeof(int)) != 0) ||
+		bind(fd, (struct sockaddr *) &ss, sslen) != 0 ||
+		listen(fd, SOMAXCONN) != 0 ||
+		nshared_listeners == MAX_SHARED_LISTENERS)
+		ereport(FATAL,
+				(errcode_for_socket_access(),
+				 errmsg("could not listen on address \"%s\" port %d for plank: %m", addr ? addr : "*", port),
+				 errhint("Is another process using the port? Change plank.port or plank.listen_addresses and restart the server.")));
+	shared_listeners[nshared_listeners].fd = fd;
+	shared_listeners[nshared_listeners++].vh = vh;
+	desc.filefd = fd;
+	if (!lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "plank-listen", NULL))
+		ereport(FATAL,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not add a descriptor to the plank event loop")));
+}
+
 static const struct lws_protocols plank_protocols[] = {
-	{"plank", plank_ws_callback, sizeof(PlankSession), 0, 0, NULL, 0},
+	/*
+	 * rx_buffer_size: libwebsockets allocates this much per connection for
+	 * received frame data (0 would mean 4 kB); client messages are small and
+	 * longer ones arrive in pieces that conn_receive() reassembles.
+	 */
+	{"plank", plank_ws_callback, sizeof(PlankSession), 1024, 0, NULL, 0},
 	{"plank-wake", plank_wake_callback, 0, 0, 0, NULL, 0},
+	{"plank-listen", plank_listen_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -975,6 +1145,13 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 									  ALLOCSET_DEFAULT_SIZES);
 	frames_cxt = AllocSetContextCreate(TopMemoryContext, "plank frames",
 									   ALLOCSET_DEFAULT_SIZES);
+	{
+		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
+
+		initStringInfo(&wbuf);
+		initStringInfo(&rx_scratch);
+		MemoryContextSwitchTo(oldcxt);
+	}
 
 	if (plank_static_dir[0] != '\0')
 		strlcpy(static_dir, plank_static_dir, sizeof(static_dir));
@@ -1053,6 +1230,14 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		vinfo.options = info.options |
 			LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 		vinfo.iface = listen_iface(addr, &vinfo.options);
+		/*
+		 * plank.workers > 1: the workers of a database share the port
+		 * through sockets of our own with SO_REUSEPORT (Debian's
+		 * libwebsockets 4.1 does not set it), whose connections are handed
+		 * to the vhost (lws_adopt_socket_vhost); the vhost listens on none.
+		 */
+		if (plank_workers > 1)
+			vinfo.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 		vh = lws_create_vhost(lws_ctx, &vinfo);
 		if (vh == NULL)
 			ereport(FATAL,
@@ -1061,6 +1246,8 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 					 errhint("Is another process using the port? Change plank.port or plank.listen_addresses and restart the server.")));
 		if (first_vhost == NULL)
 			first_vhost = vh;
+		if (plank_workers > 1)
+			open_shared_listener(vinfo.iface, plank_worker_port, vh);
 	}
 
 	wake_fd = pipe_fd;

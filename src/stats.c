@@ -152,6 +152,53 @@ attach_section(int i)
 	sub_slots = (SubSlot *) (conn_slots + shared->nconn_slots);
 }
 
+/*
+ * plank.workers > 1: a database has one section per worker, from
+ * db_first_section on.  The totals of a database add them up; attach_nth()
+ * moves to the database's worker k (0: the one that LISTENs).
+ */
+static int	db_first_section = 0;
+
+static void
+attach_nth(int k)
+{
+	attach_section(db_first_section + k);
+}
+
+/* a counter of the database: the sum over its workers' sections */
+static uint64
+db_u64(size_t offset)
+{
+	uint64		n = 0;
+
+	for (int k = 0; k < plank_workers; k++)
+	{
+		PlankShared *s = (PlankShared *) (shmem_base + (db_first_section + k) * section_size());
+
+		n += pg_atomic_read_u64((pg_atomic_uint64 *) ((char *) s + offset));
+	}
+	return n;
+}
+
+static uint32
+db_u32(size_t offset)
+{
+	uint32		n = 0;
+
+	for (int k = 0; k < plank_workers; k++)
+	{
+		PlankShared *s = (PlankShared *) (shmem_base + (db_first_section + k) * section_size());
+
+		n += pg_atomic_read_u32((pg_atomic_uint32 *) ((char *) s + offset));
+	}
+	return n;
+}
+
+#define db_connections() db_u32(offsetof(PlankShared, connections))
+#define db_subscriptions() db_u32(offsetof(PlankShared, subscriptions))
+
+
+
 static void
 stats_shmem_request(void)
 {
@@ -216,7 +263,7 @@ stats_shmem_startup(void)
 void
 plank_stats_init(int nworkers)
 {
-	nsections = nworkers;
+	nsections = nworkers * plank_workers;
 	slots_at_start = Min(plank_max_connections, 10000);
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = stats_shmem_request;
@@ -260,7 +307,8 @@ plank_stats_worker_started(void)
 {
 	int			i;
 
-	attach_section(plank_worker_index);
+	db_first_section = plank_worker_index * plank_workers;
+	attach_section(db_first_section + plank_worker_number);
 	SpinLockAcquire(&shared->mutex);
 	shared->worker_pid = MyProcPid;
 	shared->started = GetCurrentTimestamp();
@@ -548,9 +596,10 @@ attach_current_database(void)
 
 	foreach(lc, plank_database_list())
 		if (dbname && strcmp((const char *) lfirst(lc), dbname) == 0 &&
-			foreach_current_index(lc) < nsections)
+			foreach_current_index(lc) * plank_workers < nsections)
 		{
-			attach_section(foreach_current_index(lc));
+			db_first_section = foreach_current_index(lc) * plank_workers;
+			attach_nth(0);
 			return true;
 		}
 	return false;
@@ -616,17 +665,19 @@ plank_stats_sql(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(pid);
 	values[1] = CStringGetTextDatum(epoch);
 	values[2] = TimestampTzGetDatum(started);
+	/* worker 0's sequence number; the database's totals over its workers */
 	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->seq));
-	values[4] = Int32GetDatum((int32) pg_atomic_read_u32(&shared->connections));
-	values[5] = Int32GetDatum((int32) pg_atomic_read_u32(&shared->subscriptions));
-	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->connections_total));
+	values[4] = Int32GetDatum((int32) db_connections());
+	values[5] = Int32GetDatum((int32) db_subscriptions());
+	values[6] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, connections_total)));
+	/* every worker receives each event: worker 0's count */
 	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->notifications));
-	values[8] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->messages));
-	values[9] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->bytes));
-	values[10] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->dropped_slow));
-	values[11] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->resyncs));
-	values[12] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->protocol_errors));
-	values[13] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->auth_failures));
+	values[8] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, messages)));
+	values[9] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, bytes)));
+	values[10] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, dropped_slow)));
+	values[11] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, resyncs)));
+	values[12] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, protocol_errors)));
+	values[13] = Int64GetDatum((int64) db_u64(offsetof(PlankShared, auth_failures)));
 	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_events));
 	values[15] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_bytes));
 	values[16] = Float8GetDatum(queue_usage());
@@ -669,7 +720,8 @@ plank_connections_sql(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (!worker_running())
 		return (Datum) 0;
-	for (i = 0; i < shared->nconn_slots; i++)
+	for (int k = 0; k < plank_workers; k++)
+	for (attach_nth(k), i = 0; i < shared->nconn_slots; i++)
 	{
 		ConnSlot	s;
 		Datum		values[10];
@@ -711,7 +763,8 @@ plank_subscriptions_sql(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	if (!worker_running())
 		return (Datum) 0;
-	for (i = 0; i < shared->nsub_slots; i++)
+	for (int k = 0; k < plank_workers; k++)
+	for (attach_nth(k), i = 0; i < shared->nsub_slots; i++)
 	{
 		SubSlot		s;
 		Datum		values[6];
@@ -755,6 +808,9 @@ plank_disconnect_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the plank worker is not running")));
+	/* ids tell their worker: (id - 1) % plank.workers */
+	if (id > 0)
+		attach_nth((int) ((id - 1) % plank_workers));
 	for (i = 0; i < shared->nconn_slots && !found; i++)
 	{
 		ConnSlot	s;
@@ -833,8 +889,7 @@ plank_stats_health(StringInfo buf, bool *ok)
 					 ",\"connections\":%u,\"subscriptions\":%u,\"notify_queue_usage\":%g"
 					 ",\"uptime_seconds\":%.0f}\n",
 					 *ok ? "true" : "false", plank_epoch, plank_seq,
-					 pg_atomic_read_u32(&shared->connections),
-					 pg_atomic_read_u32(&shared->subscriptions),
+					 db_connections(), db_subscriptions(),
 					 queue_usage(),
 					 (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
 }
@@ -859,25 +914,25 @@ plank_stats_metrics(StringInfo buf)
 		   "Notifications the worker received (table changes and channel notifications).",
 		   (double) pg_atomic_read_u64(&shared->notifications));
 	metric(buf, "plank_messages_sent_total", "counter",
-		   "WebSocket messages written to clients.", (double) pg_atomic_read_u64(&shared->messages));
+		   "WebSocket messages written to clients.", (double) db_u64(offsetof(PlankShared, messages)));
 	metric(buf, "plank_bytes_sent_total", "counter",
 		   "Payload bytes of the WebSocket messages written to clients.",
-		   (double) pg_atomic_read_u64(&shared->bytes));
+		   (double) db_u64(offsetof(PlankShared, bytes)));
 	metric(buf, "plank_connections_total", "counter",
-		   "WebSocket connections accepted.", (double) pg_atomic_read_u64(&shared->connections_total));
+		   "WebSocket connections accepted.", (double) db_u64(offsetof(PlankShared, connections_total)));
 	metric(buf, "plank_clients_dropped_slow_total", "counter",
 		   "Clients closed with 1013 because their backlog exceeded plank.max_client_buffer.",
-		   (double) pg_atomic_read_u64(&shared->dropped_slow));
+		   (double) db_u64(offsetof(PlankShared, dropped_slow)));
 	metric(buf, "plank_resyncs_total", "counter",
-		   "resync_required messages sent.", (double) pg_atomic_read_u64(&shared->resyncs));
+		   "resync_required messages sent.", (double) db_u64(offsetof(PlankShared, resyncs)));
 	metric(buf, "plank_protocol_errors_total", "counter",
-		   "Requests answered with an error.", (double) pg_atomic_read_u64(&shared->protocol_errors));
+		   "Requests answered with an error.", (double) db_u64(offsetof(PlankShared, protocol_errors)));
 	metric(buf, "plank_auth_failures_total", "counter",
-		   "Tokens refused.", (double) pg_atomic_read_u64(&shared->auth_failures));
+		   "Tokens refused.", (double) db_u64(offsetof(PlankShared, auth_failures)));
 	metric(buf, "plank_connections", "gauge",
-		   "Connected WebSocket clients.", (double) pg_atomic_read_u32(&shared->connections));
+		   "Connected WebSocket clients.", (double) db_connections());
 	metric(buf, "plank_subscriptions", "gauge",
-		   "Live subscriptions.", (double) pg_atomic_read_u32(&shared->subscriptions));
+		   "Live subscriptions.", (double) db_subscriptions());
 	metric(buf, "plank_replay_ring_events", "gauge",
 		   "Events held in the replay ring.", (double) pg_atomic_read_u64(&shared->ring_events));
 	metric(buf, "plank_replay_ring_bytes", "gauge",

@@ -146,7 +146,13 @@ plank_subs_add_channel(PlankSub *sub, const char *channel)
 		/* removed again by plank_subs_unlisten_idle() if LISTEN fails */
 		unlisten_pending = true;
 	}
-	if (!entry->listening)
+	if (!entry->listening && plank_workers > 1)
+	{
+		/* worker 0 LISTENs for every worker of the database (queue.c) */
+		entry->listen_seq = plank_queue_listen(channel);
+		entry->listening = true;
+	}
+	else if (!entry->listening)
 	{
 		MemoryContext cxt = CurrentMemoryContext;
 
@@ -175,7 +181,10 @@ plank_subs_channel_covers(const char *channel, uint64 after_seq)
 	memset(&key, 0, sizeof(key));
 	strlcpy(NameStr(key), channel, NAMEDATALEN);
 	entry = hash_search(channel_index, &key, HASH_FIND, NULL);
-	return entry != NULL && entry->listening && entry->listen_seq <= after_seq;
+	if (entry != NULL && entry->listening)
+		return entry->listen_seq <= after_seq;
+	/* plank.workers > 1: worker 0 may listen on it for another worker */
+	return plank_workers > 1 && plank_queue_listening_since(channel) <= after_seq;
 }
 
 /*
@@ -252,6 +261,19 @@ plank_subs_unlisten_idle(void)
 	}
 	if (idle == NIL)
 		return;
+
+	if (plank_workers > 1)
+	{
+		foreach(lc, idle)
+		{
+			entry = (ChannelEntry *) lfirst(lc);
+			if (entry->listening)
+				plank_queue_unlisten(NameStr(entry->channel));
+			hash_search(channel_index, &entry->channel, HASH_REMOVE, NULL);
+		}
+		list_free(idle);
+		return;
+	}
 
 	StartTransactionCommand();
 	foreach(lc, idle)

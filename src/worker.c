@@ -52,6 +52,7 @@
 #include "plank.h"
 
 int			plank_worker_index = 0;
+int			plank_worker_number = 0;
 char	   *plank_worker_database = NULL;
 int			plank_worker_port = 0;
 
@@ -96,6 +97,13 @@ plank_sigusr1(SIGNAL_ARGS)
 {
 	/* notify interrupts, barriers, ...: PostgreSQL's handler sets the flags */
 	procsignal_sigusr1_handler(postgres_signal_arg);
+	plank_wakeup_handler();
+}
+
+/* plank.workers > 1: worker 0 has written events to the shared queue */
+static void
+plank_sigusr2(SIGNAL_ARGS)
+{
 	plank_wakeup_handler();
 }
 
@@ -264,6 +272,8 @@ plank_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, plank_sighup);
 	pqsignal(SIGTERM, plank_sigterm);
 	pqsignal(SIGUSR1, plank_sigusr1);
+	/* plank.workers: worker 0 wakes the others with SIGUSR2 (queue.c) */
+	pqsignal(SIGUSR2, plank_sigusr2);
 	/* pg_cancel_backend() must not stop the worker */
 	pqsignal(SIGINT, SIG_IGN);
 
@@ -288,7 +298,8 @@ plank_worker_main(Datum main_arg)
 	}
 
 	BackgroundWorkerUnblockSignals();
-	plank_worker_index = DatumGetInt32(main_arg);
+	plank_worker_index = DatumGetInt32(main_arg) / PLANK_MAX_WORKERS;
+	plank_worker_number = DatumGetInt32(main_arg) % PLANK_MAX_WORKERS;
 	plank_worker_database = pstrdup((const char *) list_nth(plank_database_list(), plank_worker_index));
 	plank_worker_port = plank_port + plank_worker_index;
 	BackgroundWorkerInitializeConnection(plank_worker_database, NULL, 0);
@@ -297,6 +308,8 @@ plank_worker_main(Datum main_arg)
 			 (int64) (GetCurrentTimestamp() +
 					  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC));
 
+	/* with plank.workers > 1, the others take worker 0's epoch and seq */
+	plank_queue_attach();
 	plank_stats_worker_started();
 	notify_cxt = AllocSetContextCreate(TopMemoryContext, "plank notifications",
 									   ALLOCSET_DEFAULT_SIZES);
@@ -304,7 +317,10 @@ plank_worker_main(Datum main_arg)
 	plank_subs_init();
 	plank_events_init();
 	plank_auth_load_keys();
-	listen_change_channel();
+	if (plank_worker_number == 0)
+		listen_change_channel();
+	else
+		plank_events_start_after(plank_seq);
 
 	/* lws closes what it adopts: give it a duplicate of the death pipe */
 	pm_fd = dup(postmaster_alive_fds[POSTMASTER_FD_WATCH]);
@@ -314,9 +330,15 @@ plank_worker_main(Datum main_arg)
 				 errmsg("could not duplicate the postmaster death pipe: %m")));
 	plank_server_start(wake_pipe[0], pm_fd);
 
-	ereport(LOG,
-			(errmsg("plank worker serving database \"%s\" on %s port %d",
-					plank_worker_database, plank_listen_addresses, plank_worker_port)));
+	if (plank_workers > 1)
+		ereport(LOG,
+				(errmsg("plank worker %d of %d serving database \"%s\" on %s port %d",
+						plank_worker_number, plank_workers, plank_worker_database,
+						plank_listen_addresses, plank_worker_port)));
+	else
+		ereport(LOG,
+				(errmsg("plank worker serving database \"%s\" on %s port %d",
+						plank_worker_database, plank_listen_addresses, plank_worker_port)));
 	pgstat_report_activity(STATE_IDLE, NULL);
 
 	for (;;)
@@ -339,6 +361,9 @@ plank_worker_main(Datum main_arg)
 
 		if (notifyInterruptPending)
 			drain_notifications();
+		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
+		plank_queue_serve_listens();
+		plank_queue_consume(plank_events_deliver);
 		plank_subs_unlisten_idle();
 		{
 			uint64		ids[64];
