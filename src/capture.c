@@ -577,15 +577,27 @@ reader_open(TransitionReader *r, Tuplestorestate *ts, TupleDesc desc)
 	tuplestore_rescan(ts);
 }
 
-/* The next tuple (valid until the next call, or until the slot is dropped), or NULL. */
-static HeapTuple
+/*
+ * Read the next row into the reader's slot; false at the end.  Call it in the
+ * trigger call's context (the slot owns what it reads).
+ */
+static bool
 reader_next(TransitionReader *r)
+{
+	tuplestore_select_read_pointer(r->ts, r->readptr);
+	return tuplestore_gettupleslot(r->ts, true, false, r->slot);
+}
+
+/*
+ * The row last read, as a heap tuple: a copy, made in the current memory
+ * context (the per-row one, reset after each row: the copies of a
+ * million-row statement must not pile up).
+ */
+static HeapTuple
+reader_tuple(TransitionReader *r)
 {
 	bool		should_free;
 
-	tuplestore_select_read_pointer(r->ts, r->readptr);
-	if (!tuplestore_gettupleslot(r->ts, true, false, r->slot))
-		return NULL;
 	return ExecFetchSlotHeapTuple(r->slot, false, &should_free);
 }
 
@@ -630,8 +642,6 @@ capture_statement(TriggerData *trigdata, CaptureTarget *t)
 	MemoryContext callcxt = CurrentMemoryContext;
 	MemoryContext rowcxt;
 	StringInfoData row;
-	HeapTuple	newtup;
-	HeapTuple	oldtup;
 	bool		paired = true;
 
 	memset(&newr, 0, sizeof(newr));
@@ -669,9 +679,11 @@ capture_statement(TriggerData *trigdata, CaptureTarget *t)
 			reader_open(&newr, newts, desc);
 		if (oldts)
 			reader_open(&oldr, oldts, desc);
+		if ((newts && !reader_next(&newr)) || (oldts && !reader_next(&oldr)))
+			elog(ERROR, "could not read a transition table");
 		initStringInfo(&row);
 		append_change(&row, t, newts && oldts ? "UPDATE" : newts ? "INSERT" : "DELETE",
-					  newts ? reader_next(&newr) : NULL, oldts ? reader_next(&oldr) : NULL);
+					  newts ? reader_tuple(&newr) : NULL, oldts ? reader_tuple(&oldr) : NULL);
 		Async_Notify(plank_change_channel(), row.data);
 		if (newts)
 			reader_close(&newr);
@@ -698,13 +710,15 @@ capture_statement(TriggerData *trigdata, CaptureTarget *t)
 		for (;;)
 		{
 			/* read in the call's context: the slots own what they read */
-			newtup = newts ? reader_next(&newr) : NULL;
-			oldtup = oldts ? reader_next(&oldr) : NULL;
-			if (newtup == NULL && oldtup == NULL)
+			bool		more_new = newts && reader_next(&newr);
+			bool		more_old = oldts && reader_next(&oldr);
+
+			if (!more_new && !more_old)
 				break;
 			MemoryContextSwitchTo(rowcxt);
 			initStringInfo(&row);
-			append_change(&row, t, op, newtup, oldtup);
+			append_change(&row, t, op, more_new ? reader_tuple(&newr) : NULL,
+						  more_old ? reader_tuple(&oldr) : NULL);
 			chunk_add(&chunk, &row);
 			MemoryContextSwitchTo(callcxt);
 			MemoryContextReset(rowcxt);
@@ -714,21 +728,21 @@ capture_statement(TriggerData *trigdata, CaptureTarget *t)
 	else
 	{
 		/* an UPDATE whose images cannot be paired (see above) */
-		while ((oldtup = reader_next(&oldr)) != NULL)
+		while (reader_next(&oldr))
 		{
 			MemoryContextSwitchTo(rowcxt);
 			initStringInfo(&row);
-			append_change(&row, t, "DELETE", NULL, oldtup);
+			append_change(&row, t, "DELETE", NULL, reader_tuple(&oldr));
 			chunk_add(&chunk, &row);
 			MemoryContextSwitchTo(callcxt);
 			MemoryContextReset(rowcxt);
 			CHECK_FOR_INTERRUPTS();
 		}
-		while ((newtup = reader_next(&newr)) != NULL)
+		while (reader_next(&newr))
 		{
 			MemoryContextSwitchTo(rowcxt);
 			initStringInfo(&row);
-			append_change(&row, t, "INSERT", newtup, NULL);
+			append_change(&row, t, "INSERT", reader_tuple(&newr), NULL);
 			chunk_add(&chunk, &row);
 			MemoryContextSwitchTo(callcxt);
 			MemoryContextReset(rowcxt);
