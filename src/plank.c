@@ -37,6 +37,7 @@ int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
 int			plank_replay_buffer = 16384;
 int			plank_workers = 1;
+bool		plank_permessage_deflate = false;
 int			plank_shared_queue_size = 16384;
 bool		plank_log_connections = false;
 int			plank_log_level = LOG;
@@ -302,6 +303,21 @@ define_settings(void)
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);
+
+	/*
+	 * plank.permessage_deflate: RFC 7692, through libwebsockets' extension
+	 * (lws_extension_callback_pm_deflate).  Off by default: compression is
+	 * per connection, so each message is compressed once per client instead
+	 * of being shared as one frame (docs/BENCHMARKS.md).
+	 */
+	DefineCustomBoolVariable("plank.permessage_deflate",
+							 "Offers the permessage-deflate WebSocket extension (RFC 7692) to clients.",
+							 "Clients that ask for it get compressed messages; it costs CPU per client and message.",
+							 &plank_permessage_deflate,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("plank.ssl",
 							 "Serves WebSocket and HTTP over TLS (wss://, https://).",

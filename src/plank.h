@@ -31,6 +31,7 @@ extern int	plank_max_subscriptions;
 extern int	plank_snapshot_limit;
 extern int	plank_replay_buffer;	/* kB */
 extern int	plank_workers;
+extern bool plank_permessage_deflate;
 extern int	plank_shared_queue_size;	/* kB */
 extern bool plank_log_connections;
 extern int	plank_log_level;

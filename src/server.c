@@ -1043,6 +1043,17 @@ open_shared_listener(const char *addr, int port, struct lws_vhost *vh)
 				 errmsg("could not add a descriptor to the plank event loop")));
 }
 
+/*
+ * plank.permessage_deflate: RFC 7692 through libwebsockets' own extension.
+ * The client may keep its compression context; the server does not (each
+ * message is compressed on its own, so memory per connection stays small).
+ */
+static const struct lws_extension plank_extensions[] = {
+	{"permessage-deflate", lws_extension_callback_pm_deflate,
+	"permessage-deflate; server_no_context_takeover; client_max_window_bits"},
+	{NULL, NULL, NULL}
+};
+
 static const struct lws_protocols plank_protocols[] = {
 	/*
 	 * rx_buffer_size: libwebsockets allocates this much per connection for
@@ -1219,6 +1230,8 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 		vinfo.protocols = plank_protocols;
 		vinfo.mounts = &static_mount;
 		vinfo.retry_and_idle_policy = &idle_policy;
+		if (plank_permessage_deflate)
+			vinfo.extensions = plank_extensions;
 		if (plank_ssl)
 		{
 			/* relative paths are relative to the data directory, our cwd */

@@ -396,6 +396,29 @@ async def client(url=WS_URL, timeout=TIMEOUT, keep_commits=False):
 # --------------------------------------------------------------------------- settings, log
 
 
+def pg_ctl(*args, timeout=120):
+    """pg_ctl on the suite's cluster, as the postgres user."""
+    return as_postgres(PGCTL, "-D", DATADIR, *args, timeout=timeout)
+
+
+def restart_postgres(settings):
+    """ALTER SYSTEM each of `settings` (RESET for None), restart PostgreSQL (pg_ctl restart
+    -m fast; the server keeps logging to the suite's log file) and wait for the new
+    worker. Returns (pid, welcome) of the new worker. Never leaves the cluster down."""
+    old_pid = worker_pids()[0]
+    for name, value in settings.items():
+        _alter_system(name, value)
+    try:
+        result = pg_ctl("restart", "-m", "fast", "-w", "-t", "60",
+                        "-l", LOGFILE or f"{DATADIR}/restart.log")
+        assert result.returncode == 0, \
+            f"pg_ctl restart failed: {result.stdout}{result.stderr}\n{log_tail()}"
+    finally:
+        if pg_ctl("status").returncode != 0:
+            pg_ctl("start", "-w", "-t", "60", "-l", LOGFILE or f"{DATADIR}/restart.log")
+    return wait_for_worker(timeout=30, not_pid=old_pid)
+
+
 def _alter_system(name, value):
     assert name.replace(".", "").replace("_", "").isalnum(), name
     if value is None:

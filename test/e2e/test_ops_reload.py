@@ -12,7 +12,8 @@ from conftest import PORT, ServerLog, client, run, set_settings, sql, tag
 from test_ops_common import apoll, connection_of
 
 POSTMASTER = ["plank.database", "plank.listen_addresses", "plank.port", "plank.static_dir",
-              "plank.ssl", "plank.ssl_cert_file", "plank.ssl_key_file"]
+              "plank.ssl", "plank.ssl_cert_file", "plank.ssl_key_file", "plank.workers",
+              "plank.shared_queue_size", "plank.permessage_deflate"]
 SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client_lag",
           "plank.max_subscriptions",
           "plank.snapshot_limit", "plank.replay_buffer", "plank.ping_interval",
