@@ -596,6 +596,121 @@ def test_channel_subscriptions_through_every_worker():
     run(body(), timeout=120)
 
 
+def test_channel_subscribes_racing_on_every_worker_and_partial_unsubscribe():
+    """All clients, on every worker, subscribe at once to a fresh channel each and NOTIFY
+    it the moment their ack arrives (each from its own session): every NOTIFY arrives.
+    Then one client per worker shares a channel; after two of them leave (an unsubscribe,
+    a disconnect) the third still gets the channel's notifications, the others nothing."""
+    pids = worker_pids()
+    t = tag()
+
+    async def body():
+        groups = await open_spread(3, pids, keep_commits=False)
+        clients = [c for p in pids for c in groups[p]]
+        where = [p for p in pids for _ in groups[p]]
+        conns = await asyncio.gather(*[asyncio.to_thread(connect) for _ in clients])
+        try:
+            def notify(conn, channel, payload):
+                with conn.cursor() as cur:
+                    cur.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+            async def subscribe_then_notify(i):
+                channel = f"wk_{t}_race_{i}"
+                await clients[i].subscribe("race", channel=channel)
+                await asyncio.to_thread(notify, conns[i], channel, f"race-{i}")
+            await asyncio.gather(*[subscribe_then_notify(i) for i in range(len(clients))])
+            for i, c in enumerate(clients):
+                try:
+                    m = await c.next_push("race")
+                except AssertionError as e:
+                    raise AssertionError(
+                        f"client {i} on worker {where[i]}: the NOTIFY committed right after "
+                        f"its subscribe ack did not arrive: {e}") from None
+                assert (m["channel"], m["payload"]) == (f"wk_{t}_race_{i}", f"race-{i}"), m
+                await expect_nothing_more(c, f"client {i} on worker {where[i]}")
+
+            shared = f"wk_{t}_shared"
+            a, b, keep = (groups[p][0] for p in pids)
+            for c in (a, b, keep):
+                await c.subscribe("sh", channel=shared)
+            await asyncio.to_thread(notify, conns[0], shared, "all")
+            for c in (a, b, keep):
+                assert (await c.next_push("sh"))["payload"] == "all"
+            await a.unsubscribe("sh")
+            await b.close()
+            await asyncio.to_thread(notify, conns[0], shared, "one")
+            m = await keep.next_push("sh")
+            assert m["payload"] == "one", \
+                f"the client on worker {pids[2]} got {m} after the clients of workers " \
+                f"{pids[0]} and {pids[1]} left the channel"
+            await expect_nothing_more(a, f"the client that unsubscribed (worker {pids[0]})")
+        finally:
+            for conn in conns:
+                conn.close()
+            await close_all(clients)
+    run(body(), timeout=120)
+
+
+def test_resume_on_every_worker_while_changes_keep_committing():
+    """While a writer commits 150 transactions, clients on each worker resume from the
+    same position: each gets the replay, the ack, then live changes, together exactly the
+    changes after that position, in order, without a gap or a duplicate."""
+    label = tag()
+    pids = worker_pids()
+
+    async def body():
+        c1 = (await open_clients(1))[0]
+        epoch = c1.welcome["epoch"]
+        await c1.subscribe("r", table="public.items", filter={"name": label})
+        await asyncio.to_thread(write_items, label, [0, 1, 2])
+        pos = (await c1.events("r", 6))[-1]["seq"]
+        await c1.close()
+
+        groups = await open_spread(1, pids)
+        clients = [groups[p][0] for p in pids]
+        values = list(range(3, 153))
+        conn = await asyncio.to_thread(connect, False)
+
+        def writer():
+            xids = []
+            for v in values:
+                xids += write_items(label, [v], conn)
+                time.sleep(0.005)
+            return xids
+        try:
+            wtask = asyncio.create_task(asyncio.to_thread(writer))
+            await asyncio.sleep(0.3)
+
+            async def resume(c, p):
+                pushed, ack = await c.request_all({
+                    "type": "subscribe", "id": "r", "table": "public.items",
+                    "filter": {"name": label}, "since": {"epoch": epoch, "seq": pos}})
+                assert ack["type"] == "ack" and ack["resumed"] is True, \
+                    f"worker {p} refused the resume: {ack} after {pushed[:3]}"
+                replayed = [m for m in pushed if m["type"] == "change"]
+                live = await c.events("r", 2 * len(values) - len(pushed), timeout=60)
+                return pushed, ack, live, len(replayed)
+            results = await asyncio.gather(*[resume(c, p) for c, p in zip(clients, pids)])
+            xids = await wtask
+            streams = []
+            for p, (pushed, ack, live, n_replayed) in zip(pids, results):
+                assert all(m["seq"] <= ack["seq"] for m in pushed), f"worker {p}"
+                assert all(m["seq"] > ack["seq"] for m in live), f"worker {p}"
+                try:
+                    got = check_stream(pushed + live, values, xids)
+                except AssertionError as e:
+                    raise AssertionError(f"worker {p} ({n_replayed} replayed, then live): "
+                                         f"{e}") from None
+                streams.append(got)
+                print(f"worker {p}: {n_replayed} replayed, {len(values) - n_replayed} live")
+                await expect_nothing_more(groups[p][0], f"client on worker {p}")
+            assert all(s == streams[0] for s in streams), "the workers disagree on seqs"
+        finally:
+            conn.close()
+            await close_all(clients)
+    run(body(), timeout=120)
+
+
 def test_big_row_reaches_clients_on_every_worker_whole():
     """A row of about 10 MB travels through plank.overflow; clients on all three workers
     get it whole, followed in order by a small change; plank.overflow is empty after."""
@@ -655,6 +770,57 @@ def test_big_row_reaches_clients_on_every_worker_whole():
         time.sleep(0.1)
     left = q("SELECT count(*) FROM plank.overflow")[0][0]
     assert left == 0, f"plank.overflow keeps {left} rows after the big row was delivered"
+
+
+def test_row_larger_than_the_shared_queue_arrives_whole():
+    """A 20 MB row is larger than the whole shared queue between the workers
+    (plank.shared_queue_size, 16MB by default): it still reaches clients on every worker
+    whole, and the change after it follows."""
+    q("CREATE TABLE IF NOT EXISTS public.wk_big ("
+      " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text NOT NULL, body text)")
+    q("SELECT plank.track('public.wk_big')")
+    label = tag()
+    size = 20 * 1000 * 1000
+    pids = worker_pids()
+
+    async def body():
+        groups = await open_spread(1, pids)
+        clients = [groups[p][0] for p in pids]
+        try:
+            for c in clients:
+                await c.subscribe("big", table="public.wk_big", filter={"label": label})
+
+            def write():
+                conn = connect()
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("INSERT INTO wk_big (label, body) VALUES "
+                                    "(%s, repeat('y', %s) || %s) RETURNING txid_current()",
+                                    (label, size, label))
+                        xid = cur.fetchone()[0]
+                        cur.execute("INSERT INTO wk_big (label, body) VALUES (%s, 'after')",
+                                    (label,))
+                        return xid
+                finally:
+                    conn.close()
+            xid = await asyncio.to_thread(write)
+            expected = "y" * size + label
+            streams = await asyncio.gather(*[c.events("big", 4, timeout=90) for c in clients])
+            for p, c, ev in zip(pids, clients, streams):
+                assert [m["type"] for m in ev] == ["change", "commit", "change", "commit"], \
+                    f"worker {p}: {[str(m)[:200] for m in ev]}"
+                ch = ev[0]["change"]
+                assert ch["xid"] == xid and "truncated" not in ch and "new" in ch, \
+                    f"worker {p}: {str(ch)[:300]}"
+                got = ch["new"]["body"]
+                assert len(got) == len(expected) and got == expected, \
+                    f"worker {p}: body of {len(got)} characters, expected {len(expected)}"
+                assert ev[2]["change"]["new"]["body"] == "after"
+                await expect_nothing_more(c, f"client on worker {p}")
+            assert len({(ev[0]["seq"], ev[2]["seq"]) for ev in streams}) == 1
+        finally:
+            await close_all(clients)
+    run(body(), timeout=180)
 
 
 def test_health_and_metrics_answer_from_every_worker_for_the_whole_database():
