@@ -36,7 +36,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Client, as_postgres, run, tag
+from conftest import Client, RawWebSocket, as_postgres, run, tag
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -360,7 +360,7 @@ def write_multi(label, values):
         conn.close()
 
 
-def check_stream(events, values, xids):
+def check_stream(events, values, xids, key="value"):
     """events (changes and commit markers, keep_commits) are exactly the changes with
     these values in order, each transaction closed by its commit, seqs increasing;
     returns [(seq, epoch, xid, n, value)] of the changes."""
@@ -375,7 +375,7 @@ def check_stream(events, values, xids):
             assert open_xid in (None, m["change"]["xid"]), f"transactions interleaved at {m}"
             open_xid = m["change"]["xid"]
             out.append((m["seq"], m["epoch"], m["change"]["xid"], m["change"]["n"],
-                        int(m["change"]["new"]["value"])))
+                        int(m["change"]["new"][key])))
         else:
             assert m["type"] == "commit", f"unexpected message in the stream: {m}"
             assert m["xid"] == open_xid and m["seq"] == last, f"misplaced commit: {m}"
@@ -821,6 +821,75 @@ def test_row_larger_than_the_shared_queue_arrives_whole():
         finally:
             await close_all(clients)
     run(body(), timeout=180)
+
+
+def test_stalled_clients_do_not_hold_back_other_clients_on_any_worker():
+    """A client that never reads sits on every worker (subscribed, with a 4 kB receive
+    buffer); 2,000 changes of about 5 kB (10 MB) in 20 transactions still reach a reading
+    client on every worker, whole and in order, within the bound of the wait."""
+    q("CREATE TABLE IF NOT EXISTS public.wk_stall ("
+      " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text NOT NULL,"
+      " n int NOT NULL, pad text)")
+    q("SELECT plank.track('public.wk_stall')")
+    label = tag()
+    pids = worker_pids()
+
+    async def body():
+        stalled = {}
+        opened = []
+        try:
+            for _ in range(60):
+                if len(stalled) == len(pids):
+                    break
+                raw = await asyncio.to_thread(RawWebSocket, PORT)
+                opened.append(raw)
+                w = owners_of_ports([raw.s.getsockname()[1]])[0]
+                if w in pids and w not in stalled:
+                    stalled[w] = raw
+            assert len(stalled) == len(pids), f"no stalled client on every worker: {stalled}"
+            for raw in stalled.values():
+                assert (await asyncio.to_thread(raw.recv_json))["type"] == "welcome"
+                raw.send_text(json.dumps({"type": "subscribe", "id": "s",
+                                          "table": "public.wk_stall", "filter": {"label": label}}))
+            groups = await open_spread(1, pids)
+            readers = [groups[p][0] for p in pids]
+            for c in readers:
+                await c.subscribe("s", table="public.wk_stall", filter={"label": label})
+
+            def write():
+                conn = connect(autocommit=False)
+                xids = []
+                try:
+                    with conn.cursor() as cur:
+                        for t in range(20):
+                            cur.execute("INSERT INTO wk_stall (label, n, pad) "
+                                        "SELECT %s, %s * 100 + g, repeat('p', 5000) "
+                                        "FROM generate_series(0, 99) g", (label, t))
+                            cur.execute("SELECT txid_current()")
+                            xids.append(cur.fetchone()[0])
+                            conn.commit()
+                    return xids
+                finally:
+                    conn.close()
+            started = time.monotonic()
+            results = await asyncio.gather(asyncio.to_thread(write),
+                                           *[c.events("s", 2020, timeout=30) for c in readers])
+            xids, streams = results[0], results[1:]
+            took = time.monotonic() - started
+            print(f"2,000 changes (10 MB) reached a reader on each worker in {took:.1f} s "
+                  f"with a stalled client on each")
+            for p, ev in zip(pids, streams):
+                try:
+                    check_stream(ev, list(range(2000)), xids, key="n")
+                except AssertionError as e:
+                    raise AssertionError(f"reader on worker {p}: {e}") from None
+                assert all(len(m["change"]["new"]["pad"]) == 5000
+                           for m in ev if m["type"] == "change"), f"worker {p}: a row not whole"
+            await close_all(readers)
+        finally:
+            for raw in opened:
+                raw.close()
+    run(body(), timeout=120)
 
 
 def test_health_and_metrics_answer_from_every_worker_for_the_whole_database():
