@@ -376,6 +376,9 @@ wait_for_room(uint64 head, Size need)
 		ResetLatch(MyLatch);
 		if (ShutdownRequestPending)
 			proc_exit(1);
+		/* a worker may be waiting for a LISTEN before it reads on */
+		if (!IsTransactionState())
+			plank_queue_serve_listens();
 	}
 	pg_atomic_write_u32(&queue->reader_waiting, 0);
 }
