@@ -8,19 +8,33 @@
 #                       with the bench tables; sets BENCH_TMP, BENCH_DATADIR, BENCH_LOG
 # bench_cluster_down    stop it by its PID file (pg_ctl stop) and remove the temp dir
 # bench_psql ...        psql on the bench database
-# bench_worker_pid      PID of the Plank worker (pg_stat_activity)
+# bench_worker_pid      PID of one Plank worker of the bench database (pg_stat_activity)
+# bench_worker_pids     PIDs of every Plank worker of the bench database, space-separated
+# bench_wait_workers N  wait until N workers are in pg_stat_activity and N sockets listen
+#                       on $BENCH_PORT
+# bench_restart         stop the cluster by its data dir and start it again (for
+#                       postmaster settings: ALTER SYSTEM first), then wait for the workers
+# bench_set_workers N [MAX_CONN]  plank.workers = N (and plank.max_connections = MAX_CONN
+#                       when given), with a restart when it changes anything (always
+#                       with BENCH_FORCE_RESTART=1: fresh workers); N = 1 is a no-op
+#                       with a build that has no plank.workers
 # bench_reset_table     TRUNCATE bench_events RESTART IDENTITY (ids start at 1 again)
 #
 # Server settings (printed by bench_settings): fsync = off, synchronous_commit = off,
 # full_page_writes = off (a throwaway cluster; commits do not wait for the disk, as in
-# the NOTIFY floors of shared/DESIGN.md), max_connections = 250; the server's soft
-# open-file limit is raised to the hard limit (ulimit -n) before it starts.
+# the NOTIFY floors of shared/DESIGN.md), max_connections = 250, max_worker_processes =
+# $BENCH_MAX_WORKER_PROCESSES (72: room for plank.workers up to 64), plank.workers =
+# $BENCH_WORKERS (1); the server's soft open-file limit is raised to the hard limit
+# (ulimit -n) before it starts.
 
 BENCH_DIR=${BENCH_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 BENCH_PGPORT=${BENCH_PGPORT:-5498}
 BENCH_PORT=${BENCH_PORT:-18096}
 BENCH_DB=${BENCH_DB:-plank_bench}
+BENCH_WORKERS=${BENCH_WORKERS:-1}
+BENCH_MAX_WORKER_PROCESSES=${BENCH_MAX_WORKER_PROCESSES:-72}
+BENCH_MAX_CONNECTIONS=${BENCH_MAX_CONNECTIONS:-20000}   # plank.max_connections (per worker)
 BENCH_TMP=""
 BENCH_DATADIR=""
 BENCH_LOG=""
@@ -64,7 +78,24 @@ bench_psql() {
 }
 
 bench_settings() {
-    echo "fsync=off synchronous_commit=off full_page_writes=off max_connections=250 shared_buffers=256MB autovacuum=off; server open files: soft limit raised to $(as_pg bash -c 'ulimit -H -n')"
+    echo "fsync=off synchronous_commit=off full_page_writes=off max_connections=250 shared_buffers=256MB autovacuum=off max_worker_processes=$BENCH_MAX_WORKER_PROCESSES plank.workers=$(bench_psql -c 'SHOW plank.workers' 2>/dev/null || echo NA) plank.max_connections=$(bench_psql -c 'SHOW plank.max_connections' 2>/dev/null || echo NA); server open files: soft limit raised to $(as_pg bash -c 'ulimit -H -n')"
+}
+
+# bench_has_setting NAME: the installed plank.so knows the setting
+bench_has_setting() {
+    grep -q "$1" "$PGBIN/../lib/plank.so" 2>/dev/null
+}
+
+# start the postmaster with the soft open-file limit raised to the hard limit
+bench_pg_start() {
+    # The postmaster (and so the Plank worker) inherits the soft open-file limit, 1024
+    # for the postgres user under runuser: raise it to the hard limit, or a worker
+    # that does not raise it itself cannot accept more than about 1,000 clients.
+    as_pg bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$@"' pg_ctl \
+        "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" -l "$BENCH_LOG" -w -t 60 start >/dev/null || {
+        tail -n 30 "$BENCH_LOG" >&2
+        return 1
+    }
 }
 
 bench_cluster_up() {
@@ -92,22 +123,21 @@ shared_buffers = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 30min
 autovacuum = off
+max_worker_processes = $BENCH_MAX_WORKER_PROCESSES
 shared_preload_libraries = 'plank'
 plank.port = $BENCH_PORT
 plank.database = '$BENCH_DB'
 plank.listen_addresses = '127.0.0.1'
 plank.static_dir = '$BENCH_TMP/www'
 EOF
+    if bench_has_setting plank.workers; then
+        echo "plank.workers = $BENCH_WORKERS" | as_pg tee -a "$BENCH_DATADIR/plank-bench.conf" >/dev/null || return 1
+    elif [ "$BENCH_WORKERS" != 1 ]; then
+        blog "the installed plank.so has no plank.workers: BENCH_WORKERS=$BENCH_WORKERS is ignored"
+    fi
     printf "include_if_exists = 'plank-bench.conf'\n" | as_pg tee -a "$BENCH_DATADIR/postgresql.conf" >/dev/null \
         || return 1
-    # The postmaster (and so the Plank worker, which does not raise it itself) inherits
-    # the soft open-file limit, 1024 for the postgres user under runuser: raise it to
-    # the hard limit, or the worker cannot accept more than about 1,000 clients.
-    as_pg bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$@"' pg_ctl \
-        "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" -l "$BENCH_LOG" -w -t 60 start >/dev/null || {
-        tail -n 30 "$BENCH_LOG" >&2
-        return 1
-    }
+    bench_pg_start || return 1
     BENCH_DB=postgres bench_psql -c "CREATE DATABASE $BENCH_DB" || return 1
     bench_psql >/dev/null <<'EOF' || return 1
 CREATE EXTENSION plank;
@@ -130,26 +160,69 @@ EOF
     # Settings of newer builds (a build without them would warn about unknown plank.*
     # names): the bench clients connect without a token, as role plank_bench_reader,
     # and the 10,000-client scenario must not hit plank.max_connections.
-    if grep -q 'plank.anonymous_role' "$PGBIN/../lib/plank.so" 2>/dev/null; then
+    if bench_has_setting plank.anonymous_role; then
         bench_psql -c "CREATE ROLE plank_bench_reader" \
             -c "GRANT SELECT ON bench_events, bench_plain, bench_notify TO plank_bench_reader" \
             -c "ALTER SYSTEM SET plank.anonymous_role = 'plank_bench_reader'" || return 1
     fi
-    if grep -q 'plank.max_connections' "$PGBIN/../lib/plank.so" 2>/dev/null; then
-        bench_psql -c "ALTER SYSTEM SET plank.max_connections = 20000" || return 1
+    if bench_has_setting plank.max_connections; then
+        bench_psql -c "ALTER SYSTEM SET plank.max_connections = $BENCH_MAX_CONNECTIONS" || return 1
     fi
     bench_psql -c "SELECT pg_reload_conf()" >/dev/null || return 1
-    # the worker exits while the database is missing and comes back a second later
-    local deadline=$((SECONDS + 30))
+    # the workers exit while the database is missing and come back a second later
+    bench_wait_workers "$BENCH_WORKERS"
+}
+
+# bench_wait_workers N: N workers of the bench database in pg_stat_activity, and N
+# sockets listening on the Plank port (SO_REUSEPORT: the kernel spreads connections
+# only over the sockets that are listening, so a client must not start before all are)
+bench_wait_workers() {
+    local n=$1 deadline=$((SECONDS + 60)) have=0 socks=0
+    bench_has_setting plank.workers || n=1
     while [ $SECONDS -lt $deadline ]; do
-        if [ -n "$(bench_worker_pid)" ]; then
+        have=$(bench_worker_pids | wc -w)
+        socks=$(ss -Hltn "sport = :$BENCH_PORT" 2>/dev/null | wc -l)
+        if [ "$have" -ge "$n" ] && { [ "$socks" -ge "$n" ] || ! command -v ss >/dev/null; }; then
             return 0
         fi
         sleep 0.2
     done
-    blog "the Plank worker did not show up in pg_stat_activity within 30 s"
+    blog "$have of $n Plank workers in pg_stat_activity, $socks sockets listening on $BENCH_PORT after 60 s"
     tail -n 30 "$BENCH_LOG" >&2
     return 1
+}
+
+bench_restart() {
+    as_pg "$PGBIN/pg_ctl" -D "$BENCH_DATADIR" stop -m fast -w -t 60 >/dev/null || return 1
+    bench_pg_start || return 1
+    bench_wait_workers "$(bench_psql -c 'SHOW plank.workers' 2>/dev/null || echo 1)"
+}
+
+# bench_set_workers N [MAX_CONN]
+bench_set_workers() {
+    local n=$1 maxconn=${2:-} cur=1 curmax
+    if bench_has_setting plank.workers; then
+        cur=$(bench_psql -c 'SHOW plank.workers') || return 1
+    elif [ "$n" != 1 ]; then
+        blog "the installed plank.so has no plank.workers"
+        return 1
+    fi
+    curmax=$(bench_psql -c 'SHOW plank.max_connections' 2>/dev/null || echo "")
+    if [ "$cur" = "$n" ] && { [ -z "$maxconn" ] || [ "$curmax" = "$maxconn" ]; } &&
+            [ "${BENCH_FORCE_RESTART:-0}" != 1 ]; then
+        return 0
+    fi
+    if [ "$cur" != "$n" ]; then
+        bench_psql -c "ALTER SYSTEM SET plank.workers = $n" || return 1
+    fi
+    if [ -n "$maxconn" ] && [ "$curmax" != "$maxconn" ]; then
+        bench_psql -c "ALTER SYSTEM SET plank.max_connections = $maxconn" || return 1
+    fi
+    blog "restarting the cluster: plank.workers = $n${maxconn:+, plank.max_connections = $maxconn}"
+    bench_restart || return 1
+    local got
+    got=$(bench_psql -c 'SHOW plank.workers' 2>/dev/null || echo 1)
+    [ "$got" = "$n" ] || { blog "plank.workers is $got after the restart, not $n"; return 1; }
 }
 
 bench_cluster_down() {
@@ -164,8 +237,12 @@ bench_cluster_down() {
     return 0
 }
 
+bench_worker_pids() {
+    BENCH_DB=postgres bench_psql -c "SELECT string_agg(pid::text, ' ' ORDER BY backend_start, pid) FROM pg_stat_activity WHERE backend_type = 'plank' AND datname = '$BENCH_DB'" 2>/dev/null
+}
+
 bench_worker_pid() {
-    BENCH_DB=postgres bench_psql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'plank'" 2>/dev/null
+    bench_worker_pids | awk '{ print $1 }'
 }
 
 bench_reset_table() {
@@ -174,18 +251,38 @@ bench_reset_table() {
 
 # kv FILE KEY: the value of KEY=value in FILE (last one wins)
 kv() {
+    [ -f "$1" ] || return 0
     awk -F= -v k="$2" '$1 == k { v = substr($0, length(k) + 2) } END { print v }' "$1"
 }
 
-# cpu_s PID: utime + stime of a process in seconds (/proc/PID/stat)
+# cpu_s PID...: utime + stime in seconds (/proc/PID/stat), summed over the PIDs
+# (NA when one of them is gone)
 cpu_s() {
-    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo NA
+    local p files=()
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] || { echo NA; return; }
+        files+=("/proc/$p/stat")
+    done
+    [ ${#files[@]} -gt 0 ] || { echo NA; return; }
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t / hz }' \
+        "${files[@]}" 2>/dev/null || echo NA
 }
 
-# rss_kb PID: VmRSS of a process in kB (/proc/PID/status)
-rss_kb() {
-    awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status" 2>/dev/null || echo NA
+# status_kb FIELD PID...: a /proc/PID/status field in kB (VmRSS, RssAnon, VmHWM, ...),
+# summed over the PIDs (NA when one of them is gone)
+status_kb() {
+    local f=$1 p files=()
+    shift
+    for p in "$@"; do
+        [ -r "/proc/$p/status" ] || { echo NA; return; }
+        files+=("/proc/$p/status")
+    done
+    [ ${#files[@]} -gt 0 ] || { echo NA; return; }
+    awk -v f="$f:" '$1 == f { t += $2 } END { print t }' "${files[@]}" 2>/dev/null || echo NA
 }
+
+# rss_kb PID...: VmRSS in kB, summed over the PIDs
+rss_kb() { status_kb VmRSS "$@"; }
 
 # wait_file FILE SECONDS [PID]: wait for FILE to appear (fails early if PID exits)
 wait_file() {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh: Plank's benchmark suite (about 10 minutes on 2 cores).
+# bench/run.sh: Plank's benchmark suite (about 20 minutes on 2 cores).
 #
 # Builds bench/ (loadgen, writer, listen_floor), starts its own throwaway cluster
 # (PostgreSQL on 127.0.0.1:$BENCH_PGPORT, default 5498; Plank on 127.0.0.1:$BENCH_PORT,
@@ -11,7 +11,13 @@
 #   fan-out     1,000 clients, writer flat out: deliveries/s, worker CPU per delivery,
 #               CPU of worker / load generator / writer (which one is the bottleneck)
 #   idle-10k    10,000 idle clients, then single changes: p99 and max to reach all,
-#               worker VmRSS
+#               worker VmRSS; again with plank.workers = $IDLE_WORKERS (2: the sends
+#               spread over 2 processes; a cluster restart)
+#   conn100k    100,000 concurrent WebSocket connections, all subscribed, with
+#               plank.workers = 7 and plank.max_connections = 20000 per worker (a
+#               cluster restart; loadgen over --procs processes and --sources source
+#               addresses), then single changes: every connection must get every change;
+#               p50/p99/max to reach all, connect time, worker memory per connection
 #   writer      pgbench single-row INSERT TPS: untracked, tracked, plpgsql NOTIFY floor
 #   bulk        INSERT ... SELECT of 100,000 rows and UPDATE of 100,000 rows
 #   stall       100 clients receive 100,000 events, with and without a stalled client
@@ -23,6 +29,11 @@
 # SCENARIOS picks a subset (e.g. SCENARIOS="latency stall").  The 1-minute load
 # average at the start of each scenario is printed under the table: other work on
 # the machine shows up there (the figures are only as quiet as the machine was).
+#
+# BENCH_WORKERS (plank.workers, default 1) sets the number of worker processes of the
+# cluster the scenarios run against (conn100k and the second idle run set their own and
+# restart back); worker CPU and memory figures are summed over every Plank worker of the
+# bench database (pg_stat_activity backend_type = 'plank').
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,6 +49,17 @@ FAN_ROWS=${FAN_ROWS:-1000}
 FAN_FLOOR_CONNS=${FAN_FLOOR_CONNS:-100}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_CHANGES=${IDLE_CHANGES:-5}
+IDLE_WORKERS=${IDLE_WORKERS:-2}       # the idle scenario again with this plank.workers (0: skip)
+CONN_CLIENTS=${CONN_CLIENTS:-100000}
+CONN_WORKERS=${CONN_WORKERS:-7}
+CONN_MAX_CONN=${CONN_MAX_CONN:-20000} # plank.max_connections, per worker
+CONN_PER_PROC=${CONN_PER_PROC:-15000} # loadgen clients per process (20,000 open files each)
+CONN_PER_SOURCE=${CONN_PER_SOURCE:-12500} # per source address (28,232 ephemeral ports each)
+CONN_CHANGES=${CONN_CHANGES:-5}
+CONN_RATE=${CONN_RATE:-0.5}          # changes/s: one every 2 s, so that they do not overlap
+CONN_BATCH=${CONN_BATCH:-50}          # loadgen --batch: connections started per 10 ms and process
+CONN_CONNECT_TIMEOUT=${CONN_CONNECT_TIMEOUT:-300}
+CONN_PING=${CONN_PING:-0}             # plank.ping_interval during conn100k (0: off, see below)
 PGB_CLIENTS=${PGB_CLIENTS:-4}
 PGB_SECONDS=${PGB_SECONDS:-10}
 BULK_ROWS=${BULK_ROWS:-100000}
@@ -48,7 +70,7 @@ STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCH
 STALL_PER_TXN=${STALL_PER_TXN:-10}
 PROFILE=${PROFILE:-1}
 PROFILE_ROWS=${PROFILE_ROWS:-500}
-SCENARIOS=${SCENARIOS:-latency fanout idle writer bulk stall profile}
+SCENARIOS=${SCENARIOS:-latency fanout idle conn100k writer bulk stall profile}
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
 mkdir -p "$OUT"
@@ -109,7 +131,7 @@ start_bg() {
     rm -f "$READY"
     "$BENCH_DIR/$tool" --ready-file "$READY" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     BG_PID=$!
-    if ! wait_file "$READY" 180 "$BG_PID"; then
+    if ! wait_file "$READY" "${READY_TIMEOUT:-180}" "$BG_PID"; then
         blog "$name: $tool did not get ready (see $OUT/$name.err)"
         tail -n 5 "$OUT/$name.err" >&2 || true
         return 1
@@ -120,7 +142,12 @@ loadgen() { start_bg "$1" loadgen --port "$BENCH_PORT" "${@:2}"; }
 floor() { start_bg "$1" listen_floor --conninfo "$CONNINFO" "${@:2}"; }
 writer() { "$BENCH_DIR/writer" --conninfo "$CONNINFO" "$@"; }
 
-worker_pid() { bench_worker_pid; }
+# every Plank worker of the bench database, space-separated (pass unquoted: cpu_s $WP)
+worker_pids() { bench_worker_pids; }
+# ensure_workers N: the scenarios run with plank.workers = N (a restart when it differs,
+# e.g. after conn100k); N = 1 is a no-op with a build that has no plank.workers
+ensure_workers() { bench_set_workers "$1" "$BENCH_MAX_CONNECTIONS"; }
+mb() { awk -v k="$1" 'BEGIN { if (k ~ /^[0-9.]+$/) printf "%.1f", k / 1024; else print "NA" }'; }
 
 # ------------------------------------------------------------------------------------
 blog "building the tools"
@@ -141,14 +168,15 @@ bench_cluster_up
 
 # ------------------------------------------------------------------------------------
 if want latency; then
+    ensure_workers "$BENCH_WORKERS"
     scenario latency "$LAT_CLIENTS clients, $LAT_RATE rows/s, $LAT_ROWS rows (ts_us: $LAT_TS)"
-    WP=$(worker_pid)
+    WP=$(worker_pids)
     bench_reset_table
     if loadgen lat --clients "$LAT_CLIENTS" --rows "$LAT_ROWS" --duration 120 --idle 5; then
-        c0=$(cpu_s "$WP")
+        c0=$(cpu_s $WP)
         writer --rows "$LAT_ROWS" --rate "$LAT_RATE" --ts "$LAT_TS" >"$OUT/lat.writer" 2>&1 || true
         wait_pid "$BG_PID" 60
-        c1=$(cpu_s "$WP")
+        c1=$(cpu_s $WP)
         echo "worker_cpu_s=$(calc %.2f "$c1 - $c0")" >>"$OUT/lat.out"
     fi
     bench_reset_table
@@ -168,16 +196,17 @@ fi
 
 # ------------------------------------------------------------------------------------
 if want fanout; then
+    ensure_workers "$BENCH_WORKERS"
     scenario fanout "$FAN_CLIENTS clients, writer flat out, $FAN_ROWS rows"
-    WP=$(worker_pid)
+    WP=$(worker_pids)
     bench_reset_table
     if loadgen fan --clients "$FAN_CLIENTS" --rows "$FAN_ROWS" --parse scan --duration 300 --idle 10; then
-        w0=$(cpu_s "$WP")
+        w0=$(cpu_s $WP)
         t0=$(date +%s.%N)
         writer --rows "$FAN_ROWS" >"$OUT/fan.writer" 2>&1 || true
         wait_pid "$BG_PID" 320
         t1=$(date +%s.%N)
-        w1=$(cpu_s "$WP")
+        w1=$(cpu_s $WP)
         echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")" >>"$OUT/fan.out"
         echo "wall_s=$(calc %.2f "$t1 - $t0")" >>"$OUT/fan.out"
     fi
@@ -202,7 +231,11 @@ if want fanout; then
     row "Fan-out $FAN_CLIENTS clients, writer flat out ($FAN_ROWS rows): deliveries/s" \
         "$dps/s, $d of $dexp delivered, loss $loss" "$fdps/s ($FAN_FLOOR_CONNS LISTEN backends, loss $floss)" \
         "every event to every client" "$allgot"
-    row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame, $commits commit frames)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
+    # Since the commit fold, the last change of a transaction carries "commit": true and
+    # a single-row transaction is one message: other_messages (anything but a change,
+    # e.g. a separate commit marker of an older build) should be 0, and per delivery =
+    # per frame.
+    row "Fan-out: worker CPU per delivery" "$us_per us ($us_per_frame us per frame; $commits other frames: the subscription acks)" "-" "<= 1 us" "$(met "$us_per" "<=" 1)"
     verdict=$(awk -v w="$wcpu" -v l="$lcpu" -v r="$wrcpu" -v t="$wall" 'BEGIN {
         if (t <= 0) { print "NA"; exit }
         b = "worker"; m = w; if (l > m) { b = "load generator"; m = l } if (r > m) { b = "writer"; m = r }
@@ -214,26 +247,48 @@ fi
 
 # ------------------------------------------------------------------------------------
 if want idle; then
-    scenario idle "$IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart"
-    # a fresh worker, so that its RSS is not what earlier scenarios left behind
-    OLD=$(worker_pid)
-    BENCH_DB=postgres bench_psql -c "SELECT pg_terminate_backend($OLD)" >/dev/null || true
-    for _ in $(seq 100); do
-        WP=$(worker_pid)
-        [ -n "$WP" ] && [ "$WP" != "$OLD" ] && break
-        sleep 0.2
-    done
-    sleep 1
-    rss0=$(rss_kb "$WP")
-    bench_reset_table
-    if loadgen idle --clients "$IDLE_CLIENTS" --rows "$IDLE_CHANGES" --duration 120 --idle 10; then
+    ensure_workers "$BENCH_WORKERS"
+    IW=$(bench_psql -c 'SHOW plank.workers' 2>/dev/null || echo 1)
+    scenario idle "$IDLE_CLIENTS idle clients, $IDLE_CHANGES single changes 0.5 s apart (plank.workers = $IW$([ "${IDLE_WORKERS:-0}" != 0 ] && echo ", then $IDLE_WORKERS"))"
+    # idle_run NAME WORKERS: restart with that many workers (fresh processes, so that
+    # their RSS is not what earlier scenarios left behind), connect IDLE_CLIENTS clients,
+    # send IDLE_CHANGES single-row changes 0.5 s apart; memory (kB, summed over the
+    # workers) and CPU per worker go to $OUT/NAME.mem
+    idle_run() {
+        local name=$1 n=$2 wp p c0
+        BENCH_FORCE_RESTART=1 bench_set_workers "$n" "$BENCH_MAX_CONNECTIONS" || return 1
         sleep 1
-        rss1=$(rss_kb "$WP")
-        grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$WP/status" >"$OUT/idle.rss" || true
-        writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idle.writer" 2>&1 || true
-        wait_pid "$BG_PID" 150
-        rss2=$(rss_kb "$WP")
-    fi
+        wp=$(worker_pids)
+        {
+            echo "workers=$(echo "$wp" | wc -w)"
+            echo "worker_pids=$wp"
+            echo "rss_before_kb=$(rss_kb $wp)"
+            echo "anon_before_kb=$(status_kb RssAnon $wp)"
+        } >"$OUT/$name.mem"
+        bench_reset_table
+        if loadgen "$name" --clients "$IDLE_CLIENTS" --rows "$IDLE_CHANGES" ${IDLE_LOADGEN_ARGS:-} --duration 120 --idle 10; then
+            sleep 1
+            {
+                echo "rss_connected_kb=$(rss_kb $wp)"
+                echo "anon_connected_kb=$(status_kb RssAnon $wp)"
+                for p in $wp; do
+                    echo "worker_${p}_fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)"
+                    echo "worker_${p}_status=$(grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$p/status" | tr -s ' \t' ' ' | tr '\n' ';')"
+                done
+            } >>"$OUT/$name.mem"
+            for p in $wp; do echo "c0_$p=$(cpu_s "$p")"; done >"$OUT/$name.cpu0"
+            writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/$name.writer" 2>&1 || true
+            wait_pid "$BG_PID" 150
+            {
+                echo "rss_end_kb=$(rss_kb $wp)"
+                echo "anon_end_kb=$(status_kb RssAnon $wp)"
+                for p in $wp; do
+                    echo "worker_${p}_cpu_s=$(calc %.2f "$(cpu_s "$p") - $(kv "$OUT/$name.cpu0" "c0_$p")")"
+                done
+            } >>"$OUT/$name.mem"
+        fi
+    }
+    idle_run idle "$IW" || true
     bench_reset_table
     if floor idlefloor --rows "$IDLE_CHANGES" --duration 60 --idle 5; then
         writer --rows "$IDLE_CHANGES" --rate 2 >"$OUT/idlefloor.writer" 2>&1 || true
@@ -242,17 +297,144 @@ if want idle; then
     grep summary "$OUT/idle.out" "$OUT/idlefloor.out" >&2 || true
     ip99=$(kv "$OUT/idle.out" p99_ms); imax=$(kv "$OUT/idle.out" max_ms); iloss=$(kv "$OUT/idle.out" loss)
     iconn=$(kv "$OUT/idle.out" connect_ms)
-    rss_mb=$(awk -v k="${rss2:-${rss1:-0}}" 'BEGIN { printf "%.1f", k / 1024 }')
-    row "$IDLE_CLIENTS idle clients, one change: p99 to reach all (max; loss $iloss; connect ${iconn} ms)" \
-        "$ip99 ms (max $imax ms)" "$(kv "$OUT/idlefloor.out" p99_ms) ms (1 LISTEN conn)" "<= 20 ms" "$(met "$ip99" "<=" 20)"
-    row "$IDLE_CLIENTS clients: worker VmRSS" \
-        "$rss_mb MB ($(awk -v k="${rss0:-0}" 'BEGIN { printf "%.1f", k / 1024 }') MB before connecting)" "-" "<= 50 MB" "$(met "$rss_mb" "<=" 50)"
-    row "100,000 concurrent connections" "not measured" "-" "100,000" \
-        "not possible yet: $(ulimit -H -n) open files per process, one worker"
+    rss_end=$(kv "$OUT/idle.mem" rss_end_kb); rss_mb=$(mb "${rss_end:-$(kv "$OUT/idle.mem" rss_connected_kb)}")
+    fp99=$(kv "$OUT/idlefloor.out" p99_ms)
+    wl=""; [ "$IW" != 1 ] && wl=" ($IW workers)"
+    row "$IDLE_CLIENTS idle clients$wl, one change: p99 to reach all (max; loss $iloss; connect ${iconn} ms)" \
+        "$ip99 ms (max $imax ms)" "$fp99 ms (1 LISTEN conn)" "<= 20 ms" "$(met "$ip99" "<=" 20)"
+    row "$IDLE_CLIENTS clients: worker VmRSS$wl" \
+        "$rss_mb MB ($(mb "$(kv "$OUT/idle.mem" rss_before_kb)") MB before connecting; RssAnon $(mb "$(kv "$OUT/idle.mem" anon_end_kb)") MB)" \
+        "-" "<= 50 MB" "$(met "$rss_mb" "<=" 50)"
+    if [ "${IDLE_WORKERS:-0}" != 0 ] && [ "$IDLE_WORKERS" != "$IW" ]; then
+        idle_run idlew "$IDLE_WORKERS" || true
+        grep summary "$OUT/idlew.out" >&2 || true
+        wp99=$(kv "$OUT/idlew.out" p99_ms)
+        wrss_end=$(kv "$OUT/idlew.mem" rss_end_kb); wrss_mb=$(mb "${wrss_end:-$(kv "$OUT/idlew.mem" rss_connected_kb)}")
+        wcpus=$(awk -F= '/^worker_[0-9]+_cpu_s=/ { printf "%s%s s", (n++ ? " + " : ""), $2 }' "$OUT/idlew.mem" 2>/dev/null)
+        wfds=$(awk -F= '/^worker_[0-9]+_fds=/ { printf "%s%s", (n++ ? " / " : ""), $2 }' "$OUT/idlew.mem" 2>/dev/null)
+        row "$IDLE_CLIENTS idle clients, plank.workers = $IDLE_WORKERS: p99 to reach all (max; loss $(kv "$OUT/idlew.out" loss); connect $(kv "$OUT/idlew.out" connect_ms) ms); total VmRSS" \
+            "$wp99 ms (max $(kv "$OUT/idlew.out" max_ms) ms); $wrss_mb MB over $IDLE_WORKERS workers ($(mb "$(kv "$OUT/idlew.mem" rss_before_kb)") MB before; open files $wfds; CPU during the changes $wcpus)" \
+            "$fp99 ms (1 LISTEN conn)" "<= 20 ms, <= 50 MB" \
+            "p99 $(met "$wp99" "<=" 20), RSS $(met "$wrss_mb" "<=" 50)"
+    fi
+fi
+
+# ------------------------------------------------------------------------------------
+if want conn100k; then
+    cprocs=$(( (CONN_CLIENTS + CONN_PER_PROC - 1) / CONN_PER_PROC ))
+    csrc=$(( (CONN_CLIENTS + CONN_PER_SOURCE - 1) / CONN_PER_SOURCE ))
+    scenario conn100k "$CONN_CLIENTS connections, plank.workers = $CONN_WORKERS (plank.max_connections = $CONN_MAX_CONN each), loadgen --procs $cprocs --sources $csrc, $CONN_CHANGES changes at $CONN_RATE/s"
+    # the kernel's limits that matter for this many loopback connections
+    limits() {
+        echo "open_files_hard=$(ulimit -H -n)"
+        for k in net.ipv4.ip_local_port_range net.core.somaxconn net.ipv4.tcp_max_syn_backlog \
+                net.netfilter.nf_conntrack_max net.netfilter.nf_conntrack_count net.ipv4.tcp_mem \
+                fs.file-max fs.file-nr; do
+            echo "$k=$(sysctl -n "$k" 2>/dev/null | tr -s '\t ' ' ')"
+        done
+        echo "sockstat_tcp=$(awk '$1 == "TCP:" { $1 = ""; print }' /proc/net/sockstat)"
+        echo "mem_available_kb=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)"
+    }
+    tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+    limits >"$OUT/conn.limits0"
+    # Connecting this many clients takes minutes on 2 cores, and clients subscribed early
+    # stay silent meanwhile: with pings at their default a connection whose pong the busy
+    # worker has not seen 40 s after its last valid frame is dropped without a close frame
+    # (a first attempt lost 62,603 of 80,361 subscribed clients that way).  CONN_PING=30s
+    # repeats that.
+    bench_psql -c "ALTER SYSTEM SET plank.ping_interval = '$CONN_PING'" >/dev/null
+    if BENCH_FORCE_RESTART=1 bench_set_workers "$CONN_WORKERS" "$CONN_MAX_CONN"; then
+        sleep 1
+        WP=$(worker_pids)
+        {
+            echo "workers=$(echo "$WP" | wc -w)"
+            echo "worker_pids=$WP"
+            echo "rss_before_kb=$(rss_kb $WP)"
+            echo "anon_before_kb=$(status_kb RssAnon $WP)"
+            echo "tcp_mem_pages_before=$(tcp_mem_pages)"
+            echo "mem_available_before_kb=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)"
+        } >"$OUT/conn.mem"
+        bench_reset_table
+        # while the clients connect: every 10 s the workers' open files (about one per
+        # connection), VmRSS and RssAnon, so that memory per connection is known even
+        # when not every client gets in
+        (
+            t0=$SECONDS
+            while sleep 10; do
+                fds=0
+                for p in $WP; do fds=$((fds + $(ls "/proc/$p/fd" 2>/dev/null | wc -l))); done
+                echo "t=$((SECONDS - t0)) fds=$fds rss_kb=$(rss_kb $WP) anon_kb=$(status_kb RssAnon $WP)"
+            done
+        ) >"$OUT/conn.progress" 2>/dev/null &
+        SAMPLER=$!
+        if READY_TIMEOUT=660 loadgen conn --clients "$CONN_CLIENTS" --procs "$cprocs" --sources "$csrc" \
+                --rows "$CONN_CHANGES" --batch "$CONN_BATCH" --connect-timeout "$CONN_CONNECT_TIMEOUT" \
+                --duration 300 --idle 20; then
+            sleep 2
+            {
+                echo "rss_connected_kb=$(rss_kb $WP)"
+                echo "anon_connected_kb=$(status_kb RssAnon $WP)"
+                echo "tcp_mem_pages_connected=$(tcp_mem_pages)"
+                echo "mem_available_connected_kb=$(awk '$1 == "MemAvailable:" { print $2 }' /proc/meminfo)"
+                for p in $WP; do
+                    echo "worker_${p}_fds=$(ls "/proc/$p/fd" 2>/dev/null | wc -l)"
+                    echo "worker_${p}_status=$(grep -E 'VmRSS|RssAnon|RssFile|RssShmem' "/proc/$p/status" | tr -s ' \t' ' ' | tr '\n' ';')"
+                done
+            } >>"$OUT/conn.mem"
+            limits >"$OUT/conn.limits1"
+            c0=$(cpu_s $WP)
+            writer --rows "$CONN_CHANGES" --rate "$CONN_RATE" >"$OUT/conn.writer" 2>&1 || true
+            wait_pid "$BG_PID" 400
+            {
+                echo "worker_cpu_s=$(calc %.2f "$(cpu_s $WP) - $c0")"
+                echo "rss_end_kb=$(rss_kb $WP)"
+                echo "anon_end_kb=$(status_kb RssAnon $WP)"
+            } >>"$OUT/conn.mem"
+        else
+            wait_pid "$BG_PID" 60
+            limits >"$OUT/conn.limits1"
+            grep -iE 'plank' "$BENCH_LOG" | grep -viE 'serving database|checkpoint' | tail -n 200 >"$OUT/conn.serverlog" || true
+        fi
+        kill "$SAMPLER" 2>/dev/null || true
+        wait "$SAMPLER" 2>/dev/null || true
+    fi
+    bench_psql -c "ALTER SYSTEM RESET plank.ping_interval" -c "SELECT pg_reload_conf()" >/dev/null || true
+    grep summary "$OUT/conn.out" >&2 || true
+    f=$OUT/conn.out
+    csub=$(kv "$f" subscribed); cconn=$(kv "$f" connected)
+    if [ "${csub:-0}" = "$CONN_CLIENTS" ]; then cmet=met; else cmet="not met"; fi
+    row "$CONN_CLIENTS concurrent WebSocket connections (plank.workers = $CONN_WORKERS, plank.max_connections = $CONN_MAX_CONN each; loadgen $cprocs processes, $csrc source addresses; plank.ping_interval = $CONN_PING)" \
+        "${csub:-0} subscribed (${cconn:-0} connected, $(kv "$f" connect_errors) connect errors, $(kv "$f" closed_by_server) closed by the server) in $(kv "$f" connect_ms) ms" \
+        "- (a LISTEN connection is a backend: max_connections = 250)" "$CONN_CLIENTS" "$cmet"
+    d=$(kv "$f" deliveries); dexp=$(kv "$f" deliveries_expected)
+    if [ -n "$d" ] && [ "$d" = "$dexp" ] && [ "$(kv "$f" loss)" = 0 ] && [ "$cmet" = met ]; then dmet=met; else dmet="not met"; fi
+    row "$CONN_CLIENTS connections, $CONN_CHANGES single changes ${CONN_RATE}/s: every connection gets each change; p50 / p99 / max to reach all" \
+        "${d:-0} of ${dexp:-0} delivered, loss $(kv "$f" loss), duplicates $(kv "$f" duplicates); $(kv "$f" p50_ms) / $(kv "$f" p99_ms) / $(kv "$f" max_ms) ms; worker CPU $(kv "$OUT/conn.mem" worker_cpu_s) s" \
+        "-" "every change to every connection" "$dmet"
+    if [ -n "$(kv "$OUT/conn.mem" rss_connected_kb)" ] && [ "${cconn:-0}" -gt 0 ]; then
+        per() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/ && n > 0) printf "%.1f", (a - b) / n; else print "NA" }'; }
+        cm=$OUT/conn.mem
+        kpair=$(awk -v a="$(kv "$cm" tcp_mem_pages_connected)" -v b="$(kv "$cm" tcp_mem_pages_before)" -v n="$cconn" -v ps="$(getconf PAGESIZE)" \
+            'BEGIN { if (n > 0 && a != "" && b != "") printf "%.1f", (a - b) * ps / 1024 / n; else print "NA" }')
+        wfds=$(awk -F= '/^worker_[0-9]+_fds=/ { printf "%s%s", (n++ ? " / " : ""), $2 }' "$cm")
+        row "$CONN_CLIENTS connections: worker memory (summed over the $CONN_WORKERS workers)" \
+            "VmRSS $(mb "$(kv "$cm" rss_connected_kb)") MB ($(mb "$(kv "$cm" rss_before_kb)") MB before): $(per "$(kv "$cm" rss_connected_kb)" "$(kv "$cm" rss_before_kb)" "$cconn") kB per connection; RssAnon $(mb "$(kv "$cm" anon_connected_kb)") MB ($(mb "$(kv "$cm" anon_before_kb)") before): $(per "$(kv "$cm" anon_connected_kb)" "$(kv "$cm" anon_before_kb)" "$cconn") kB per connection; kernel TCP buffers $kpair kB per connection (both ends); open files per worker $wfds" \
+            "-" "-" "-"
+    elif [ -s "$OUT/conn.progress" ]; then
+        # not every client got in: the largest sample taken while they connected
+        last=$(awk '{ split($2, a, "="); if (a[2] + 0 >= m) { m = a[2] + 0; l = $0 } } END { print l }' "$OUT/conn.progress")
+        lf=$(echo "$last" | sed -E 's/.*fds=([0-9]+).*/\1/'); lr=$(echo "$last" | sed -E 's/.*rss_kb=([0-9]+).*/\1/')
+        la=$(echo "$last" | sed -E 's/.*anon_kb=([0-9]+).*/\1/')
+        cm=$OUT/conn.mem
+        row "$CONN_CLIENTS connections: worker memory while connecting (summed over the $CONN_WORKERS workers; largest sample)" \
+            "$lf open files: VmRSS $(mb "$lr") MB ($(mb "$(kv "$cm" rss_before_kb)") MB before): $(awk -v a="$lr" -v b="$(kv "$cm" rss_before_kb)" -v n="$lf" 'BEGIN { if (n > 0) printf "%.1f", (a - b) / n; else print "NA" }') kB per open file; RssAnon $(mb "$la") MB: $(awk -v a="$la" -v b="$(kv "$cm" anon_before_kb)" -v n="$lf" 'BEGIN { if (n > 0) printf "%.1f", (a - b) / n; else print "NA" }') kB per open file" \
+            "-" "-" "-"
+    fi
 fi
 
 # ------------------------------------------------------------------------------------
 if want writer; then
+    ensure_workers "$BENCH_WORKERS"
     scenario writer "pgbench -c $PGB_CLIENTS -T $PGB_SECONDS single-row INSERT"
     pgb() { # NAME TABLE
         printf "INSERT INTO %s (ts_us, payload) VALUES (0, repeat('x', 64));\n" "$2" >"$OUT/pgb-$1.sql"
@@ -284,6 +466,7 @@ fi
 
 # ------------------------------------------------------------------------------------
 if want bulk; then
+    ensure_workers "$BENCH_WORKERS"
     scenario bulk "INSERT ... SELECT and UPDATE of $BULK_ROWS rows"
     bench_psql -c "TRUNCATE bench_plain RESTART IDENTITY"
     writer --table bench_plain --bulk-insert "$BULK_ROWS" >"$OUT/bulk-plain-ins.writer" 2>&1 || true
@@ -296,8 +479,8 @@ if want bulk; then
             wait_pid "$BG_PID" 330
         fi
     }
-    WP=$(worker_pid)
-    rss_before=$(rss_kb "$WP")
+    WP=$(worker_pids)
+    rss_before=$(rss_kb $WP)
     # with the default plank.max_client_buffer, then with a buffer that holds a whole statement
     bench_reset_table
     bulk bulkins loadgen --bulk-insert "$BULK_ROWS"
@@ -308,22 +491,28 @@ if want bulk; then
     bulk bulkinsbig loadgen --bulk-insert "$BULK_ROWS"
     bulk bulkupdbig loadgen --bulk-update
     bench_psql -c "ALTER SYSTEM RESET plank.max_client_buffer" -c "SELECT pg_reload_conf()" >/dev/null
-    grep -E 'VmRSS|VmHWM' "/proc/$WP/status" >"$OUT/bulk.rss" || true
+    { echo "VmRSS: $(rss_kb $WP) kB"; echo "VmHWM: $(status_kb VmHWM $WP) kB"; } >"$OUT/bulk.rss"
     bench_reset_table
-    floor bulkinsfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
-        { writer --bulk-insert "$BULK_ROWS" >"$OUT/bulkinsfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
-    floor bulkupdfloor --rows "$BULK_ROWS" --duration 300 --idle 20 &&
-        { writer --bulk-update >"$OUT/bulkupdfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 330; }
+    # No raw-LISTEN floor here since the statement triggers: a bulk statement's
+    # notifications are a few dozen references to chunks in plank.overflow, not rows, so
+    # listen_floor would wait its whole --duration for ids that never come (BULK_FLOOR=1
+    # runs it anyway).
+    if [ "${BULK_FLOOR:-0}" = 1 ]; then
+        floor bulkinsfloor --rows "$BULK_ROWS" --duration 60 --idle 20 &&
+            { writer --bulk-insert "$BULK_ROWS" >"$OUT/bulkinsfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 90; }
+        floor bulkupdfloor --rows "$BULK_ROWS" --duration 60 --idle 20 &&
+            { writer --bulk-update >"$OUT/bulkupdfloor.writer" 2>&1 || true; wait_pid "$BG_PID" 90; }
+    fi
     reach() { # NAME: seconds from statement start to the last row at the client, or why not
         awk -v s="$(kv "$OUT/$1.writer" start_us)" -v l="$(kv "$OUT/$1.out" last_rx_us)" \
             -v d="$(kv "$OUT/$1.out" deliveries)" -v n="$BULK_ROWS" -v c="$(kv "$OUT/$1.out" close_codes)" \
-            'BEGIN { if (d + 0 >= n && s > 0) printf "%.2f s", (l - s) / 1e6
+            'BEGIN { if (s == "") { print "-"; exit } if (d + 0 >= n && s > 0) printf "%.2f s", (l - s) / 1e6
                      else printf "never: %d rows, then closed (%s)", d, (c == "" ? "no close frame" : "code:count " c) }'
     }
     for op in ins upd; do
         what=$([ $op = ins ] && echo "INSERT ... SELECT" || echo "UPDATE")
         row "Bulk $what of $BULK_ROWS rows: statement time (untracked table: $(kv "$OUT/bulk-plain-$op.writer" seconds) s)" \
-            "$(kv "$OUT/bulk$op.writer" seconds) s" "$(kv "$OUT/bulk${op}floor.writer" seconds) s" "-" "-"
+            "$(kv "$OUT/bulk$op.writer" seconds) s" "$(fs=$(kv "$OUT/bulk${op}floor.writer" seconds); echo "${fs:+$fs s}${fs:--}")" "-" "-"
         row "Bulk $what: statement start to last row at 1 client (plank.max_client_buffer default)" \
             "$(reach bulk$op)" "$(reach bulk${op}floor)" "all rows reach the client" \
             "$([ "$(kv "$OUT/bulk$op.out" loss)" = 0 ] && echo met || echo "not met")"
@@ -338,18 +527,19 @@ fi
 
 # ------------------------------------------------------------------------------------
 if want stall; then
+    ensure_workers "$BENCH_WORKERS"
     scenario stall "$STALL_CLIENTS clients, $STALL_EVENTS events at $STALL_RATE/s ($STALL_PER_TXN per transaction), without and with a stalled client"
     stall() { # NAME NSTALL
         bench_reset_table
         if loadgen "$1" --clients "$STALL_CLIENTS" --stall "$2" --rows "$STALL_EVENTS" --parse scan \
                 --duration 900 --idle 10 --drain 10; then
             local wp c0
-            wp=$(worker_pid)
-            c0=$(cpu_s "$wp")
+            wp=$(worker_pids)
+            c0=$(cpu_s $wp)
             writer --rows "$STALL_EVENTS" --rate "$STALL_RATE" --per-txn "$STALL_PER_TXN" --max-seconds 900 \
                 >"$OUT/$1.writer" 2>&1 || true
             wait_pid "$BG_PID" 930
-            echo "worker_cpu_s=$(calc %.2f "$(cpu_s "$wp") - $c0")" >>"$OUT/$1.out"
+            echo "worker_cpu_s=$(calc %.2f "$(cpu_s $wp) - $c0")" >>"$OUT/$1.out"
         fi
     }
     # A client that stops reading also stops answering pings: with plank.ping_interval at
@@ -382,11 +572,12 @@ fi
 # ------------------------------------------------------------------------------------
 if want profile && [ "$PROFILE" = 1 ] && command -v perf >/dev/null &&
         perf record -e cpu-clock -o "$OUT/perf-check.data" -- true >/dev/null 2>&1; then
+    ensure_workers "$BENCH_WORKERS"
     scenario profile "perf record -e cpu-clock -g of the worker, $FAN_CLIENTS clients, $PROFILE_ROWS rows"
-    WP=$(worker_pid)
+    WP=$(worker_pids)
     bench_reset_table
     if loadgen prof --clients "$FAN_CLIENTS" --rows "$PROFILE_ROWS" --parse scan --duration 300 --idle 10; then
-        perf record -e cpu-clock -g -o "$OUT/worker.perf" -p "$WP" >/dev/null 2>"$OUT/perf.err" &
+        perf record -e cpu-clock -g -o "$OUT/worker.perf" -p "${WP// /,}" >/dev/null 2>"$OUT/perf.err" &
         PERF_PID=$!
         sleep 0.5
         writer --rows "$PROFILE_ROWS" >"$OUT/prof.writer" 2>&1 || true

@@ -110,5 +110,22 @@ fi
 check "writer --bulk-update: 2 clients get 2000 updates" complete "$OUT/lg5"
 check "writer reports its rate" test -n "$(kv "$OUT/w1" rows_per_s)"
 
+# 5. several workers sharing the port (plank.workers = 2, a restart): the kernel spreads
+#    the 20 clients over both, and the second worker gets its events from the first
+if bench_has_setting plank.workers; then
+    if bench_set_workers 2 >"$OUT/restart.err" 2>&1; then
+        check "plank.workers = 2: two workers running" test "$(bench_worker_pids | wc -w)" = 2
+        bench_reset_table
+        if run_bg lg6 loadgen --port "$BENCH_PORT" --clients 20 --rows 5 --duration 30 --idle 5; then
+            "${W[@]}" --rows 5 --rate 50 >"$OUT/w6" 2>&1 || true
+            finish_bg
+        fi
+        check "plank.workers = 2: 20 clients get 5 rows each" complete "$OUT/lg6"
+    else
+        cat "$OUT/restart.err" >&2
+        check "plank.workers = 2: restart" false
+    fi
+fi
+
 blog "smoke: $passed checks passed, $failed failed"
 [ "$failed" -eq 0 ]
