@@ -57,6 +57,7 @@ bench_deps() {
     else
         missing+=(libwebsockets-dev libpq-dev libjson-c-dev)
     fi
+    [ -f /usr/include/ev.h ] || missing+=(libev-dev)
     if [ ${#missing[@]} -gt 0 ]; then
         blog "installing ${missing[*]}"
         as_root apt-get update -qq >/dev/null
