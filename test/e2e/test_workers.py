@@ -1083,6 +1083,14 @@ def test_terminating_a_non_zero_worker_closes_only_its_clients():
                 # the new worker serves with the same epoch and numbering
                 c = fresh[newcomer][0]
                 assert c.welcome["epoch"] == epoch, c.welcome
+                # ... but its replay ring starts when it joined: from before, a resync
+                pushed, ack = await c.request_all({
+                    "type": "subscribe", "id": "old", "table": "public.items",
+                    "filter": {"name": label}, "since": {"epoch": epoch, "seq": pos}})
+                assert [m["type"] for m in pushed] == ["resync_required"] and \
+                    pushed[0]["reason"] == "out_of_range" and ack["resumed"] is False, \
+                    f"a resume from before the new worker {newcomer} started: {pushed}, {ack}"
+                await c.unsubscribe("old")
                 ack = await c.subscribe("s", table="public.items", filter={"name": label})
                 xid = await asyncio.to_thread(write_items, label, [200])
                 mine, theirs = await c.events("s", 2), await survivors[0].events("s", 2)
