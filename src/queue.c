@@ -559,6 +559,16 @@ plank_queue_consume(plank_queue_consumer fn)
 	}
 }
 
+/* the registry changed: worker 0 acts on it now, another worker wakes it */
+static void
+registry_changed(void)
+{
+	if (plank_worker_number == 0)
+		plank_queue_serve_listens();
+	else
+		wake_reader();
+}
+
 static QueueChannel *
 find_channel(const char *channel)
 {
@@ -609,11 +619,7 @@ plank_queue_listen(const char *channel)
 	if (!qc->listening)
 		queue->listens_dirty = true;
 	LWLockRelease(queue->lock);
-
-	if (plank_worker_number == 0)
-		plank_queue_serve_listens();
-	else
-		wake_reader();
+	registry_changed();
 
 	for (;;)
 	{
@@ -681,10 +687,7 @@ plank_queue_unlisten(const char *channel)
 		}
 	}
 	LWLockRelease(queue->lock);
-	if (plank_worker_number == 0)
-		plank_queue_serve_listens();
-	else
-		wake_reader();
+	registry_changed();
 }
 
 /* worker 0: channels it LISTENs on for others, kept to UNLISTEN them */

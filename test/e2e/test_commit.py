@@ -49,6 +49,22 @@ def transfer(src, dst, amount):
         conn.close()
 
 
+def item_and_account_tx(name, account, balance):
+    """One transaction: INSERT an item named `name`, then set the balance of `account`;
+    returns its xid."""
+    conn = connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO items (name) VALUES (%s)", (name,))
+            cur.execute("UPDATE e2e_accounts SET balance = %s WHERE id = %s", (balance, account))
+            cur.execute("SELECT txid_current()")
+            xid = cur.fetchone()[0]
+        conn.commit()
+        return xid
+    finally:
+        conn.close()
+
+
 def split_transactions(msgs):
     """Split a subscription's stream into transactions: [(changes, commit)], checking that
     each commit closes the changes before it."""
@@ -126,17 +142,7 @@ def test_commit_closes_every_subscription_that_got_part_of_the_transaction():
     name = tag()
 
     def tx():
-        conn = connect(autocommit=False)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO items (name) VALUES (%s)", (name,))
-                cur.execute("UPDATE e2e_accounts SET balance = 0 WHERE id = %s", (a,))
-                cur.execute("SELECT txid_current()")
-                xid = cur.fetchone()[0]
-            conn.commit()
-            return xid
-        finally:
-            conn.close()
+        return item_and_account_tx(name, a, 0)
 
     async def body():
         async with client(keep_commits=True) as c:
@@ -293,17 +299,7 @@ def test_commit_wire_form():
     name = tag()
 
     def tx():
-        conn = connect(autocommit=False)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("INSERT INTO items (name) VALUES (%s)", (name,))
-                cur.execute("UPDATE e2e_accounts SET balance = 1 WHERE id = %s", (a,))
-                cur.execute("SELECT txid_current()")
-                xid = cur.fetchone()[0]
-            conn.commit()
-            return xid
-        finally:
-            conn.close()
+        return item_and_account_tx(name, a, 1)
 
     async def frames(ws, n):
         return [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in range(n)]
