@@ -224,11 +224,8 @@ rewrite(PlankEvent *ev, const PlankSub *sub, char mode)
 	out = JsonbValueToJsonb(res);
 
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "\"type\":\"change\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"change\":",
-					 ev->seq, plank_epoch);
 	JsonbToCString(&buf, &out->root, VARSIZE(out));
-	appendStringInfoChar(&buf, '}');
-	return plank_frame_make(buf.data, buf.len);
+	return plank_change_frame(ev, buf.data, buf.len, NULL);
 }
 
 static void

@@ -441,20 +441,40 @@ to_utf8(const char *s)
 	return pg_server_to_any(s, strlen(s), PG_UTF8);
 }
 
-static void
-build_change_frame(PlankEvent *ev, const char *payload)
+/*
+ * plank_change_frame
+ *		The message body of a change event: its type, seq and epoch, the
+ *		change object (len bytes of JSON text at change) and, when the event
+ *		is the last change of its transaction, "commit":true, which closes the
+ *		transaction for whoever receives it (docs/PROTOCOL.md, "commit").
+ *		*change_off, when not NULL, is set to the change's offset in the body.
+ *		Raises only out-of-memory errors.
+ */
+PlankFrame *
+plank_change_frame(const PlankEvent *ev, const char *change, int len, uint32 *change_off)
 {
 	StringInfoData buf;
-	const char *utf8 = to_utf8(payload);
+	PlankFrame *frame;
 
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "\"type\":\"change\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"change\":",
 					 ev->seq, plank_epoch);
-	ev->payload_off = buf.len;
+	if (change_off)
+		*change_off = buf.len;
+	appendBinaryStringInfo(&buf, change, len);
+	appendStringInfoString(&buf, ev->tx_last ? ",\"commit\":true}" : "}");
+	frame = plank_frame_make(buf.data, buf.len);
+	pfree(buf.data);
+	return frame;
+}
+
+static void
+build_change_frame(PlankEvent *ev, const char *payload)
+{
+	const char *utf8 = to_utf8(payload);
+
 	ev->payload_len = strlen(utf8);
-	appendBinaryStringInfo(&buf, utf8, ev->payload_len);
-	appendStringInfoChar(&buf, '}');
-	ev->frame = plank_frame_make(buf.data, buf.len);
+	ev->frame = plank_change_frame(ev, utf8, ev->payload_len, &ev->payload_off);
 }
 
 static void
@@ -514,7 +534,7 @@ plank_events_start_after(uint64 seq)
  *		(queue.c), numbered by worker 0, with the payload its frame is built
  *		from.  Handled exactly as worker 0 handled it.  A change payload
  *		that does not parse (never written by worker 0) is skipped with a
- *		WARNING.
+ *		WARNING.  The caller ends the pass with plank_events_delivered().
  */
 void
 plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
@@ -548,11 +568,22 @@ plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 		namestrcpy(&ev.channel, channel);
 		deliver(&ev, payload);
 	}
-	plank_access_batch_done();
-	plank_stats_count(PLANK_STAT_NOTIFICATIONS, 1);
-	plank_stats_seq(plank_seq);
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);
+}
+
+/*
+ * plank_events_delivered
+ *		After plank_events_deliver() was called n times in a pass: end the
+ *		transaction the access checks of those events shared, as worker 0
+ *		does after each batch, and count them.
+ */
+void
+plank_events_delivered(int n)
+{
+	plank_access_batch_done();
+	plank_stats_count(PLANK_STAT_NOTIFICATIONS, n);
+	plank_stats_seq(plank_seq);
 }
 
 /*
@@ -651,7 +682,7 @@ plank_events_process(PlankNotification *batch)
 		plank_queue_publish(ev, payloads[i], strlen(payloads[i]));
 		deliver(ev, payloads[i]);
 	}
-	plank_queue_published();
+	plank_queue_wake_others();	/* to read the batch (plank.workers > 1) */
 	plank_access_batch_done();
 	plank_stats_count(PLANK_STAT_NOTIFICATIONS, nevs);
 	plank_stats_seq(plank_seq);

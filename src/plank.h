@@ -228,7 +228,6 @@ extern void plank_server_shutdown(void);
 extern void plank_server_reload(void);
 extern void plank_server_disconnect(uint64 id);
 extern PlankFrame *plank_frame_make(const char *data, int len);
-extern PlankFrame *plank_frame_concat(const char *a, int alen, const char *b, int blen);
 extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
@@ -247,9 +246,12 @@ extern void plank_protocol_auth_failed(PlankConn *conn, const char *id, const ch
 extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
+extern PlankFrame *plank_change_frame(const PlankEvent *ev, const char *change, int len,
+									  uint32 *change_off);
 extern void plank_events_start_after(uint64 seq);
 extern void plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 								 const char *channel, char *payload, int len);
+extern void plank_events_delivered(int n);
 
 /* jws.c */
 #include "jws.h"
@@ -300,10 +302,9 @@ extern void plank_stats_metrics(StringInfo buf);
 extern void plank_queue_init(int ndatabases);
 extern void plank_queue_attach(void);
 extern void plank_queue_publish(const PlankEvent *ev, const char *payload, int len);
-extern void plank_queue_published(void);
 typedef void (*plank_queue_consumer) (uint64 seq, bool is_change, bool tx_last, int32 pid,
 									  const char *channel, char *payload, int len);
-extern void plank_queue_consume(plank_queue_consumer fn);
+extern int	plank_queue_consume(plank_queue_consumer fn);
 extern uint64 plank_queue_listen(const char *channel);
 extern void plank_queue_unlisten(const char *channel);
 extern uint64 plank_queue_listening_since(const char *channel);

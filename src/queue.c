@@ -475,32 +475,23 @@ plank_queue_wake_others(void)
 }
 
 /*
- * plank_queue_published
- *		Worker 0, after a batch: wake the others to read it.
- */
-void
-plank_queue_published(void)
-{
-	plank_queue_wake_others();
-}
-
-/*
  * plank_queue_consume
  *		Another worker: hand every event written since the last call to fn,
- *		in order.  When worker 0 has restarted (a new epoch), logs it and
- *		exits with code 1: the worker is restarted and its clients resume
- *		with resync_required.
+ *		in order; returns how many.  When worker 0 has restarted (a new
+ *		epoch), logs it and exits with code 1: the worker is restarted and its
+ *		clients resume with resync_required.
  */
-void
+int
 plank_queue_consume(plank_queue_consumer fn)
 {
 	QueueWorker *me;
 	uint64		pos;
 	uint64		head;
 	uint64		generation;
+	int			n = 0;
 
 	if (queue == NULL || plank_worker_number == 0)
-		return;
+		return 0;
 	me = &queue->workers[plank_worker_number];
 	SpinLockAcquire(&queue->mutex);
 	generation = queue->generation;
@@ -550,6 +541,7 @@ plank_queue_consume(plank_queue_consumer fn)
 			fn(assembly_head.seq, (assembly_head.flags & QE_CHANGE) != 0,
 			   (assembly_head.flags & QE_TX_LAST) != 0, assembly_head.pid,
 			   assembly_channel, assembly.data, assembly.len);
+			n++;
 			if (assembly.maxlen > 1024 * 1024)
 			{
 				pfree(assembly.data);
@@ -557,6 +549,7 @@ plank_queue_consume(plank_queue_consumer fn)
 			}
 		}
 	}
+	return n;
 }
 
 /* the registry changed: worker 0 acts on it now, another worker wakes it */
@@ -585,8 +578,9 @@ find_channel(const char *channel)
  *		worker 0's last sequence number when its LISTEN committed (every
  *		notification on channel after it reaches us).  Worker 0 LISTENs at
  *		once; another worker waits (on its latch) until worker 0 has.
- *		Raises 53400 when QUEUE_CHANNELS channels are in use, 57P01-like
- *		58000 (system_error) when worker 0 does not answer in 10 s.
+ *		Raises 53400 (configuration_limit_exceeded) when QUEUE_CHANNELS
+ *		channels are in use, 58000 (system_error) when worker 0 does not
+ *		answer in 10 s.
  */
 uint64
 plank_queue_listen(const char *channel)

@@ -105,26 +105,13 @@ static struct lws_http_mount metrics_mount;
 PlankFrame *
 plank_frame_make(const char *data, int len)
 {
-	return plank_frame_concat(data, len, NULL, 0);
-}
-
-/*
- * plank_frame_concat
- *		As plank_frame_make, for a body made of two pieces: alen bytes at a
- *		followed by blen bytes at b (b may be NULL when blen is 0).
- */
-PlankFrame *
-plank_frame_concat(const char *a, int alen, const char *b, int blen)
-{
 	PlankFrame *frame;
 
-	frame = MemoryContextAlloc(frames_cxt, offsetof(PlankFrame, data) + alen + blen + 1);
+	frame = MemoryContextAlloc(frames_cxt, offsetof(PlankFrame, data) + len + 1);
 	frame->refcount = 1;
-	frame->len = alen + blen;
-	memcpy(frame->data, a, alen);
-	if (blen > 0)
-		memcpy(frame->data + alen, b, blen);
-	frame->data[alen + blen] = '\0';
+	frame->len = len;
+	memcpy(frame->data, data, len);
+	frame->data[len] = '\0';
 	return frame;
 }
 

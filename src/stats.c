@@ -704,24 +704,11 @@ ops_text(int ops)
 	return buf;
 }
 
-PG_FUNCTION_INFO_V1(plank_connections_sql);
-
-/*
- * plank_connections_sql
- *		plank.connections(): one row per connected client (at most the slots
- *		reserved at server start).  Raises nothing.
- */
-Datum
-plank_connections_sql(PG_FUNCTION_ARGS)
+/* the rows of plank.connections for the attached section (one worker) */
+static void
+put_connection_rows(ReturnSetInfo *rsinfo)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			i;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (!worker_running())
-		return (Datum) 0;
-	for (int k = 0; k < plank_workers; k++)
-	for (attach_nth(k), i = 0; i < shared->nconn_slots; i++)
+	for (int i = 0; i < shared->nconn_slots; i++)
 	{
 		ConnSlot	s;
 		Datum		values[10];
@@ -744,27 +731,35 @@ plank_connections_sql(PG_FUNCTION_ARGS)
 		values[9] = TimestampTzGetDatum(s.last_activity);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	return (Datum) 0;
 }
 
-PG_FUNCTION_INFO_V1(plank_subscriptions_sql);
+PG_FUNCTION_INFO_V1(plank_connections_sql);
 
 /*
- * plank_subscriptions_sql
- *		plank.subscriptions(): one row per subscription (at most the slots
- *		reserved at server start).  Raises nothing.
+ * plank_connections_sql
+ *		plank.connections(): one row per connected client of every worker of
+ *		the current database (at most the slots reserved at server start).
+ *		Raises nothing.
  */
 Datum
-plank_subscriptions_sql(PG_FUNCTION_ARGS)
+plank_connections_sql(PG_FUNCTION_ARGS)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			i;
-
 	InitMaterializedSRF(fcinfo, 0);
 	if (!worker_running())
 		return (Datum) 0;
 	for (int k = 0; k < plank_workers; k++)
-	for (attach_nth(k), i = 0; i < shared->nsub_slots; i++)
+	{
+		attach_nth(k);
+		put_connection_rows((ReturnSetInfo *) fcinfo->resultinfo);
+	}
+	return (Datum) 0;
+}
+
+/* the rows of plank.subscriptions for the attached section (one worker) */
+static void
+put_subscription_rows(ReturnSetInfo *rsinfo)
+{
+	for (int i = 0; i < shared->nsub_slots; i++)
 	{
 		SubSlot		s;
 		Datum		values[6];
@@ -783,6 +778,27 @@ plank_subscriptions_sql(PG_FUNCTION_ARGS)
 		values[5] = CStringGetTextDatum(s.filter);
 		nulls[5] = s.filter[0] == '\0';
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+}
+
+PG_FUNCTION_INFO_V1(plank_subscriptions_sql);
+
+/*
+ * plank_subscriptions_sql
+ *		plank.subscriptions(): one row per subscription of every worker of
+ *		the current database (at most the slots reserved at server start).
+ *		Raises nothing.
+ */
+Datum
+plank_subscriptions_sql(PG_FUNCTION_ARGS)
+{
+	InitMaterializedSRF(fcinfo, 0);
+	if (!worker_running())
+		return (Datum) 0;
+	for (int k = 0; k < plank_workers; k++)
+	{
+		attach_nth(k);
+		put_subscription_rows((ReturnSetInfo *) fcinfo->resultinfo);
 	}
 	return (Datum) 0;
 }

@@ -450,76 +450,6 @@ commit_frame(const PlankEvent *ev)
 static dlist_head open_subs = DLIST_STATIC_INIT(open_subs);
 
 /*
- * The "last change" form of the frames of one event: the same message with
- * "commit":true appended, which closes the transaction for the subscription
- * that receives it (docs/PROTOCOL.md, "commit"), so that a single-change
- * transaction costs one message instead of a change and a commit marker.
- * An event has one frame per access variant (usually one), so a short list
- * kept until the event is done is enough (past it, each delivery builds its
- * own).
- */
-#define MAX_FOLDED 8
-static PlankFrame *folded_from[MAX_FOLDED];
-static PlankFrame *folded_to[MAX_FOLDED];
-static int	nfolded = 0;
-
-static PlankFrame *
-folded_frame(PlankFrame *frame)
-{
-	static const char suffix[] = ",\"commit\":true}";
-	PlankFrame *f;
-	int			i;
-
-	for (i = 0; i < nfolded; i++)
-		if (folded_from[i] == frame)
-		{
-			folded_to[i]->refcount++;
-			return folded_to[i];
-		}
-	/* every frame is a JSON object's members followed by its closing brace */
-	Assert(frame->len > 0 && frame->data[frame->len - 1] == '}');
-	f = plank_frame_concat(frame->data, frame->len - 1, suffix, sizeof(suffix) - 1);
-	if (nfolded < MAX_FOLDED)
-	{
-		frame->refcount++;		/* the cache's key must not be reused meanwhile */
-		f->refcount++;
-		folded_from[nfolded] = frame;
-		folded_to[nfolded++] = f;
-	}
-	return f;
-}
-
-/* drop the folded frames of the event just dispatched */
-static void
-folded_done(void)
-{
-	while (nfolded > 0)
-	{
-		nfolded--;
-		plank_frame_unref(folded_from[nfolded]);
-		plank_frame_unref(folded_to[nfolded]);
-	}
-}
-
-/*
- * Send a change to a subscription: with "commit":true when it is the last
- * change of its transaction.
- */
-static void
-send_change(PlankSub *sub, PlankFrame *frame, bool last)
-{
-	if (last)
-	{
-		PlankFrame *f = folded_frame(frame);
-
-		plank_conn_send(sub->conn, f, sub);
-		plank_frame_unref(f);
-	}
-	else
-		plank_conn_send(sub->conn, frame, sub);
-}
-
-/*
  * plank_subs_dispatch
  *		Send one event to every subscription that matches it.  The last
  *		change of a transaction goes out with "commit":true; a subscription
@@ -556,7 +486,7 @@ plank_subs_dispatch(PlankEvent *ev)
 					continue;
 				if (!key_only && !filters_match(sub, ev))
 					continue;
-				send_change(sub, frame, ev->tx_last);
+				plank_conn_send(sub->conn, frame, sub);
 				if (ev->tx_last)
 				{
 					/* this change closes the transaction for sub */
@@ -588,7 +518,6 @@ plank_subs_dispatch(PlankEvent *ev)
 			}
 			plank_frame_unref(frame);
 		}
-		folded_done();
 		plank_access_event_done();
 	}
 	else
@@ -625,18 +554,14 @@ replay_one(PlankEvent *ev, void *arg)
 
 		if (frame && ev->is_change && !key_only && !filters_match(sub, ev))
 			frame = NULL;
-		if (frame && !ev->is_change)
-			plank_conn_send(sub->conn, frame, sub);
-		else if (frame)
+		if (frame)
 		{
-			send_change(sub, frame, ev->tx_last);
-			rs->open_xid = ev->tx_last ? 0 : ev->xid;
+			plank_conn_send(sub->conn, frame, sub);
+			if (ev->is_change)
+				rs->open_xid = ev->tx_last ? 0 : ev->xid;
 		}
 		if (ev->is_change)
-		{
-			folded_done();
 			plank_access_event_done();
-		}
 	}
 	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
 	{

@@ -363,7 +363,12 @@ plank_worker_main(Datum main_arg)
 			drain_notifications();
 		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
 		plank_queue_serve_listens();
-		plank_queue_consume(plank_events_deliver);
+		{
+			int			n = plank_queue_consume(plank_events_deliver);
+
+			if (n > 0)
+				plank_events_delivered(n);
+		}
 		plank_subs_unlisten_idle();
 		{
 			uint64		ids[64];
