@@ -1009,6 +1009,8 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 			edata->sqlerrcode == ERRCODE_SYNTAX_ERROR ||
 			edata->sqlerrcode == ERRCODE_NAME_TOO_LONG)
 			err = request_error("unknown_table", "%s", edata->message);
+		else if (edata->sqlerrcode == ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
+			err = request_error("limit_exceeded", "%s", edata->message);
 		else
 		{
 			ereport(LOG,

@@ -1122,6 +1122,45 @@ def test_terminating_a_non_zero_worker_closes_only_its_clients():
                          f"clients: no worker behaves as a non-zero worker")
 
 
+def test_channel_registry_full_answers_limit_exceeded_and_the_worker_goes_on():
+    """Worker 0 LISTENs for every worker on at most 1,024 channels: the subscription to
+    one more gets the error limit_exceeded (not internal_error), the connection and the
+    other subscriptions keep working. Runs just before the worker 0 restart, which
+    empties the registry (idle channels are otherwise kept 5 minutes)."""
+    label = tag()
+
+    async def body():
+        clients = await open_clients(11, keep_commits=False)
+        try:
+            # fresh channels until the registry is full (earlier tests' channels may
+            # still hold some of its 1,024 entries)
+            n, reply = 0, None
+            while reply is None and n < 1100:
+                c = clients[n // 100]
+                r = await c.request({"type": "subscribe", "id": f"ch{n % 100}",
+                                     "channel": f"wkfull_{label}_{n}"})
+                if r["type"] == "error":
+                    reply = r
+                else:
+                    assert r["type"] == "ack", r
+                    n += 1
+            assert reply is not None, "1,100 distinct channels were all accepted"
+            assert reply.get("code") == "limit_exceeded", reply
+            assert "1024" in reply.get("message", ""), reply
+            assert n >= 900, f"the registry was full after {n} channels"
+            # the rest goes on: the last channel subscribed still delivers
+            last = n - 1
+            await asyncio.to_thread(q, "SELECT pg_notify(%s, 'still here')",
+                                    (f"wkfull_{label}_{last}",))
+            m = await clients[last // 100].next_push(f"ch{last % 100}")
+            assert m["type"] == "notify" and m["payload"] == "still here", m
+            pong = await clients[n // 100].request({"type": "ping", "id": "p"})
+            assert pong["type"] == "pong", pong
+        finally:
+            await close_all(clients)
+    run(body(), timeout=120)
+
+
 def test_terminating_worker_0_restarts_the_database_with_a_new_epoch():
     """pg_terminate_backend on worker 0 closes every client of the database (1001 or
     1012); 3 workers serve again with a new epoch; a resume with the old epoch gets
