@@ -89,6 +89,7 @@ static lws_sorted_usec_list_t housekeeping_sul;
  * pointer to it, so a reload updates it in place.
  */
 static lws_retry_bo_t idle_policy;
+static bool pings_were_on = false;
 
 static char static_dir[MAXPGPATH];
 static struct lws_http_mount static_mount;
@@ -493,6 +494,8 @@ conn_free(PlankConn *conn)
 	dlist_foreach_modify(iter, &conn->subs)
 		plank_subs_remove(dlist_container(PlankSub, conn_node, iter.cur));
 	conn_purge_queue(conn);
+	if (conn->rx.data != NULL)
+		pfree(conn->rx.data);
 	dlist_delete(&conn->node);
 	nconns--;
 	plank_stats_conn_closed(conn);
@@ -580,10 +583,14 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 		return 0;
 	}
 
-	/* a piece of a message: kept until its last piece arrives */
+	/*
+	 * a piece of a message: kept until its last piece arrives, in memory
+	 * shared by all connections (conns_cxt), so that what one freed serves
+	 * the next rather than staying in a connection's own context
+	 */
 	if (conn->rx.data == NULL)
 	{
-		MemoryContext oldcxt = MemoryContextSwitchTo(conn->mcxt);
+		MemoryContext oldcxt = MemoryContextSwitchTo(conns_cxt);
 
 		initStringInfo(&conn->rx);
 		MemoryContextSwitchTo(oldcxt);
@@ -1045,7 +1052,10 @@ static const struct lws_protocols plank_protocols[] = {
 	/*
 	 * rx_buffer_size: libwebsockets allocates this much per connection for
 	 * received frame data (0 would mean 4 kB); client messages are small and
-	 * longer ones arrive in pieces that conn_receive() reassembles.
+	 * longer ones arrive in pieces that conn_receive() reassembles.  Not
+	 * less than 1 kB: with 128-512 bytes libwebsockets 4.1.6 spins at 100%
+	 * CPU on a handshake refused by conn_filter() (recv() of 0 bytes in a
+	 * loop; test_security_transport.py's refused origins).
 	 */
 	{"plank", plank_ws_callback, sizeof(PlankSession), 1024, 0, NULL, 0},
 	{"plank-wake", plank_wake_callback, 0, 0, 0, NULL, 0},
@@ -1273,12 +1283,24 @@ plank_server_reload(void)
 		idle_policy.secs_since_valid_ping = plank_ping_interval;
 		idle_policy.secs_since_valid_hangup = plank_ping_interval + plank_ping_timeout;
 	}
-	else
+	else if (pings_were_on)
 	{
-		/* never ping, never hang up on an idle connection */
-		idle_policy.secs_since_valid_ping = UINT16_MAX;
+		/*
+		 * Pings turned off by a reload: connections still have a validity
+		 * timer of the old policy, which would ping and then hang up after
+		 * secs_since_valid_hangup - secs_since_valid_ping: leave a pong the
+		 * time to arrive, and reschedule far away.
+		 */
+		idle_policy.secs_since_valid_ping = UINT16_MAX - 60;
 		idle_policy.secs_since_valid_hangup = UINT16_MAX;
 	}
+	/*
+	 * else: never ping, never hang up on an idle connection.  A zero
+	 * secs_since_valid_hangup makes libwebsockets keep no validity timer at
+	 * all, rather than one far in the future per connection, inserted into
+	 * its sorted timer list by walking it (O(connections) per received frame).
+	 */
+	pings_were_on |= plank_ping_interval > 0;
 }
 
 /*

@@ -141,3 +141,23 @@ def test_application_level_pings_count_as_traffic():
         assert wait_peer_closed(raw.s, 0.1) is None, "the connection was dropped"
     finally:
         raw.close()
+
+
+def test_pings_turned_off_by_a_reload_drop_nobody():
+    """A client silent since before plank.ping_interval was reloaded to 0 is not dropped:
+    its timer of the old policy may still ping it once, but the hang-up that follows is
+    no longer due (libwebsockets' validity timer is rescheduled far away, not to 'now')."""
+    set_settings({"plank.ping_interval": "4s", "plank.ping_timeout": "1s"})
+    raw = RawWebSocket(PORT)
+    try:
+        set_settings({"plank.ping_interval": "0"})
+        waited = wait_peer_closed(raw.s, 8)
+        assert waited is None, \
+            f"a silent client was dropped {waited:.1f} s after pings were turned off"
+        raw.send_text(json.dumps({"type": "ping", "id": "after-reload"}))
+        frames = drain(raw, timeout=1, total=3)
+        assert any(op == 1 and b'"after-reload"' in p for op, p in frames), \
+            [op for op, _ in frames]
+    finally:
+        raw.close()
+        set_settings({"plank.ping_interval": "1s", "plank.ping_timeout": "1s"})
