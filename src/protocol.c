@@ -296,21 +296,23 @@ find_sub(PlankConn *conn, const char *id)
 static PlankSub *
 new_sub(PlankConn *conn, const char *id, bool is_channel)
 {
-	MemoryContext oldcxt = MemoryContextSwitchTo(conn->mcxt);
-	PlankSub   *sub = palloc0(sizeof(PlankSub));
+	PlankSub   *sub;
 	StringInfoData prefix;
 
-	sub->conn = conn;
-	sub->id = pstrdup(id);
-	sub->is_channel = is_channel;
-	sub->ops = PLANK_OP_ALL;
+	/* built in the request's memory: a StringInfo starts at 1 kB */
 	initStringInfo(&prefix);
 	appendStringInfoString(&prefix, "{\"sub\":");
 	escape_json(&prefix, id);
 	appendStringInfoChar(&prefix, ',');
-	sub->prefix = prefix.data;
+
+	sub = MemoryContextAllocZero(conn->mcxt, sizeof(PlankSub));
+	sub->conn = conn;
+	sub->id = MemoryContextStrdup(conn->mcxt, id);
+	sub->is_channel = is_channel;
+	sub->ops = PLANK_OP_ALL;
+	sub->prefix = MemoryContextStrdup(conn->mcxt, prefix.data);
 	sub->prefix_len = prefix.len;
-	MemoryContextSwitchTo(oldcxt);
+	pfree(prefix.data);
 	return sub;
 }
 
