@@ -92,6 +92,22 @@ def connect(dbname=DB, autocommit=True):
     return conn
 
 
+def write_transaction(statements, connect_fn=None):
+    """Run statements, [(sql, params)], in one transaction on a new connection
+    (connect(), or connect_fn) and commit it; returns the transaction's xid."""
+    conn = (connect_fn or connect)(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            for query, params in statements:
+                cur.execute(query, params)
+            cur.execute("SELECT txid_current()")
+            xid = cur.fetchone()[0]
+        conn.commit()
+        return xid
+    finally:
+        conn.close()
+
+
 class Db:
     """An autocommit psycopg2 connection that reconnects when the server went away."""
 

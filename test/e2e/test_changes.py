@@ -5,7 +5,7 @@ import datetime
 
 import pytest
 
-from conftest import Db, client, connect, run, tag
+from conftest import Db, client, connect, run, tag, write_transaction
 
 ITEM_COLUMNS = {"id", "name", "value", "created_at", "updated_at"}
 
@@ -77,20 +77,8 @@ def test_one_transaction_numbers_its_changes():
         async with client() as c:
             await c.subscribe("items", table="public.items")
 
-            def write():
-                conn = connect(autocommit=False)
-                try:
-                    with conn.cursor() as cur:
-                        for i in range(3):
-                            cur.execute("INSERT INTO items (name, value) VALUES (%s, %s)",
-                                        (name, i))
-                        cur.execute("SELECT txid_current()")
-                        xid = cur.fetchone()[0]
-                    conn.commit()
-                    return xid
-                finally:
-                    conn.close()
-            xid = await asyncio.to_thread(write)
+            xid = await asyncio.to_thread(write_transaction, [
+                ("INSERT INTO items (name, value) VALUES (%s, %s)", (name, i)) for i in range(3)])
             msgs = await c.pushes("items", 3)
             assert [m["change"]["n"] for m in msgs] == [1, 2, 3], msgs
             assert {m["change"]["xid"] for m in msgs} == {xid}, msgs

@@ -13,7 +13,7 @@ import websockets
 
 import pytest
 
-from conftest import WS_URL, client, connect, run, sql, tag
+from conftest import WS_URL, client, connect, run, sql, tag, write_transaction
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,35 +34,17 @@ def new_accounts(owner, n=2, balance=100):
 
 def transfer(src, dst, amount):
     """A debit and a credit in one transaction; returns its xid."""
-    conn = connect(autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("UPDATE e2e_accounts SET balance = balance - %s WHERE id = %s",
-                        (amount, src))
-            cur.execute("UPDATE e2e_accounts SET balance = balance + %s WHERE id = %s",
-                        (amount, dst))
-            cur.execute("SELECT txid_current()")
-            xid = cur.fetchone()[0]
-        conn.commit()
-        return xid
-    finally:
-        conn.close()
+    return write_transaction([
+        ("UPDATE e2e_accounts SET balance = balance - %s WHERE id = %s", (amount, src)),
+        ("UPDATE e2e_accounts SET balance = balance + %s WHERE id = %s", (amount, dst))])
 
 
 def item_and_account_tx(name, account, balance):
     """One transaction: INSERT an item named `name`, then set the balance of `account`;
     returns its xid."""
-    conn = connect(autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("INSERT INTO items (name) VALUES (%s)", (name,))
-            cur.execute("UPDATE e2e_accounts SET balance = %s WHERE id = %s", (balance, account))
-            cur.execute("SELECT txid_current()")
-            xid = cur.fetchone()[0]
-        conn.commit()
-        return xid
-    finally:
-        conn.close()
+    return write_transaction([
+        ("INSERT INTO items (name) VALUES (%s)", (name,)),
+        ("UPDATE e2e_accounts SET balance = %s WHERE id = %s", (balance, account))])
 
 
 def split_transactions(msgs):

@@ -36,7 +36,7 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Client, RawWebSocket, as_postgres, run, tag
+from conftest import Client, RawWebSocket, as_postgres, run, tag, write_transaction
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -347,17 +347,9 @@ def write_items(label, values, conn=None):
 
 def write_multi(label, values):
     """One transaction of one INSERT statement per value; returns its xid."""
-    conn = connect(autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            for v in values:
-                cur.execute("INSERT INTO items (name, value) VALUES (%s, %s)", (label, v))
-            cur.execute("SELECT txid_current()")
-            xid = cur.fetchone()[0]
-        conn.commit()
-        return xid
-    finally:
-        conn.close()
+    return write_transaction(
+        [("INSERT INTO items (name, value) VALUES (%s, %s)", (label, v)) for v in values],
+        connect)
 
 
 def check_stream(events, values, xids, key="value"):
