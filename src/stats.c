@@ -317,6 +317,7 @@ void
 plank_stats_worker_started(void)
 {
 	int			i;
+	int			nused;
 
 	db_first_section = plank_worker_index * plank_workers;
 	attach_section(db_first_section + plank_worker_number);
@@ -330,9 +331,11 @@ plank_stats_worker_started(void)
 	pg_atomic_write_u32(&shared->connections, 0);
 	pg_atomic_write_u32(&shared->subscriptions, 0);
 	/* a previous worker's connections are gone */
-	for (i = 0; i < (int) pg_atomic_read_u32(&shared->conn_slots_used); i++)
+	nused = (int) pg_atomic_read_u32(&shared->conn_slots_used);
+	for (i = 0; i < nused; i++)
 		conn_slots[i].id = 0;
-	for (i = 0; i < (int) pg_atomic_read_u32(&shared->sub_slots_used); i++)
+	nused = (int) pg_atomic_read_u32(&shared->sub_slots_used);
+	for (i = 0; i < nused; i++)
 		sub_slots[i].conn_id = 0;
 }
 
