@@ -57,6 +57,10 @@ int			plank_rate_limit = 50;
 bool		plank_ssl = false;
 char	   *plank_ssl_cert_file = NULL;
 char	   *plank_ssl_key_file = NULL;
+char	   *plank_authenticator = NULL;
+bool		plank_allow_privileged_roles = false;
+int			plank_check_workers = 2;
+int			plank_check_timeout = 5000;
 
 void		_PG_init(void);
 static void register_worker(int index, const char *dbname);
@@ -265,6 +269,45 @@ define_settings(void)
 							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.authenticator",
+							   "Sets the login role whose sessions evaluate users' objects for Plank.",
+							   "Snapshots and row-level security checks run in check workers connected as this role, "
+							   "which must not be a superuser; a client's role must be one the authenticator is a member of "
+							   "(docs/SECURITY.md).",
+							   &plank_authenticator,
+							   "plank_authenticator",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.allow_privileged_roles",
+							 "Lets clients act as superuser or BYPASSRLS roles.",
+							 "Off: a token or plank.anonymous_role naming such a role is refused with unknown_role.",
+							 &plank_allow_privileged_roles,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.check_workers",
+							"Sets the number of check workers per database.",
+							"Check workers run snapshots and row-level security checks as the client's role, "
+							"outside the worker that holds the sockets.",
+							&plank_check_workers,
+							2, 1, 32,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.check_timeout",
+							"Sets the time limit of one snapshot or row-level security check.",
+							"It is the statement_timeout and lock_timeout of the check's transaction.",
+							&plank_check_timeout,
+							5000, 10, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomStringVariable("plank.allowed_origins",
 							   "Sets the web origins whose pages may open WebSocket connections.",

@@ -51,6 +51,10 @@ extern bool plank_ssl;
 extern char *plank_ssl_cert_file;
 extern char *plank_ssl_key_file;
 extern int	plank_ping_timeout;	/* s */
+extern char *plank_authenticator;
+extern bool plank_allow_privileged_roles;
+extern int	plank_check_workers;
+extern int	plank_check_timeout;	/* ms */
 
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
