@@ -163,12 +163,18 @@ plank.log_connections = on
 # clients without a token act as the superuser here; tests of authentication
 # and authorization set plank.anonymous_role themselves
 plank.anonymous_role = 'postgres'
+# the check workers' login role; clients here may act as the superuser
+plank.authenticator = 'plank_authenticator'
+plank.allow_privileged_roles = on
 plank.jwt_secret = 'plank-test-secret-0123456789abcdef'
 EOF
     printf "include_if_exists = 'plank.conf'\n" | as_pg tee -a "$DATADIR/postgresql.conf" >/dev/null \
         || return 1
     as_pg "$PGBIN/pg_ctl" -D "$DATADIR" -l "$LOGFILE" -w -t 60 start >/dev/null || return 1
     local psql=(env PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    # the authenticator (docs/SECURITY.md); tests grant it every role they make
+    "${psql[@]}" -d postgres -c "CREATE ROLE plank_authenticator LOGIN NOINHERIT" || return 1
+    "${psql[@]}" -d postgres -c "GRANT postgres TO plank_authenticator" || return 1
     "${psql[@]}" -d postgres -c "CREATE DATABASE $DB" || return 1
     "${psql[@]}" -d postgres -c "CREATE DATABASE ${DB}2" || return 1
     "${psql[@]}" -d "$DB" -f demo/items.sql >/dev/null || return 1

@@ -3,15 +3,19 @@
  * access.c
  *		What each subscriber may see of a change: only the columns its role
  *		may SELECT, and, where row-level security applies to its role, only
- *		rows its policies let it see (docs/SECURITY.md states the rules).
+ *		the changes whose committed row images its policies let it see
+ *		(docs/SECURITY.md states the rules).
  *
- * Checks are made once per event for each group of subscribers that share
- * a role and token claims, not once per socket, and each distinct rewrite
- * of a payload is serialised once per event and shared.  Row-level security
- * is evaluated inside the database: as the subscriber's role, with its
- * claims in request.jwt.claims, the worker looks the changed row up by its
- * key in a transaction that starts after the change committed.  A check that
- * fails with an error hides the row from that group only.
+ * Row-level security is decided on the row images the capture trigger
+ * recorded at commit (the full old row of an UPDATE or DELETE is captured
+ * for tables with row-level security), never on the table as it is later.
+ * The socket worker does not evaluate policies itself: it batches the images
+ * of each group of subscribers that share a role, token claims and table,
+ * and a check worker (checker.c) evaluates the role's SELECT policies on
+ * them, as that role.  Meanwhile each such subscription keeps its changes in
+ * a queue of its own, in order, and delivers them once decided; other
+ * subscriptions are not held up.  Column restriction and the key-only forms
+ * are rewritten once per change and shared.
  *
  *-------------------------------------------------------------------------
  */
@@ -20,6 +24,7 @@
 #include "access/relation.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "nodes/bitmapset.h"
 #include "utils/builtins.h"
@@ -32,15 +37,7 @@
 
 #include "plank.h"
 
-/* per-event caches, cleared by plank_access_event_done() */
-typedef struct VisEntry
-{
-	Oid			roleid;
-	const char *claims;
-	Oid			relid;
-	bool		visible;
-} VisEntry;
-
+/* the per-event cache of rewritten frames, cleared by plank_access_event_done() */
 typedef struct FrameEntry
 {
 	const char *colkey;			/* NULL: every column */
@@ -48,9 +45,6 @@ typedef struct FrameEntry
 	PlankFrame *frame;
 } FrameEntry;
 
-static VisEntry *vis_cache = NULL;
-static int	nvis = 0;
-static int	vis_cap = 0;
 static FrameEntry *frame_cache = NULL;
 static int	nframes = 0;
 static int	frames_cap = 0;
@@ -65,12 +59,9 @@ grow(void *array, int *cap, int used, Size elem)
 	return array ? repalloc(array, *cap * elem) : MemoryContextAlloc(TopMemoryContext, *cap * elem);
 }
 
-/* the transaction that row-level security checks of a batch share */
-static bool in_check_xact = false;
-
 #define MODE_PLAIN 'p'			/* the payload, columns restricted */
-#define MODE_KEY_OLD 'k'		/* DELETE under RLS: "old" reduced to the key */
-#define MODE_HIDDEN 'h'			/* UPDATE the subscriber may no longer see */
+#define MODE_KEY_OLD 'k'		/* RLS: "old" reduced to the key */
+#define MODE_HIDDEN 'h'			/* RLS: an UPDATE the subscriber may no longer see */
 
 /*
  * plank_access_key_columns
@@ -199,7 +190,7 @@ rewrite(PlankEvent *ev, const PlankSub *sub, char mode)
 	}
 	if (mode == MODE_HIDDEN)
 	{
-		/* "this row is no longer visible to you": its key, from the new row */
+		/* "this row is no longer visible to you", with its key */
 		JsonbValue	fv;
 		JsonbValue	row;
 
@@ -210,7 +201,9 @@ rewrite(PlankEvent *ev, const PlankSub *sub, char mode)
 		fv.type = jbvBool;
 		fv.val.boolean = false;
 		pushJsonbValue(&st, WJB_VALUE, &fv);
-		if (getKeyJsonValueFromContainer(&jb->root, "new", 3, &row) != NULL &&
+		/* the key the subscriber knows: the old row's */
+		if ((getKeyJsonValueFromContainer(&jb->root, "old", 3, &row) != NULL ||
+			 getKeyJsonValueFromContainer(&jb->root, "new", 3, &row) != NULL) &&
 			row.type == jbvBinary)
 		{
 			fv.type = jbvString;
@@ -228,132 +221,8 @@ rewrite(PlankEvent *ev, const PlankSub *sub, char mode)
 	return plank_change_frame(ev, buf.data, buf.len, NULL);
 }
 
-static void
-begin_checks(void)
-{
-	MemoryContext cxt = CurrentMemoryContext;
 
-	if (in_check_xact)
-		return;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	/* the caller's allocations keep going to its own context */
-	MemoryContextSwitchTo(cxt);
-	in_check_xact = true;
-}
-
-/*
- * Is the row of a change visible to a subscriber's role under its
- * row-level security policies?  Looks the row up by its key as that role.
- */
-typedef struct RlsCheck
-{
-	PlankSub   *sub;
-	const char *query;
-	Jsonb	   *image;
-	bool		visible;
-} RlsCheck;
-
-/* Look the row up as the subscriber (in a subtransaction). */
-static void
-run_rls_check(void *arg)
-{
-	RlsCheck   *check = (RlsCheck *) arg;
-	Oid			argtypes[1] = {JSONBOID};
-	Datum		args[1] = {JsonbPGetDatum(check->image)};
-	Oid			save_userid;
-	int			save_sec_context;
-
-	SPI_connect();
-	plank_auth_become(&check->sub->conn->ident, &save_userid, &save_sec_context);
-	if (SPI_execute_with_args(check->query, 1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not check row-level security");
-	check->visible = SPI_processed > 0;
-	plank_auth_unbecome(save_userid, save_sec_context);
-	SPI_finish();
-}
-
-static bool
-rls_visible(PlankSub *sub, PlankEvent *ev, JsonbValue *image)
-{
-	RlsCheck	check;
-	ErrorData  *edata;
-	StringInfoData query;
-	char	   *qualified = quote_qualified_identifier(NameStr(ev->schema), NameStr(ev->table));
-	Jsonb	   *imagejb;
-	int			i;
-
-	if (image == NULL)
-		return false;
-	imagejb = JsonbValueToJsonb(image);
-
-	initStringInfo(&query);
-	appendStringInfo(&query, "SELECT 1 FROM %s t, pg_catalog.jsonb_populate_record(NULL::%s, $1) k WHERE true",
-					 qualified, qualified);
-	if (sub->nkeycols > 0)
-	{
-		for (i = 0; i < sub->nkeycols; i++)
-			appendStringInfo(&query, " AND t.%s = k.%s",
-							 quote_identifier(sub->keycols[i]), quote_identifier(sub->keycols[i]));
-	}
-	else
-	{
-		/* no key: the row with every column equal */
-		JsonbIterator *it = JsonbIteratorInit(image->val.binary.data);
-		JsonbIteratorToken tok;
-		JsonbValue	v;
-
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-			if (tok == WJB_KEY)
-			{
-				char	   *col = pnstrdup(v.val.string.val, v.val.string.len);
-
-				appendStringInfo(&query, " AND t.%s IS NOT DISTINCT FROM k.%s",
-								 quote_identifier(col), quote_identifier(col));
-			}
-	}
-	appendStringInfoString(&query, " LIMIT 1");
-
-	begin_checks();
-	check.sub = sub;
-	check.query = query.data;
-	check.image = imagejb;
-	check.visible = false;
-	if (!plank_try_subxact(run_rls_check, &check, &edata))
-	{
-		ereport(LOG,
-				(errmsg("plank hides a change of \"%s\" from role \"%s\": its row-level security check failed: %s",
-						qualified, sub->conn->ident.role, edata->message)));
-		FreeErrorData(edata);
-		return false;
-	}
-	return check.visible;
-}
-
-/* Cached visibility of an event's row for a subscriber's group. */
-static bool
-group_sees(PlankSub *sub, PlankEvent *ev, JsonbValue *image)
-{
-	int			i;
-	bool		visible;
-
-	for (i = 0; i < nvis; i++)
-		if (vis_cache[i].roleid == sub->conn->ident.roleid &&
-			vis_cache[i].relid == sub->relid &&
-			strcmp(vis_cache[i].claims, sub->conn->ident.claims) == 0)
-			return vis_cache[i].visible;
-
-	visible = rls_visible(sub, ev, image);
-	vis_cache = grow(vis_cache, &vis_cap, nvis, sizeof(VisEntry));
-	vis_cache[nvis].roleid = sub->conn->ident.roleid;
-	vis_cache[nvis].claims = sub->conn->ident.claims;
-	vis_cache[nvis].relid = sub->relid;
-	vis_cache[nvis].visible = visible;
-	nvis++;
-	return visible;
-}
-
+/* The rewritten frame of an event for a subscriber, cached for the event. */
 static PlankFrame *
 variant(PlankEvent *ev, PlankSub *sub, char mode)
 {
@@ -377,48 +246,638 @@ variant(PlankEvent *ev, PlankSub *sub, char mode)
 
 /*
  * plank_access_frame
- *		The frame a table subscription may receive for a change of its table:
- *		the event's own frame when its role sees everything, a rewritten one
- *		(only its columns; for row-level security, DELETE keys only, or a
- *		"visible": false marker for an UPDATE it can no longer see), or NULL
- *		when it may not see the change at all.  Called before the
- *		subscription's filter: *key_only is set for the DELETE and marker
- *		frames of row-level security, which are sent whatever the filter says,
- *		so that a filter on hidden values cannot be used to probe them.
+ *		The frame a table subscription without row-level security may receive
+ *		for a change of its table: the event's own frame when its role may
+ *		read every column, else one with only its columns.
  */
 PlankFrame *
-plank_access_frame(PlankSub *sub, PlankEvent *ev, bool *key_only)
+plank_access_frame(PlankSub *sub, PlankEvent *ev)
 {
-	char		mode = MODE_PLAIN;
+	if (sub->ncolumns == 0)
+		return ev->frame;
+	return variant(ev, sub, MODE_PLAIN);
+}
 
-	*key_only = false;
-	if (sub->rls && ev->op != PLANK_OP_TRUNCATE)
+/*
+ * Row-level security, asynchronously.
+ *
+ * RlsEvent: a change waiting in the queues of RLS subscriptions, shared.
+ * RlsCheck: the decision for one change and one group (role, claims,
+ * table): is the new image visible, is the old image visible.
+ * RlsEntry: one item of a subscription's queue: a change (with its check)
+ * or the commit marker of a transaction.
+ */
+typedef struct RlsEvent
+{
+	PlankEvent	ev;				/* a copy: frame referenced, jb owned */
+	int			refcount;
+} RlsEvent;
+
+typedef struct RlsGroup RlsGroup;
+
+typedef struct RlsCheck
+{
+	dlist_node	node;			/* in the group's list of unsent checks */
+	RlsGroup   *group;
+	RlsEvent   *rev;
+	int			refcount;		/* entries, and the group while it is unsent or sent */
+	bool		done;
+	bool		new_visible;
+	bool		old_visible;
+	int			new_idx;		/* places of its images in the sent batch; -1: none */
+	int			old_idx;
+	int			nframes;		/* frames rewritten for it, shared by the group */
+	struct
 	{
-		Jsonb	   *jb = plank_event_payload(ev);
-		JsonbValue	v;
-		JsonbValue *image = NULL;
+		char		mode;
+		const char *colkey;
+		PlankFrame *frame;
+	}			frames[4];
+} RlsCheck;
 
-		if (ev->op == PLANK_OP_DELETE)
-			mode = MODE_KEY_OLD;
-		else
+typedef struct RlsKey
+{
+	Oid			roleid;
+	Oid			relid;
+	uint32		claims_hash;
+} RlsKey;
+
+struct RlsGroup
+{
+	RlsKey		key;			/* hash key: first */
+	RlsGroup   *next;			/* other groups with the same key (claims differ) */
+	char	   *claims;
+	PlankIdentity ident;
+	dlist_head	subs;			/* PlankSub.rls_group_node */
+	dlist_head	unsent;			/* RlsCheck.node, in order */
+	RlsCheck   *last;			/* the newest check, shared by the group's subs */
+	PlankCheckJob *job;			/* the batch in flight */
+	RlsCheck  **sent;			/* its checks */
+	int			nsent;
+	dlist_node	flush_node;		/* in the list of groups with unsent checks */
+	bool		in_flush;
+};
+
+typedef struct RlsEntry
+{
+	dlist_node	node;
+	bool		is_commit;
+	RlsEvent   *rev;
+	RlsCheck   *check;			/* NULL: no check (TRUNCATE, or a commit marker) */
+} RlsEntry;
+
+/* a subscription queues at most this many changes, then is told to resync */
+#define RLS_MAX_QUEUED 10000
+/* at most this many images in one check */
+#define RLS_BATCH 256
+
+static MemoryContext rls_cxt = NULL;
+static HTAB *groups = NULL;
+static dlist_head flush_list = DLIST_STATIC_INIT(flush_list);
+/* RLS subscriptions with changes of an open transaction queued */
+static dlist_head tx_subs = DLIST_STATIC_INIT(tx_subs);
+
+static void
+rls_init(void)
+{
+	HASHCTL		ctl;
+
+	if (rls_cxt != NULL)
+		return;
+	rls_cxt = AllocSetContextCreate(TopMemoryContext, "plank row-level security",
+									ALLOCSET_DEFAULT_SIZES);
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(RlsKey);
+	ctl.entrysize = sizeof(RlsGroup);
+	ctl.hcxt = rls_cxt;
+	groups = hash_create("plank row-level security groups", 64, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
+static void
+rev_unref(RlsEvent *rev)
+{
+	if (--rev->refcount > 0)
+		return;
+	plank_frame_unref(rev->ev.frame);
+	if (rev->ev.jb)
+		pfree(rev->ev.jb);
+	pfree(rev);
+}
+
+static void
+check_unref(RlsCheck *check)
+{
+	if (--check->refcount > 0)
+		return;
+	for (int i = 0; i < check->nframes; i++)
+		plank_frame_unref(check->frames[i].frame);
+	if (check->group && check->group->last == check)
+		check->group->last = NULL;
+	rev_unref(check->rev);
+	pfree(check);
+}
+
+/* The group of a subscription (its connection's identity may change). */
+static RlsGroup *
+group_of(PlankSub *sub)
+{
+	PlankIdentity *id = &sub->conn->ident;
+	RlsKey		key;
+	RlsGroup   *head;
+	RlsGroup   *g;
+	bool		found;
+
+	if (sub->rls_group)
+	{
+		g = (RlsGroup *) sub->rls_group;
+		if (g->key.roleid == id->roleid && strcmp(g->claims, id->claims) == 0)
+			return g;
+		dlist_delete(&sub->rls_group_node);
+		sub->rls_group = NULL;
+	}
+	memset(&key, 0, sizeof(key));
+	key.roleid = id->roleid;
+	key.relid = sub->relid;
+	key.claims_hash = hash_bytes((const unsigned char *) id->claims, strlen(id->claims));
+	head = hash_search(groups, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		memset(((char *) head) + sizeof(RlsKey), 0, sizeof(RlsGroup) - sizeof(RlsKey));
+		head->claims = NULL;
+	}
+	for (g = head; g; g = g->next)
+		if (g->claims == NULL || strcmp(g->claims, id->claims) == 0)
+			break;
+	if (g == NULL)
+	{
+		g = MemoryContextAllocZero(rls_cxt, sizeof(RlsGroup));
+		g->key = key;
+		g->next = head->next;
+		head->next = g;
+	}
+	if (g->claims == NULL)
+	{
+		g->claims = MemoryContextStrdup(rls_cxt, id->claims);
+		g->ident.roleid = id->roleid;
+		g->ident.role = MemoryContextStrdup(rls_cxt, id->role);
+		g->ident.claims = g->claims;
+		dlist_init(&g->subs);
+		dlist_init(&g->unsent);
+	}
+	dlist_push_tail(&g->subs, &sub->rls_group_node);
+	sub->rls_group = g;
+	return g;
+}
+
+static RlsEvent *
+rev_make(PlankEvent *ev)
+{
+	RlsEvent   *rev = MemoryContextAlloc(rls_cxt, sizeof(RlsEvent));
+
+	rev->ev = *ev;
+	rev->ev.frame->refcount++;
+	rev->ev.jb = NULL;
+	if (ev->jb)
+	{
+		rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(ev->jb));
+		memcpy(rev->ev.jb, ev->jb, VARSIZE(ev->jb));
+	}
+	rev->refcount = 0;
+	return rev;
+}
+
+static void
+queue_entry(PlankSub *sub, RlsEntry *e)
+{
+	dlist_push_tail(&sub->rls_queue, &e->node);
+	sub->rls_queued++;
+}
+
+static void drain(PlankSub *sub);
+static void clear_queue(PlankSub *sub);
+
+/*
+ * plank_access_enqueue
+ *		Queue a change of its table for a subscription under row-level
+ *		security; it is delivered, in order, once its group's check is back
+ *		(plank_access_batch_done() sends the checks).
+ */
+void
+plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
+{
+	RlsEntry   *e;
+
+	rls_init();
+	if (sub->rls_queued >= RLS_MAX_QUEUED)
+	{
+		/* the checks cannot keep up: start over from a snapshot */
+		clear_queue(sub);
+		plank_subs_resync(sub, "check_backlog");
+	}
+	e = MemoryContextAllocZero(rls_cxt, sizeof(RlsEntry));
+	if (ev->op == PLANK_OP_TRUNCATE)
+	{
+		/* nothing to check: decided, and its frames cached like the others */
+		RlsCheck   *check = MemoryContextAllocZero(rls_cxt, sizeof(RlsCheck));
+
+		check->rev = rev_make(ev);
+		check->rev->refcount++;
+		check->done = true;
+		check->refcount = 1;
+		e->check = check;
+		e->rev = check->rev;
+		e->rev->refcount++;
+	}
+	else
+	{
+		RlsGroup   *g = group_of(sub);
+		RlsCheck   *check = g->last;
+
+		if (check == NULL || check->rev->ev.seq != ev->seq)
 		{
-			/* the new row (or, for an oversized one sent truncated, its key) */
-			if ((getKeyJsonValueFromContainer(&jb->root, "new", 3, &v) != NULL ||
-				 getKeyJsonValueFromContainer(&jb->root, "key", 3, &v) != NULL) &&
-				v.type == jbvBinary)
-				image = &v;
-			if (!group_sees(sub, ev, image))
+			check = MemoryContextAllocZero(rls_cxt, sizeof(RlsCheck));
+			check->group = g;
+			check->rev = rev_make(ev);
+			check->rev->refcount++;
+			check->new_idx = check->old_idx = -1;
+			check->refcount = 1;	/* the group's, until decided */
+			dlist_push_tail(&g->unsent, &check->node);
+			g->last = check;
+			if (!g->in_flush)
 			{
-				if (ev->op != PLANK_OP_UPDATE)
-					return NULL;
-				mode = MODE_HIDDEN;
+				dlist_push_tail(&flush_list, &g->flush_node);
+				g->in_flush = true;
 			}
 		}
+		check->refcount++;
+		e->check = check;
+		e->rev = check->rev;
+		e->rev->refcount++;
 	}
-	*key_only = mode != MODE_PLAIN;
+	queue_entry(sub, e);
+
+	/* which transaction's commit marker this subscription may owe */
+	if (ev->tx_last)
+	{
+		if (sub->rls_tx_xid != 0)
+			dlist_delete(&sub->rls_tx_node);
+		sub->rls_tx_xid = 0;
+	}
+	else
+	{
+		if (sub->rls_tx_xid == 0)
+			dlist_push_tail(&tx_subs, &sub->rls_tx_node);
+		sub->rls_tx_xid = ev->xid;
+	}
+	if (e->check->done)
+		drain(sub);
+}
+
+/*
+ * plank_access_enqueue_commit
+ *		ev, the last change of a transaction, went to other tables: queue the
+ *		transaction's commit marker for a subscription that has changes of it
+ *		queued.
+ */
+void
+plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev)
+{
+	RlsEntry   *e = MemoryContextAllocZero(rls_cxt, sizeof(RlsEntry));
+
+	e->is_commit = true;
+	e->rev = rev_make(ev);
+	e->rev->refcount++;
+	queue_entry(sub, e);
+	if (sub->rls_tx_xid != 0)
+		dlist_delete(&sub->rls_tx_node);
+	sub->rls_tx_xid = 0;
+	drain(sub);
+}
+
+/*
+ * plank_access_tx_closed
+ *		After ev (the last change of its transaction) was dispatched: the
+ *		RLS subscriptions that queued changes of its transaction but not ev
+ *		get its commit marker queued.
+ */
+void
+plank_access_tx_closed(PlankEvent *ev)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &tx_subs)
+	{
+		PlankSub   *sub = dlist_container(PlankSub, rls_tx_node, iter.cur);
+
+		if (sub->rls_tx_xid == ev->xid)
+			plank_access_enqueue_commit(sub, ev);
+	}
+}
+
+/* The frame of a decided change for a subscription, shared by its group. */
+static PlankFrame *
+check_frame(RlsCheck *check, PlankSub *sub, char mode)
+{
+	PlankFrame *frame;
+	MemoryContext old;
+	MemoryContext tmp;
+
+	for (int i = 0; i < check->nframes; i++)
+		if (check->frames[i].mode == mode &&
+			((check->frames[i].colkey == NULL && sub->colkey == NULL) ||
+			 (check->frames[i].colkey && sub->colkey &&
+			  strcmp(check->frames[i].colkey, sub->colkey) == 0)))
+			return check->frames[i].frame;
 	if (mode == MODE_PLAIN && sub->ncolumns == 0)
-		return ev->frame;
-	return variant(ev, sub, mode);
+		return check->rev->ev.frame;
+
+	tmp = AllocSetContextCreate(CurrentMemoryContext, "plank rewrite", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(tmp);
+	if (check->rev->ev.jb == NULL)
+	{
+		Jsonb	   *jb = plank_event_payload(&check->rev->ev);
+
+		check->rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(jb));
+		memcpy(check->rev->ev.jb, jb, VARSIZE(jb));
+	}
+	frame = rewrite(&check->rev->ev, sub, mode);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(tmp);
+
+	if (check->nframes < lengthof(check->frames))
+	{
+		check->frames[check->nframes].mode = mode;
+		check->frames[check->nframes].colkey = sub->colkey ?
+			MemoryContextStrdup(rls_cxt, sub->colkey) : NULL;
+		check->frames[check->nframes].frame = frame;
+		check->nframes++;
+	}
+	else
+	{
+		/* not cached: the connection's queue keeps it alive */
+		plank_conn_send(sub->conn, frame, sub);
+		plank_frame_unref(frame);
+		return NULL;
+	}
+	return frame;
+}
+
+static void
+send_commit_marker(PlankSub *sub, PlankEvent *ev)
+{
+	PlankFrame *frame = plank_subs_commit_frame(ev);
+
+	plank_conn_send(sub->conn, frame, sub);
+	plank_frame_unref(frame);
+}
+
+/* Deliver one decided change: docs/SECURITY.md "Row-level security". */
+static void
+deliver(PlankSub *sub, RlsEntry *e)
+{
+	PlankEvent *ev = &e->rev->ev;
+	RlsCheck   *c = e->check;
+	char		mode = 0;
+	bool		sent = false;
+
+	if (e->is_commit)
+	{
+		if (sub->rls_sent_xid == ev->xid)
+		{
+			send_commit_marker(sub, ev);
+			sub->rls_sent_xid = 0;
+		}
+		return;
+	}
+	switch (ev->op)
+	{
+		case PLANK_OP_TRUNCATE:
+			mode = MODE_PLAIN;
+			break;
+		case PLANK_OP_INSERT:
+			if (c->new_visible && plank_subs_filters_match(sub, ev, false))
+				mode = MODE_PLAIN;
+			break;
+		case PLANK_OP_UPDATE:
+			/* filters see the old row only when the role could see it */
+			if (c->new_visible)
+			{
+				if (plank_subs_filters_match(sub, ev, !c->old_visible))
+					mode = MODE_KEY_OLD;
+			}
+			else if (c->old_visible)
+				mode = MODE_HIDDEN;
+			break;
+		case PLANK_OP_DELETE:
+			if (c->old_visible)
+				mode = MODE_KEY_OLD;
+			break;
+	}
+	if (mode)
+	{
+		PlankFrame *frame = check_frame(c, sub, mode);
+
+		if (frame)
+			plank_conn_send(sub->conn, frame, sub);
+		sent = true;
+		sub->rls_sent_xid = ev->tx_last ? 0 : ev->xid;
+	}
+	if (!sent && ev->tx_last && sub->rls_sent_xid == ev->xid)
+	{
+		send_commit_marker(sub, ev);
+		sub->rls_sent_xid = 0;
+	}
+}
+
+static void
+entry_free(PlankSub *sub, RlsEntry *e)
+{
+	dlist_delete(&e->node);
+	sub->rls_queued--;
+	if (e->check)
+		check_unref(e->check);
+	rev_unref(e->rev);
+	pfree(e);
+}
+
+/* Deliver a subscription's queued items up to the first undecided one. */
+static void
+drain(PlankSub *sub)
+{
+	while (!dlist_is_empty(&sub->rls_queue))
+	{
+		RlsEntry   *e = dlist_head_element(RlsEntry, node, &sub->rls_queue);
+
+		if (e->check && !e->check->done)
+			break;
+		if (!sub->conn->closing)
+			deliver(sub, e);
+		entry_free(sub, e);
+	}
+}
+
+static void
+clear_queue(PlankSub *sub)
+{
+	while (!dlist_is_empty(&sub->rls_queue))
+		entry_free(sub, dlist_head_element(RlsEntry, node, &sub->rls_queue));
+	sub->rls_sent_xid = 0;
+}
+
+/* The images a check needs, appended to a JSON array; their places. */
+static void
+add_images(StringInfo body, int *nimages, RlsCheck *check)
+{
+	PlankEvent *ev = &check->rev->ev;
+	Jsonb	   *jb = plank_event_payload(ev);
+	JsonbValue	v;
+	bool		truncated = getKeyJsonValueFromContainer(&jb->root, "truncated", 9, &v) != NULL;
+
+	/* a row sent truncated (its stored payload lost) shows nobody anything */
+	if (truncated)
+		return;
+	if ((ev->op == PLANK_OP_INSERT || ev->op == PLANK_OP_UPDATE) &&
+		getKeyJsonValueFromContainer(&jb->root, "new", 3, &v) != NULL && v.type == jbvBinary)
+	{
+		appendStringInfoChar(body, *nimages ? ',' : '[');
+		(void) JsonbToCString(body, v.val.binary.data, v.val.binary.len);
+		check->new_idx = (*nimages)++;
+	}
+	if ((ev->op == PLANK_OP_UPDATE || ev->op == PLANK_OP_DELETE) &&
+		getKeyJsonValueFromContainer(&jb->root, "old", 3, &v) != NULL && v.type == jbvBinary)
+	{
+		appendStringInfoChar(body, *nimages ? ',' : '[');
+		(void) JsonbToCString(body, v.val.binary.data, v.val.binary.len);
+		check->old_idx = (*nimages)++;
+	}
+}
+
+static void check_done(PlankCheckJob *job, bool ok, const char *data, Size len,
+					   const PlankCheckReply *rep);
+
+/* Mark a check decided, and drain the group's subscriptions. */
+static void
+decide(RlsGroup *g, RlsCheck **checks, int n)
+{
+	dlist_mutable_iter iter;
+
+	for (int i = 0; i < n; i++)
+		checks[i]->done = true;
+	dlist_foreach_modify(iter, &g->subs)
+		drain(dlist_container(PlankSub, rls_group_node, iter.cur));
+	for (int i = 0; i < n; i++)
+		check_unref(checks[i]);
+}
+
+/* Send a group's next batch of checks, unless one is in flight. */
+static void
+send_batch(RlsGroup *g)
+{
+	PlankCheckJob *job;
+	int			nimages = 0;
+	RlsCheck  **nocheck = NULL;
+	int			nnocheck = 0;
+
+	if (g->job || dlist_is_empty(&g->unsent))
+		return;
+	job = plank_check_job_new(PLANK_CHECK_RLS, &g->ident, g->key.relid);
+	g->sent = MemoryContextAlloc(rls_cxt, RLS_BATCH * sizeof(RlsCheck *));
+	g->nsent = 0;
+	while (!dlist_is_empty(&g->unsent) && g->nsent < RLS_BATCH &&
+		   job->body.len < PLANK_CHECK_REQUEST_QUEUE / 2)
+	{
+		RlsCheck   *check = dlist_container(RlsCheck, node, dlist_pop_head_node(&g->unsent));
+		MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "plank images",
+												  ALLOCSET_SMALL_SIZES);
+		MemoryContext old = MemoryContextSwitchTo(tmp);
+
+		bool		owned = check->rev->ev.jb != NULL;
+
+		add_images(&job->body, &nimages, check);
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(tmp);
+		if (!owned)
+			check->rev->ev.jb = NULL;	/* it was parsed in tmp */
+		g->sent[g->nsent++] = check;
+	}
+	if (nimages == 0)
+	{
+		/* nothing to ask (truncated rows only): decided, nothing visible */
+		nocheck = g->sent;
+		nnocheck = g->nsent;
+		g->sent = NULL;
+		g->nsent = 0;
+		pfree(job->body.data);
+		pfree(job->claims);
+		pfree(job);
+		decide(g, nocheck, nnocheck);
+		pfree(nocheck);
+		send_batch(g);
+		return;
+	}
+	appendStringInfoChar(&job->body, ']');
+	job->done = check_done;
+	job->arg = g;
+	g->job = job;
+	plank_check_submit(job);
+}
+
+/* A batch's reply: one '0' or '1' per image. */
+static void
+check_done(PlankCheckJob *job, bool ok, const char *data, Size len,
+		   const PlankCheckReply *rep)
+{
+	RlsGroup   *g = (RlsGroup *) job->arg;
+	RlsCheck  **checks = g->sent;
+	int			n = g->nsent;
+
+	g->job = NULL;
+	g->sent = NULL;
+	g->nsent = 0;
+	if (!ok)
+	{
+		ereport(LOG,
+				(errmsg("plank hides %d changes of relation %u from role \"%s\": their row-level security check failed: %.*s",
+						n, g->key.relid, g->ident.role, (int) len, data)));
+	}
+	for (int i = 0; i < n; i++)
+	{
+		RlsCheck   *c = checks[i];
+
+		c->new_visible = ok && c->new_idx >= 0 && (Size) c->new_idx < len && data[c->new_idx] == '1';
+		c->old_visible = ok && c->old_idx >= 0 && (Size) c->old_idx < len && data[c->old_idx] == '1';
+	}
+	decide(g, checks, n);
+	pfree(checks);
+	send_batch(g);
+}
+
+/*
+ * plank_access_sub_removed
+ *		A subscription goes: drop its queue and leave its group.
+ */
+void
+plank_access_sub_removed(PlankSub *sub)
+{
+	RlsGroup   *g = (RlsGroup *) sub->rls_group;
+
+	clear_queue(sub);
+	if (sub->rls_tx_xid != 0)
+		dlist_delete(&sub->rls_tx_node);
+	sub->rls_tx_xid = 0;
+	if (g == NULL)
+		return;
+	dlist_delete(&sub->rls_group_node);
+	sub->rls_group = NULL;
+	/* an idle group without subscribers gives its slot back */
+	if (dlist_is_empty(&g->subs) && g->job == NULL && dlist_is_empty(&g->unsent) && !g->in_flush)
+	{
+		pfree(g->claims);
+		pfree(g->ident.role);
+		g->claims = NULL;
+		g->last = NULL;
+	}
 }
 
 /* plank_access_event_done: forget the per-event caches. */
@@ -430,19 +889,21 @@ plank_access_event_done(void)
 	for (i = 0; i < nframes; i++)
 		plank_frame_unref(frame_cache[i].frame);
 	nframes = 0;
-	nvis = 0;
 }
 
-/* plank_access_batch_done: end the transaction the batch's checks shared. */
+/*
+ * plank_access_batch_done
+ *		After a batch of events: send the row-level security checks they
+ *		queued, one batch per group (more follow as replies come back).
+ */
 void
 plank_access_batch_done(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
+	while (!dlist_is_empty(&flush_list))
+	{
+		RlsGroup   *g = dlist_container(RlsGroup, flush_node, dlist_pop_head_node(&flush_list));
 
-	if (!in_check_xact)
-		return;
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	MemoryContextSwitchTo(cxt);
-	in_check_xact = false;
+		g->in_flush = false;
+		send_batch(g);
+	}
 }

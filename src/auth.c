@@ -262,7 +262,10 @@ role_claim(Jsonb *claims)
 	return pnstrdup(v.val.string.val, v.val.string.len);
 }
 
-/* Look up a role by name in a transaction of our own; InvalidOid if none. */
+/*
+ * Look up a role by name in a transaction of our own; InvalidOid if none, or
+ * if clients may not act as it.
+ */
 static Oid
 lookup_role(const char *role)
 {
@@ -271,6 +274,9 @@ lookup_role(const char *role)
 
 	StartTransactionCommand();
 	roleid = get_role_oid(role, true);
+	/* only roles granted to plank.authenticator (docs/SECURITY.md) */
+	if (OidIsValid(roleid) && !plank_check_role_allowed(roleid, role))
+		roleid = InvalidOid;
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(cxt);
 	return roleid;

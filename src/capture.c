@@ -177,14 +177,19 @@ row_to_payload_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
 /*
  * Render the replica identity columns of a tuple (the primary key by default)
  * as a JSON object; the whole row (its tracked columns) with REPLICA
- * IDENTITY FULL or when the table has no identity index.
+ * IDENTITY FULL, for a table with row-level security enabled, or when the
+ * table has no identity index.
  */
 static text *
 identity_to_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
 {
 	Bitmapset  *idattrs;
 
-	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL)
+	/*
+	 * Row-level security is decided on the old row as committed: clients
+	 * under it get only its key (access.c), the others may read the row.
+	 */
+	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL || rel->rd_rel->relrowsecurity)
 		return row_to_payload_json(rel, tuple, columns);
 	idattrs = identity_attnums(rel);
 	if (bms_is_empty(idattrs))

@@ -185,6 +185,16 @@ typedef struct PlankSub
 	int			slot;			/* in shared memory (stats.c); -1: none */
 	uint64		open_xid;		/* transaction whose commit marker is due */
 	dlist_node	open_node;		/* in the list of subscriptions with one due */
+	/* with rls: changes wait in a queue of their own until checked (access.c) */
+	void	   *rls_group;		/* the group it is checked with */
+	dlist_node	rls_group_node;
+	dlist_head	rls_queue;		/* changes and commit markers, in order */
+	int			rls_queued;
+	uint64		rls_tx_xid;		/* a change of this transaction is queued */
+	dlist_node	rls_tx_node;
+	uint64		rls_sent_xid;	/* a change of this transaction was sent */
+	/* a subscription waiting for its snapshot is not linked into an index */
+	struct PlankSnapshotWait *snapshot;
 } PlankSub;
 
 /* A notification as received, before it becomes an event (worker.c) */
@@ -271,7 +281,11 @@ extern void plank_auth_unbecome(Oid save_userid, int save_sec_context);
 
 /* access.c */
 extern List *plank_access_key_columns(Oid relid);
-extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev, bool *key_only);
+extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
+extern void plank_access_enqueue(PlankSub *sub, PlankEvent *ev);
+extern void plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev);
+extern void plank_access_tx_closed(PlankEvent *ev);
+extern void plank_access_sub_removed(PlankSub *sub);
 extern void plank_access_event_done(void);
 extern void plank_access_batch_done(void);
 
@@ -315,6 +329,37 @@ extern uint64 plank_queue_listening_since(const char *channel);
 extern void plank_queue_serve_listens(void);
 extern void plank_queue_wake_others(void);
 
+/* check.c: jobs for the check workers (checker.c, check.h) */
+#include "check.h"
+
+typedef struct PlankCheckJob PlankCheckJob;
+typedef void (*plank_check_done) (PlankCheckJob *job, bool ok, const char *data, Size len,
+								  const PlankCheckReply *rep);
+struct PlankCheckJob
+{
+	dlist_node	node;			/* in the queue while queued */
+	bool		queued;
+	bool		cancelled;		/* its callback is not to run */
+	int			kind;			/* PLANK_CHECK_* */
+	Oid			roleid;
+	char	   *claims;
+	Oid			relid;			/* the table it reads */
+	int32		max_rows;		/* snapshot limits */
+	int64		max_bytes;
+	StringInfoData body;		/* snapshot: SQL; RLS: JSON array of row images */
+	uint64		conn_id;		/* snapshot: its connection */
+	TimestampTz started_at;
+	plank_check_done done;
+	void	   *arg;
+};
+extern PlankCheckJob *plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid);
+extern void plank_check_submit(PlankCheckJob *job);
+extern void plank_check_cancel(PlankCheckJob *job);
+extern void plank_check_service(void);
+extern void plank_check_status(int *running, int *queued);
+extern void plank_check_shutdown(void);
+extern bool plank_check_role_allowed(Oid roleid, const char *role);
+
 /* subxact.c */
 extern bool plank_try_subxact(void (*fn) (void *arg), void *arg, ErrorData **edata);
 
@@ -334,6 +379,13 @@ extern void plank_subs_remove(PlankSub *sub);
 extern void plank_subs_unlisten_idle(void);
 extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
+extern void plank_subs_add_pending(PlankSub *sub);
+extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
+extern PlankFrame *plank_subs_commit_frame(const PlankEvent *ev);
+extern void plank_subs_resync(PlankSub *sub, const char *reason);
+
+/* protocol.c */
+extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern Jsonb *plank_event_payload(PlankEvent *ev);
 
 #endif							/* PLANK_H */

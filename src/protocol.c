@@ -43,6 +43,8 @@ static JsonbValue *member(Jsonb *jb, const char *key, JsonbValue *res);
 
 /* the "id" of the request being handled, echoed by an error reply */
 static char *request_id = NULL;
+/* the request is answered later (a subscribe waiting for its snapshot) */
+static bool request_deferred = false;
 
 /*
  * The outcome of a request that failed: a stable code from docs/PROTOCOL.md
@@ -562,34 +564,27 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 }
 
 /*
- * Read the current rows of a table that pass the filters, at most
- * plank.snapshot_limit of them, as the client's role (so that its column
- * privileges and row-level security apply), inside the caller's transaction, as the body
- * of a "snapshot" message (allocated in request_cxt).  Rows are rendered by
- * row_to_json, as the capture trigger renders them, and filtered with jsonb
- * equality, as changes are.
+ * The query of a snapshot: the current rows of a table that pass the
+ * filters, as JSON texts (row_to_json, as the capture trigger renders rows),
+ * only the columns the role may read, filtered with jsonb equality as
+ * changes are.  Plank's own SQL: every name is qualified and every value a
+ * quoted literal; a check worker runs it as the client's role (so that its
+ * privileges and row-level security policies apply).
  */
-static StringInfo
-read_snapshot(PlankConn *conn, const char *schema, const char *relname,
-			  List *columns, PlankFilter *filters, int nfilters)
+static char *
+snapshot_sql(const char *schema, const char *relname, List *columns,
+			 PlankFilter *filters, int nfilters)
 {
-	Oid			save_userid;
-	int			save_sec_context;
 	ListCell   *lc;
 	StringInfoData query;
-	StringInfo	body;
-	Oid		   *argtypes = palloc(Max(1, 2 * nfilters) * sizeof(Oid));
-	Datum	   *args = palloc(Max(1, 2 * nfilters) * sizeof(Datum));
-	uint64		i;
 	int			f;
 
 	initStringInfo(&query);
-	appendStringInfoString(&query, "SELECT pg_catalog.row_to_json(t)::text FROM ");
+	appendStringInfoString(&query, "SELECT pg_catalog.row_to_json(t)::pg_catalog.text FROM ");
 	if (columns == NIL)
 		appendStringInfoString(&query, quote_qualified_identifier(schema, relname));
 	else
 	{
-		/* only the columns the role may read */
 		appendStringInfoString(&query, "(SELECT ");
 		foreach(lc, columns)
 			appendStringInfo(&query, "%s%s", lc == list_head(columns) ? "" : ", ",
@@ -599,41 +594,110 @@ read_snapshot(PlankConn *conn, const char *schema, const char *relname,
 	appendStringInfoString(&query, " AS t WHERE true");
 	for (f = 0; f < nfilters; f++)
 	{
-		appendStringInfo(&query, " AND (pg_catalog.to_jsonb(t) -> $%d) = $%d", 2 * f + 1, 2 * f + 2);
-		argtypes[2 * f] = TEXTOID;
-		args[2 * f] = CStringGetTextDatum(filters[f].column);
-		argtypes[2 * f + 1] = JSONBOID;
-		args[2 * f + 1] = JsonbPGetDatum(JsonbValueToJsonb(&filters[f].value));
+		StringInfoData value;
+		Jsonb	   *jb = JsonbValueToJsonb(&filters[f].value);
+
+		initStringInfo(&value);
+		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
+		appendStringInfo(&query,
+						 " AND (pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->) %s::pg_catalog.text) "
+						 "OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
+						 quote_literal_cstr(filters[f].column), quote_literal_cstr(value.data));
 	}
-	appendStringInfo(&query, " LIMIT %d", plank_snapshot_limit + 1);
+	return query.data;
+}
 
-	/* the body must outlive the transaction: request_cxt */
-	body = MemoryContextAllocZero(request_cxt, sizeof(StringInfoData));
-	body->data = MemoryContextAlloc(request_cxt, 1024);
-	body->maxlen = 1024;
-	/* read as the client: its privileges and row-level security policies apply */
-	SPI_connect();
-	plank_auth_become(&conn->ident, &save_userid, &save_sec_context);
-	if (SPI_execute_with_args(query.data, 2 * nfilters, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the rows of table \"%s\".\"%s\"", schema, relname);
-	plank_auth_unbecome(save_userid, save_sec_context);
+/*
+ * A table subscription waiting for its snapshot: it is in its connection's
+ * list but in no index; its subscribe request is answered (snapshot, then
+ * ack) when the check worker's reply comes back.
+ */
+typedef struct PlankSnapshotWait
+{
+	PlankSub   *sub;
+	PlankCheckJob *job;
+	char	   *request_id;
+	NameData	schema;
+	NameData	table;
+	uint64		seq;			/* every change up to it is in the snapshot */
+	const char *resync_reason;	/* the client's "since" could not be honoured */
+} PlankSnapshotWait;
 
-	appendStringInfo(body, "\"type\":\"snapshot\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"complete\":%s,\"rows\":[",
-					 plank_seq, plank_epoch,
-					 SPI_processed > (uint64) plank_snapshot_limit ? "false" : "true");
-	for (i = 0; i < SPI_processed && i < (uint64) plank_snapshot_limit; i++)
+static MemoryContext reply_cxt = NULL;
+
+static void
+snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
+			  const PlankCheckReply *rep)
+{
+	PlankSnapshotWait *wait = (PlankSnapshotWait *) job->arg;
+	PlankSub   *sub = wait->sub;
+	PlankConn  *conn = sub->conn;
+	MemoryContext old;
+
+	if (reply_cxt == NULL)
+		reply_cxt = AllocSetContextCreate(TopMemoryContext, "plank snapshot reply",
+										  ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(reply_cxt);
+	sub->snapshot = NULL;
+	if (!ok)
 	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-		char	   *row = TextDatumGetCString(d);
-
-		if (i > 0)
-			appendStringInfoChar(body, ',');
-		appendStringInfoString(body, row);
+		ereport(plank_log_level,
+				(errmsg("plank could not read a snapshot of \"%s\".\"%s\" for connection %llu as role \"%s\": %.*s",
+						NameStr(wait->schema), NameStr(wait->table), (unsigned long long) conn->id,
+						conn->ident.role, (int) len, data)));
+		send_error_code(conn, wait->request_id,
+						strncmp(rep->sqlstate, "57014", 5) == 0 || strncmp(rep->sqlstate, "55P03", 5) == 0 ?
+						"snapshot_timeout" : "snapshot_failed",
+						"the snapshot could not be read; the subscription was not made");
+		plank_stats_count(PLANK_STAT_PROTOCOL_ERRORS, 1);
+		plank_subs_remove(sub);
 	}
-	appendStringInfoString(body, "]}");
-	SPI_finish();
-	return body;
+	else
+	{
+		StringInfoData body;
+		PlankFrame *frame;
+
+		if (wait->resync_reason)
+			plank_subs_resync(sub, wait->resync_reason);
+		initStringInfo(&body);
+		appendStringInfo(&body, "\"type\":\"snapshot\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"complete\":%s,\"rows\":[",
+						 wait->seq, plank_epoch, rep->complete ? "true" : "false");
+		appendBinaryStringInfo(&body, data, len);
+		appendStringInfoString(&body, "]}");
+		frame = plank_frame_make(body.data, body.len);
+		plank_conn_send(conn, frame, sub);
+		plank_frame_unref(frame);
+
+		plank_subs_add_table(sub, NameStr(wait->schema), NameStr(wait->table));
+		/* the changes since the snapshot's position, as a resume */
+		if (plank_ring_covers(wait->seq))
+			plank_subs_replay(sub, wait->seq);
+		else
+			plank_subs_resync(sub, "out_of_range");
+		send_ack(conn, wait->request_id, "subscribe", false);
+	}
+	pfree(wait->request_id);
+	pfree(wait);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(reply_cxt);
+}
+
+/*
+ * plank_protocol_snapshot_cancel
+ *		A subscription that waits for its snapshot is removed (unsubscribe,
+ *		or its connection closes): forget the snapshot.
+ */
+void
+plank_protocol_snapshot_cancel(PlankSub *sub)
+{
+	PlankSnapshotWait *wait = sub->snapshot;
+
+	if (wait == NULL)
+		return;
+	sub->snapshot = NULL;
+	plank_check_cancel(wait->job);
+	pfree(wait->request_id);
+	pfree(wait);
 }
 
 /* Can a "since" be honoured as far as the ring and epoch go? */
@@ -659,8 +723,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	JsonbValue	v;
 	bool		want_snapshot = false;
 	bool		covered = since_in_ring(since);
-	StringInfo	snapshot = NULL;
-	PlankFrame *snapshot_frame = NULL;
+	char	   *snapshot = NULL;
 	List	   *columns = NIL;
 	List	   *keycols = NIL;
 	bool		rls = false;
@@ -691,7 +754,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	}
 	/* a client that resumes has the rows already */
 	if (err == NULL && want_snapshot && !covered)
-		snapshot = read_snapshot(conn, schema, relname, columns, filters, nfilters);
+		snapshot = snapshot_sql(schema, relname, columns, filters, nfilters);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(request_cxt);
@@ -730,12 +793,32 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 		}
 		sub->colkey = MemoryContextStrdup(conn->mcxt, key.data);
 	}
-	plank_subs_add_table(sub, schema, relname);
 	if (snapshot)
-		snapshot_frame = plank_frame_make(snapshot->data, snapshot->len);
-	*resumed = start_delivery(conn, sub, since, covered, snapshot_frame);
-	if (snapshot_frame)
-		plank_frame_unref(snapshot_frame);
+	{
+		/* read by a check worker; the answer waits for it (snapshot_done) */
+		PlankSnapshotWait *wait = MemoryContextAllocZero(conn->mcxt, sizeof(PlankSnapshotWait));
+		PlankCheckJob *job = plank_check_job_new(PLANK_CHECK_SNAPSHOT, &conn->ident, relid);
+
+		appendStringInfoString(&job->body, snapshot);
+		job->conn_id = conn->id;
+		job->done = snapshot_done;
+		job->arg = wait;
+		wait->sub = sub;
+		wait->job = job;
+		wait->request_id = MemoryContextStrdup(conn->mcxt, id);
+		namestrcpy(&wait->schema, schema);
+		namestrcpy(&wait->table, relname);
+		wait->seq = plank_seq;
+		if (since->given)
+			wait->resync_reason = strcmp(since->epoch, plank_epoch) != 0 ? "epoch_changed" : "out_of_range";
+		sub->snapshot = wait;
+		plank_subs_add_pending(sub);
+		plank_check_submit(job);
+		request_deferred = true;
+		return NULL;
+	}
+	plank_subs_add_table(sub, schema, relname);
+	*resumed = start_delivery(conn, sub, since, covered, NULL);
 	return NULL;
 }
 
@@ -951,7 +1034,8 @@ handle_request(PlankConn *conn, char *msg, int len)
 	{
 		bool		resumed;
 
-		if ((err = handle_subscribe(conn, jb, id, &resumed)) == NULL)
+		request_deferred = false;
+		if ((err = handle_subscribe(conn, jb, id, &resumed)) == NULL && !request_deferred)
 			send_ack(conn, id, "subscribe", resumed);
 	}
 	else if (strcmp(type, "unsubscribe") == 0)

@@ -94,8 +94,12 @@ link_sub(PlankSub *sub, dlist_head *list, int *nsubs, void *entry, const char *t
 	dlist_push_tail(list, &sub->index_node);
 	(*nsubs)++;
 	sub->entry = entry;
-	dlist_push_tail(&sub->conn->subs, &sub->conn_node);
-	sub->conn->nsubs++;
+	/* a subscription that waited for its snapshot is in its connection's list already */
+	if (sub->conn_node.next == NULL)
+	{
+		dlist_push_tail(&sub->conn->subs, &sub->conn_node);
+		sub->conn->nsubs++;
+	}
 	plank_stats_sub_added(sub, target);
 }
 
@@ -196,14 +200,23 @@ plank_subs_channel_covers(const char *channel, uint64 after_seq)
 void
 plank_subs_remove(PlankSub *sub)
 {
-	dlist_delete(&sub->index_node);
 	dlist_delete(&sub->conn_node);
 	sub->conn->nsubs--;
-	plank_stats_sub_removed(sub);
+	plank_access_sub_removed(sub);
+	if (sub->entry == NULL)
+	{
+		/* still waiting for its snapshot: in no index yet */
+		plank_protocol_snapshot_cancel(sub);
+	}
+	else
+	{
+		dlist_delete(&sub->index_node);
+		plank_stats_sub_removed(sub);
+	}
 	if (sub->open_xid != 0)
 		dlist_delete(&sub->open_node);
 
-	if (sub->is_channel)
+	if (sub->entry != NULL && sub->is_channel)
 	{
 		ChannelEntry *entry = (ChannelEntry *) sub->entry;
 
@@ -213,7 +226,7 @@ plank_subs_remove(PlankSub *sub)
 			unlisten_pending = true;
 		}
 	}
-	else
+	else if (sub->entry != NULL)
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
 
@@ -226,6 +239,41 @@ plank_subs_remove(PlankSub *sub)
 	pfree(sub->prefix);
 	pfree(sub->id);
 	pfree(sub);
+}
+
+/*
+ * plank_subs_add_pending
+ *		Count a table subscription that waits for its snapshot as one of its
+ *		connection's (for duplicate ids, limits and closing) before it is
+ *		linked into the index by plank_subs_add_table().
+ */
+void
+plank_subs_add_pending(PlankSub *sub)
+{
+	sub->entry = NULL;
+	dlist_push_tail(&sub->conn->subs, &sub->conn_node);
+	sub->conn->nsubs++;
+}
+
+/*
+ * plank_subs_resync
+ *		Tell a subscription's client that it missed changes and must resync
+ *		(docs/PROTOCOL.md "resync_required"), with a reason.
+ */
+void
+plank_subs_resync(PlankSub *sub, const char *reason)
+{
+	char		buf[200];
+	int			len;
+	PlankFrame *frame;
+
+	plank_stats_count(PLANK_STAT_RESYNCS, 1);
+	len = snprintf(buf, sizeof(buf),
+				   "\"type\":\"resync_required\",\"reason\":\"%s\",\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
+				   reason, plank_epoch, plank_seq);
+	frame = plank_frame_make(buf, len);
+	plank_conn_send(sub->conn, frame, sub);
+	plank_frame_unref(frame);
 }
 
 /*
@@ -393,9 +441,14 @@ event_images(PlankEvent *ev, Change *c)
 	c->key = object_member(jb, "key");
 }
 
-/* Apply a subscription's filters to a change: docs/PROTOCOL.md rules. */
-static bool
-filters_match(const PlankSub *sub, PlankEvent *ev)
+/*
+ * plank_subs_filters_match
+ *		Apply a subscription's filters to a change: docs/PROTOCOL.md rules.
+ *		new_only: an UPDATE is judged by its new row alone (row-level
+ *		security: the role could not see the old one).
+ */
+bool
+plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only)
 {
 	Change		c;
 
@@ -403,14 +456,15 @@ filters_match(const PlankSub *sub, PlankEvent *ev)
 		return true;
 	event_images(ev, &c);
 	if (c.truncated)
-		return match_image(sub, c.key) != MATCH_NO || match_image(sub, c.oldrow) != MATCH_NO;
+		return match_image(sub, c.key) != MATCH_NO ||
+			(!new_only && match_image(sub, c.oldrow) != MATCH_NO);
 	switch (ev->op)
 	{
 		case PLANK_OP_INSERT:
 			return match_image(sub, c.newrow) == MATCH_YES;
 		case PLANK_OP_UPDATE:
 			return match_image(sub, c.newrow) == MATCH_YES ||
-				match_image(sub, c.oldrow) == MATCH_YES;
+				(!new_only && match_image(sub, c.oldrow) == MATCH_YES);
 		default:
 			return match_image(sub, c.oldrow) != MATCH_NO;
 	}
@@ -433,9 +487,9 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 	}
 }
 
-/* The commit marker of a transaction, closing ev (its last change). */
-static PlankFrame *
-commit_frame(const PlankEvent *ev)
+/* plank_subs_commit_frame: the commit marker of ev's transaction (ev is its last change). */
+PlankFrame *
+plank_subs_commit_frame(const PlankEvent *ev)
 {
 	char		buf[160];
 	int			len;
@@ -476,16 +530,19 @@ plank_subs_dispatch(PlankEvent *ev)
 			dlist_foreach(iter, &entry->subs)
 			{
 				PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-
 				PlankFrame *frame;
-				bool		key_only;
 
 				if (!(sub->ops & ev->op))
 					continue;
-				if ((frame = plank_access_frame(sub, ev, &key_only)) == NULL)
+				if (sub->rls || !dlist_is_empty(&sub->rls_queue))
+				{
+					/* decided later, in order, by its group's check */
+					plank_access_enqueue(sub, ev);
 					continue;
-				if (!key_only && !filters_match(sub, ev))
+				}
+				if (!plank_subs_filters_match(sub, ev, false))
 					continue;
+				frame = plank_access_frame(sub, ev);
 				plank_conn_send(sub->conn, frame, sub);
 				if (ev->tx_last)
 				{
@@ -506,7 +563,7 @@ plank_subs_dispatch(PlankEvent *ev)
 		}
 		if (ev->tx_last && !dlist_is_empty(&open_subs))
 		{
-			PlankFrame *frame = commit_frame(ev);
+			PlankFrame *frame = plank_subs_commit_frame(ev);
 
 			dlist_foreach_modify(miter, &open_subs)
 			{
@@ -518,6 +575,8 @@ plank_subs_dispatch(PlankEvent *ev)
 			}
 			plank_frame_unref(frame);
 		}
+		if (ev->tx_last)
+			plank_access_tx_closed(ev);
 		plank_access_event_done();
 	}
 	else
@@ -547,13 +606,22 @@ replay_one(PlankEvent *ev, void *arg)
 	ReplayState *rs = (ReplayState *) arg;
 	PlankSub   *sub = rs->sub;
 
+	if (!sub->is_channel && (sub->rls || !dlist_is_empty(&sub->rls_queue)))
+	{
+		/* as plank_subs_dispatch() does for it */
+		if (sub_targets(sub, ev))
+			plank_access_enqueue(sub, ev);
+		else if (ev->is_change && ev->tx_last && sub->rls_tx_xid == ev->xid)
+			plank_access_enqueue_commit(sub, ev);
+		ev->jb = NULL;
+		return !sub->conn->closing;
+	}
 	if (sub_targets(sub, ev))
 	{
-		bool		key_only = false;
-		PlankFrame *frame = ev->is_change ? plank_access_frame(sub, ev, &key_only) : ev->frame;
+		PlankFrame *frame = ev->frame;
 
-		if (frame && ev->is_change && !key_only && !filters_match(sub, ev))
-			frame = NULL;
+		if (ev->is_change)
+			frame = plank_subs_filters_match(sub, ev, false) ? plank_access_frame(sub, ev) : NULL;
 		if (frame)
 		{
 			plank_conn_send(sub->conn, frame, sub);
@@ -565,7 +633,7 @@ replay_one(PlankEvent *ev, void *arg)
 	}
 	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
 	{
-		PlankFrame *frame = commit_frame(ev);
+		PlankFrame *frame = plank_subs_commit_frame(ev);
 
 		plank_conn_send(sub->conn, frame, sub);
 		plank_frame_unref(frame);

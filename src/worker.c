@@ -369,6 +369,8 @@ plank_worker_main(Datum main_arg)
 			if (n > 0)
 				plank_events_delivered(n);
 		}
+		/* replies of the check workers (snapshots, row-level security) */
+		plank_check_service();
 		plank_subs_unlisten_idle();
 		{
 			uint64		ids[64];
@@ -383,6 +385,7 @@ plank_worker_main(Datum main_arg)
 	}
 
 	ereport(LOG, (errmsg("plank worker shutting down")));
+	plank_check_shutdown();
 	plank_server_shutdown();
 	proc_exit(1);
 }

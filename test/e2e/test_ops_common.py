@@ -371,6 +371,7 @@ class Roles:
     def make(self, prefix="ops", options="LOGIN"):
         name = f"{prefix}_{tag()}"
         sql(f'CREATE ROLE "{name}" {options}')
+        sql(f'GRANT "{name}" TO plank_authenticator')
         self.names.append(name)
         return name
 

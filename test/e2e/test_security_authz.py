@@ -445,7 +445,7 @@ def test_failing_snapshot_check_does_not_leave_the_worker_acting_as_the_client(r
         async with authed(token(r, sub="boom")) as boom:
             reply = await boom.request({"type": "subscribe", "id": "s", "table": f"public.{t}",
                                         "snapshot": True})
-            assert reply["type"] == "error" and reply["code"] == "internal_error", reply
+            assert reply["type"] == "error" and reply["code"] == "snapshot_failed", reply
             reply = await boom.request({"type": "subscribe", "id": "x", "table": f"public.{secret}"})
             assert reply["type"] == "error" and reply["code"] == "permission_denied", reply
         async with authed(token("postgres")) as su:

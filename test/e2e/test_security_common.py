@@ -260,6 +260,7 @@ class Resources:
     def role(self, prefix="sec", options="NOLOGIN"):
         name = f"{prefix}_{tag()}"
         sql(f'CREATE ROLE "{name}" {options}')
+        sql(f'GRANT "{name}" TO plank_authenticator')
         self.roles.append(name)
         return name
 

@@ -30,6 +30,7 @@ def role():
     """A plain role (no privileges) that tokens of this module name."""
     name = f"sec_jwt_{tag()}"
     sql(f'CREATE ROLE "{name}" NOLOGIN')
+    sql(f'GRANT "{name}" TO plank_authenticator')
     try:
         yield name
     finally:
@@ -40,6 +41,7 @@ def role():
 def other_role():
     name = f"sec_jwt_other_{tag()}"
     sql(f'CREATE ROLE "{name}" NOLOGIN')
+    sql(f'GRANT "{name}" TO plank_authenticator')
     try:
         yield name
     finally:
