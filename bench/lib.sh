@@ -164,6 +164,8 @@ EOF
     if bench_has_setting plank.anonymous_role; then
         bench_psql -c "CREATE ROLE plank_bench_reader" \
             -c "GRANT SELECT ON bench_events, bench_plain, bench_notify TO plank_bench_reader" \
+            -c "CREATE ROLE plank_authenticator LOGIN NOINHERIT" \
+            -c "GRANT plank_bench_reader TO plank_authenticator" \
             -c "ALTER SYSTEM SET plank.anonymous_role = 'plank_bench_reader'" || return 1
     fi
     if bench_has_setting plank.max_connections; then

@@ -28,13 +28,19 @@ SELECT plank.track('public.items');
 
 -- The role of the demo page's anonymous visitors (plank.anonymous_role in demo.sh):
 -- it may read items and nothing else.
+-- Plank's check workers log in as plank_authenticator (plank.authenticator): a role that
+-- is no superuser and may act only as the roles granted to it (docs/SECURITY.md).
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plank_web') THEN
         CREATE ROLE plank_web NOLOGIN;
     END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'plank_authenticator') THEN
+        CREATE ROLE plank_authenticator LOGIN NOINHERIT;
+    END IF;
 END;
 $$;
+GRANT plank_web TO plank_authenticator;
 GRANT USAGE ON SCHEMA public TO plank_web;
 GRANT SELECT ON public.items TO plank_web;
 

@@ -67,25 +67,47 @@ grow(void *array, int *cap, int used, Size elem)
  * plank_access_key_columns
  *		The columns that identify a row of a table: its replica identity
  *		index, else its primary key (REPLICA IDENTITY FULL has no index), or
- *		NIL when it has neither.  Inside a transaction.
+ *		NIL when it has neither.  Inside a transaction.  Reads only the
+ *		catalogs, never the table or its indexes: a client's table may be
+ *		locked by anyone (LOCK TABLE, VACUUM FULL) and the socket worker never
+ *		waits for it.
  */
 List *
 plank_access_key_columns(Oid relid)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
-	Bitmapset  *idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_IDENTITY_KEY);
-	int			member = -1;
+	Oid			argtypes[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(relid)};
 	List	   *cols = NIL;
+	MemoryContext cxt = CurrentMemoryContext;
 
-	if (bms_is_empty(idattrs))
-		idattrs = RelationGetIndexAttrBitmap(rel, INDEX_ATTR_BITMAP_PRIMARY_KEY);
-	while ((member = bms_next_member(idattrs, member)) >= 0)
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT i.indkey FROM pg_catalog.pg_index i "
+							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indrelid "
+							  "WHERE i.indrelid OPERATOR(pg_catalog.=) $1 AND i.indisvalid AND "
+							  "((i.indisreplident AND c.relreplident OPERATOR(pg_catalog.=) 'i') OR i.indisprimary) "
+							  "ORDER BY i.indisreplident DESC LIMIT 1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look up the key of relation %u", relid);
+	if (SPI_processed == 1)
 	{
-		AttrNumber	attnum = member + FirstLowInvalidHeapAttributeNumber;
+		bool		isnull;
+		int2vector *indkey = (int2vector *) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[0],
+																		 SPI_tuptable->tupdesc, 1, &isnull));
 
-		cols = lappend(cols, pstrdup(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname)));
+		for (int i = 0; !isnull && i < indkey->dim1; i++)
+		{
+			char	   *name = get_attname(relid, indkey->values[i], true);
+
+			if (name)
+			{
+				MemoryContext old = MemoryContextSwitchTo(cxt);
+
+				cols = lappend(cols, pstrdup(name));
+				MemoryContextSwitchTo(old);
+			}
+		}
 	}
-	relation_close(rel, AccessShareLock);
+	SPI_finish();
 	return cols;
 }
 

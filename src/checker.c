@@ -385,6 +385,8 @@ plank_check_main(Datum main_arg)
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "plank check request", ALLOCSET_DEFAULT_SIZES);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	/* a request sent before this worker attached waits for the socket worker to go on */
+	poke_socket_worker();
 	for (;;)
 	{
 		Size		nbytes;

@@ -23,6 +23,9 @@
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
+#include "access/htup_details.h"
+#include "catalog/pg_attribute.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/rls.h"
@@ -472,19 +475,29 @@ table_is_tracked(Oid relid)
 static List *
 selectable_columns(Oid relid, Oid roleid)
 {
-	Relation	rel;
-	TupleDesc	tupdesc;
 	List	   *cols = NIL;
+	int			natts;
 	int			i;
 
 	if (pg_class_aclcheck(relid, roleid, ACL_SELECT) == ACLCHECK_OK)
 		return NIL;
-	rel = relation_open(relid, AccessShareLock);
-	tupdesc = RelationGetDescr(rel);
-	for (i = 0; i < tupdesc->natts; i++)
+	/* the catalog only: the table may be locked by anyone, and is not waited for */
 	{
-		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+		HeapTuple	reltup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 
+		if (!HeapTupleIsValid(reltup))
+			return NIL;
+		natts = ((Form_pg_class) GETSTRUCT(reltup))->relnatts;
+		ReleaseSysCache(reltup);
+	}
+	for (i = 1; i <= natts; i++)
+	{
+		HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(i));
+		Form_pg_attribute att;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		att = (Form_pg_attribute) GETSTRUCT(tup);
 		if (!att->attisdropped &&
 			pg_attribute_aclcheck(relid, att->attnum, roleid, ACL_SELECT) == ACLCHECK_OK)
 		{
@@ -494,8 +507,8 @@ selectable_columns(Oid relid, Oid roleid)
 			cols = lappend(cols, pstrdup(NameStr(att->attname)));
 			MemoryContextSwitchTo(old);
 		}
+		ReleaseSysCache(tup);
 	}
-	relation_close(rel, AccessShareLock);
 	return cols;
 }
 

@@ -577,6 +577,7 @@ test("auth: a fixed token that expires: close 4002, token_expired, no reconnect"
 test("auth: a fresh token naming another role is refused with role_mismatch; the connection stays", { skip: authSkip, timeout: 30_000 }, async (t) => {
   const other = `pclient_other_${process.pid}`;
   psql(`CREATE ROLE ${other}`);
+  psql(`GRANT ${other} TO plank_authenticator`);
   let calls = 0;
   const client = newClient(WS_URL, {
     // the first token lives 3 s: the refresh comes after about 2 s

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from conftest import connect, run, sql, tag, worker_pids
-from test_security_common import (authed, no_anonymous, res, token)  # noqa: F401
+from test_security_common import (authed, no_anonymous, res, silent, token)  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_anonymous")
 
@@ -269,11 +269,12 @@ def test_rls_delete_carries_only_the_key(res):
             await alice.subscribe("s", table=f"public.{t}")
             await bob.subscribe("s", table=f"public.{t}")
             sql(f"DELETE FROM public.{t} WHERE id = %s", (row,))
-            for c in (alice, bob):
-                m = await c.next_push("s")
-                assert m["change"]["op"] == "DELETE", m
-                assert m["change"]["old"] == {"id": row}, m
-                assert "new" not in m["change"], m
+            m = await alice.next_push("s")
+            assert m["change"]["op"] == "DELETE", m
+            assert m["change"]["old"] == {"id": row}, m
+            assert "new" not in m["change"], m
+            # decided on the deleted row: bob could not see it, he learns nothing
+            assert await silent(bob, "s", 0.5) == []
     run(body())
 
 
@@ -303,16 +304,18 @@ def test_rls_delete_never_carries_hidden_columns(res, which):
     row = insert(t, "alice", "alice-secret-body")
 
     async def body():
-        async with authed(token(r, sub="bob")) as bob:
+        async with authed(token(r, sub="alice")) as alice, authed(token(r, sub="bob")) as bob:
+            await alice.subscribe("s", table=f"public.{t}")
             await bob.subscribe("s", table=f"public.{t}")
             sql(f"DELETE FROM public.{t} WHERE id = %s", (row,))
-            m = await bob.next_push("s")
+            m = await alice.next_push("s")
             assert m["change"]["op"] == "DELETE", m
             old = m["change"].get("old")
             assert "alice-secret-body" not in str(m) and "owner" not in (old or {}), \
-                f"bob received the columns of alice's deleted row: old = {old}"
+                f"the deleted row's other columns were sent: old = {old}"
             if which == "replica-identity-full":
                 assert old == {"id": row}, m
+            assert await silent(bob, "s", 0.5) == [], "bob received a delete of alice's row"
     run(body())
 
 
@@ -325,16 +328,20 @@ def test_rls_update_marker_carries_only_the_key(res, which):
     row = insert(t, "alice", "first")
 
     async def body():
-        async with authed(token(r, sub="bob")) as bob:
+        async with authed(token(r, sub="alice")) as alice, authed(token(r, sub="bob")) as bob:
+            await alice.subscribe("s", table=f"public.{t}")
             await bob.subscribe("s", table=f"public.{t}")
-            sql(f"UPDATE public.{t} SET body = 'alice-private-text' WHERE id = %s", (row,))
-            m = await bob.next_push("s")
+            # the row moves from alice to carol: alice could see it, no longer can
+            sql(f"UPDATE public.{t} SET owner = 'carol', body = 'carol-private-text' WHERE id = %s",
+                (row,))
+            m = await alice.next_push("s")
             ch = m["change"]
             assert ch["op"] == "UPDATE" and ch.get("visible") is False, m
-            assert "alice-private-text" not in str(m) and "owner" not in (ch.get("key") or {}), \
-                f"bob's marker for alice's row carries {ch.get('key')}"
+            assert "carol" not in str(m) and "owner" not in (ch.get("key") or {}), \
+                f"alice's marker for carol's row carries {ch.get('key')}"
             if which == "replica-identity-full":
                 assert ch.get("key") == {"id": row}, m
+            assert await silent(bob, "s", 0.5) == [], "bob received an update of rows he never saw"
     run(body())
 
 
@@ -344,15 +351,16 @@ def test_rls_filter_does_not_reveal_columns_of_rows_the_role_cannot_see(res):
     row's hidden values match: both updates below must look the same to bob."""
     r = res.role()
     t = rls_table(res, r)
-    row1 = insert(t, "alice", "x")
-    row2 = insert(t, "alice", "y")
+    row1 = insert(t, "bob", "x")
+    row2 = insert(t, "bob", "y")
 
     async def body():
         async with authed(token(r, sub="bob")) as bob:
             await bob.subscribe("guess", table=f"public.{t}", filter={"body": "pin-1234"})
             await bob.subscribe("all", table=f"public.{t}")
-            sql(f"UPDATE public.{t} SET body = 'pin-1234' WHERE id = %s", (row1,))
-            sql(f"UPDATE public.{t} SET body = 'pin-9999' WHERE id = %s", (row2,))
+            # both rows move to alice: bob gets markers, and learns nothing of their values
+            sql(f"UPDATE public.{t} SET owner = 'alice', body = 'pin-1234' WHERE id = %s", (row1,))
+            sql(f"UPDATE public.{t} SET owner = 'alice', body = 'pin-9999' WHERE id = %s", (row2,))
             # both updates reach "all" (as markers); then whatever "guess" got is there
             await bob.pushes("all", 2)
             await asyncio.sleep(0.3)

@@ -123,6 +123,7 @@ plank.ssl = on
 plank.ssl_cert_file = '{cert}'
 plank.ssl_key_file = '{key}'
 plank.anonymous_role = 'postgres'
+plank.allow_privileged_roles = on
 plank.log_connections = on
 """
         conf_path = os.path.join(data, "postgresql.conf")
@@ -135,6 +136,8 @@ plank.log_connections = on
         conn = _tls_connect_db()
         with conn.cursor() as cur:
             cur.execute("CREATE EXTENSION IF NOT EXISTS plank")
+            cur.execute("CREATE ROLE plank_authenticator LOGIN NOINHERIT")
+            cur.execute("GRANT postgres TO plank_authenticator")
             cur.execute("CREATE TABLE public.tls_items (id int PRIMARY KEY, name text)")
             cur.execute("SELECT plank.track('public.tls_items')")
         ctx = ssl.create_default_context(cafile=cert)

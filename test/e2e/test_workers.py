@@ -158,6 +158,7 @@ plank.workers = {NWORKERS}
 plank.listen_addresses = '127.0.0.1'
 plank.log_connections = on
 plank.anonymous_role = 'postgres'
+plank.allow_privileged_roles = on
 """)
         _write_as_postgres(os.path.join(datadir, "postgresql.conf"),
                            "include_if_exists = 'plank.conf'\n", append=True)
@@ -173,6 +174,8 @@ plank.anonymous_role = 'postgres'
         q(f"CREATE DATABASE {DB}", dbname="postgres")
         with open(os.path.join(ROOT, "demo", "items.sql"), encoding="utf-8") as f:
             q(f.read())
+        # demo/items.sql made plank_authenticator; clients here act as the superuser
+        q("GRANT postgres TO plank_authenticator")
         failure = None
         try:
             wait_workers(30.0)

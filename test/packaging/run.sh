@@ -291,6 +291,7 @@ plank.database = 'postgres'
 plank.listen_addresses = '127.0.0.1'
 plank.port = $PLANK_PORT
 plank.anonymous_role = 'postgres'
+plank.allow_privileged_roles = on
 # the page's origin through nginx (see docs/DEPLOYMENT.md: TLS termination)
 plank.allowed_origins = 'https://127.0.0.1:$NGINX_PORT'
 plank.log_connections = on
@@ -301,6 +302,8 @@ ok "cluster started (pid $(head -1 "$DATADIR/postmaster.pid"))"
 PSQL="$PGBIN/psql -X -h 127.0.0.1 -p $PGPORT -U postgres -d postgres -v ON_ERROR_STOP=1 -qAt"
 $PSQL -c "SET client_min_messages = warning; CREATE EXTENSION plank" >/dev/null \
     || fail "CREATE EXTENSION plank"
+$PSQL -c "CREATE ROLE plank_authenticator LOGIN NOINHERIT" -c "GRANT postgres TO plank_authenticator" >/dev/null \
+    || fail "CREATE ROLE plank_authenticator"
 $PSQL -c "CREATE TABLE public.pkg_items (id serial PRIMARY KEY, name text NOT NULL, value int)" >/dev/null
 $PSQL -c "SELECT plank.track('public.pkg_items')" >/dev/null || fail "plank.track"
 ok "CREATE EXTENSION plank (version $($PSQL -c "SELECT extversion FROM pg_extension WHERE extname = 'plank'")), public.pkg_items tracked"

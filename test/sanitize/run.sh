@@ -182,6 +182,7 @@ plank.listen_addresses = '127.0.0.1'
 plank.static_dir = '$STATIC'
 plank.log_connections = on
 plank.anonymous_role = 'postgres'
+plank.allow_privileged_roles = on
 plank.jwt_secret = 'plank-test-secret-0123456789abcdef'
 EOF
     if [ "$name" = valgrind ]; then
@@ -197,6 +198,8 @@ EOF
         || { tail -n 40 "$LOGFILE"; return 1; }
     local psql=(env PGOPTIONS='-c client_min_messages=warning' "$PGBIN/psql" -X -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
     local d
+    "${psql[@]}" -d postgres -c "CREATE ROLE plank_authenticator LOGIN NOINHERIT" || return 1
+    "${psql[@]}" -d postgres -c "GRANT postgres TO plank_authenticator" || return 1
     for d in "$DB" "$DB2"; do
         "${psql[@]}" -d postgres -c "CREATE DATABASE $d" || return 1
         "${psql[@]}" -d "$d" -f demo/items.sql >/dev/null || return 1
