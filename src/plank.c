@@ -45,7 +45,9 @@ char	   *plank_http_allowed_addresses = NULL;
 int			plank_ping_interval = 30;
 int			plank_ping_timeout = 10;
 char	   *plank_jwt_secret = NULL;
+char	   *plank_jwt_secret_file = NULL;
 char	   *plank_jwt_public_key_file = NULL;
+char	   *plank_jwt_jwks_file = NULL;
 char	   *plank_jwt_audience = NULL;
 char	   *plank_jwt_issuer = NULL;
 char	   *plank_jwt_role_claim = NULL;
@@ -216,13 +218,30 @@ define_settings(void)
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
+	/*
+	 * plank.jwt_secret is logged with its value when a reload changes it
+	 * (PostgreSQL logs every changed setting): plank.jwt_secret_file is the
+	 * way to give the secret.
+	 */
 	DefineCustomStringVariable("plank.jwt_secret",
 							   "Sets the shared secret that verifies HS256, HS384 and HS512 tokens.",
-							   "Empty refuses HMAC-signed tokens. Visible to superusers only.",
+							   "Discouraged: a reload that changes it writes it to the server log; use plank.jwt_secret_file. "
+							   "Not used when plank.jwt_secret_file is set. Empty refuses HMAC-signed tokens.",
 							   &plank_jwt_secret,
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+
+	/* RFC 7518 section 3.2; read by auth.c at start and on reload */
+	DefineCustomStringVariable("plank.jwt_secret_file",
+							   "Sets the file holding the shared secret that verifies HS256, HS384 and HS512 tokens.",
+							   "Read at start and on reload; trailing newlines are not part of the secret. "
+							   "The file must not be readable by group or others. Empty: plank.jwt_secret is used.",
+							   &plank_jwt_secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("plank.jwt_public_key_file",
@@ -232,6 +251,17 @@ define_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   0,
+							   NULL, NULL, NULL);
+
+	/* RFC 7517 section 5; read by auth.c at start and on reload */
+	DefineCustomStringVariable("plank.jwt_jwks_file",
+							   "Sets the JSON Web Key Set file whose keys verify tokens, chosen by the token's kid.",
+							   "Read at start and on reload. When set, the only source of keys. "
+							   "The file must not be readable by group or others. Empty: no key set.",
+							   &plank_jwt_jwks_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
 	DefineCustomStringVariable("plank.jwt_audience",

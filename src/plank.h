@@ -38,7 +38,9 @@ extern int	plank_log_level;
 extern char *plank_http_allowed_addresses;
 extern int	plank_ping_interval;	/* s */
 extern char *plank_jwt_secret;
+extern char *plank_jwt_secret_file;
 extern char *plank_jwt_public_key_file;
+extern char *plank_jwt_jwks_file;
 extern char *plank_jwt_audience;
 extern char *plank_jwt_issuer;
 extern char *plank_jwt_role_claim;

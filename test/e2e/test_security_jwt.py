@@ -7,7 +7,9 @@ The module runs with plank.anonymous_role = '' (welcome says "auth": "required")
 that need more settings apply them on top and restore them."""
 
 import asyncio
+import json
 import os
+import pwd
 import shutil
 import tempfile
 import time
@@ -17,10 +19,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from conftest import Closed, run, sql, tag
-from test_security_common import (SECRET, auth_refusal, authed, b64u, jws, no_anonymous,  # noqa: F401
-                                  now, open_client, plank_settings, refused, res, send_auth,
-                                  token)
+from conftest import Closed, ServerLog, run, sql, tag
+from test_security_common import (SECRET, apply_settings, auth_refusal, authed, b64u, jws,  # noqa: F401
+                                  no_anonymous, now, open_client, plank_settings, refused, res,
+                                  send_auth, token)
 
 pytestmark = pytest.mark.usefixtures("no_anonymous")
 
@@ -167,6 +169,20 @@ REFUSED = [
     ("expired", lambda r: token(r, exp=now() - 60), "token_expired"),
     ("expired-float", lambda r: token(r, exp=now() - 1.5), "token_expired"),
     ("not-yet-valid", lambda r: token(r, nbf=now() + 3600), "token_not_yet_valid"),
+    # a present exp is always checked: 0 and -0.0 are the epoch, long past
+    ("exp-zero", lambda r: token(r, exp=0), "token_expired"),
+    ("exp-negative-zero", lambda r: token(r, exp=-0.0), "token_expired"),
+    ("exp-zero-float", lambda r: token(r, exp=0.0), "token_expired"),
+    ("exp-negative", lambda r: token(r, exp=-1), "token_expired"),
+    ("exp-below-double-range", lambda r: jws({"alg": "HS256"}, '{"role":"%s","exp":-1e400}' % r),
+     "token_expired"),
+    ("exp-null", lambda r: token(r, exp=None), "invalid_token"),
+    ("exp-true", lambda r: token(r, exp=True), "invalid_token"),
+    ("exp-object", lambda r: token(r, exp={"t": now() + 60}), "invalid_token"),
+    ("nbf-null", lambda r: token(r, nbf=None), "invalid_token"),
+    ("nbf-string", lambda r: token(r, nbf=str(now() - 60)), "invalid_token"),
+    ("nbf-beyond-double-range", lambda r: jws({"alg": "HS256"}, '{"role":"%s","nbf":1e400}' % r),
+     "token_not_yet_valid"),
     ("alg-none-pyjwt", _none_token, "invalid_token"),
     ("alg-none-with-hmac", lambda r: jws({"alg": "none", "typ": "JWT"}, {"role": r},
                                          signature=b"x" * 32), "invalid_token"),
@@ -563,16 +579,18 @@ def test_fresh_token_for_another_role_is_role_mismatch(role, other_role):
     run(body(), timeout=30)
 
 
-@pytest.mark.parametrize("exp", [253402300799, 10 ** 13, 2 ** 62],
-                         ids=["year-9999", "1e13", "2^62"])
+@pytest.mark.parametrize("exp", [253402300799, 10 ** 13, 2 ** 62, "1e400"],
+                         ids=["year-9999", "1e13", "2^62", "beyond-double-range"])
 def test_far_future_exp_is_accepted(role, exp):
     """A token whose exp is far in the future has not expired (RFC 7519 4.1.4: any
     NumericDate); it must get its ack and the connection must stay open."""
     async def body():
         c = await open_client()
         try:
+            tok = (token(role, exp=exp) if isinstance(exp, int)
+                   else jws({"alg": "HS256"}, '{"role":"%s","exp":%s}' % (role, exp)))
             try:
-                reply = await send_auth(c, token(role, exp=exp))
+                reply = await send_auth(c, tok)
             except Closed as e:
                 raise AssertionError(f"exp = {exp}: the connection was closed with {e.code} "
                                      f"{e.reason!r} instead of an ack") from None
@@ -629,3 +647,302 @@ def test_anonymous_role_that_does_not_exist_requires_auth():
             finally:
                 await c.close()
         run(body())
+
+
+def test_past_nbf_is_accepted(role):
+    """nbf 0 and -0.0 are the epoch: the token has long been valid (RFC 7519 4.1.5)."""
+    async def body():
+        for nbf in (0, -0.0, now() - 5):
+            reply, close = await auth_refusal(token(role, nbf=nbf, exp=now() + 60))
+            assert reply is not None and reply["type"] == "ack", (nbf, reply, close)
+    run(body())
+
+
+# --------------------------------------------------------------------------- key files
+
+
+@pytest.fixture(scope="module")
+def key_dir():
+    """A directory the postgres user can enter, for key files it must read."""
+    d = tempfile.mkdtemp(prefix="plank-sec-keyfiles-")
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _write_for_postgres(path, data, mode=0o600):
+    """Write a key file the server's OS user owns, replacing any file at path at once
+    (write, then rename, as a rotation should)."""
+    if isinstance(data, str):
+        data = data.encode()
+    tmp = path + ".new"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    pw = pwd.getpwnam("postgres")
+    os.chown(tmp, pw.pw_uid, pw.pw_gid)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    return path
+
+
+def _reread_keys():
+    """Reload the configuration (the key files are re-read on every reload) and wait until
+    the worker has done it."""
+    apply_settings({})
+
+
+def _accepted(reply):
+    return reply is not None and reply["type"] == "ack"
+
+
+def _refused_invalid(reply, close):
+    return reply is not None and reply.get("code") == "invalid_token" and close == 4001
+
+
+async def _check(cases, role):
+    """cases: (what, token, True to be accepted / False to be refused as invalid_token)."""
+    failures = []
+    for what, tok, ok in cases:
+        reply, close = await auth_refusal(tok)
+        if ok and not (_accepted(reply) and reply.get("role") == role):
+            failures.append((what, "should be accepted", reply, close))
+        if not ok and not _refused_invalid(reply, close):
+            failures.append((what, "should be refused with invalid_token", reply, close))
+    assert not failures, failures
+
+
+def test_secret_file_verifies_hs_tokens_rotates_on_reload_and_never_reaches_the_log(key_dir, role):
+    """SECURITY.md, "Keys": plank.jwt_secret_file holds the HMAC secret (trailing newline
+    not part of it), replaces plank.jwt_secret, is re-read on reload, and the secret is
+    never written to the server log (PostgreSQL logs changed settings, not files)."""
+    log = ServerLog()
+    first = "first-" + tag() + "-0123456789abcdef0123456789"
+    second = "second-" + tag() + "-0123456789abcdef0123456789"
+    path = _write_for_postgres(os.path.join(key_dir, "jwt.secret"), first + "\n")
+    with plank_settings({"plank.jwt_secret_file": path}):
+        run(_check([
+            ("HS256 with the file's secret", token(role, key=first), True),
+            ("HS512 with the file's secret", token(role, key=first, alg="HS512"), True),
+            ("HS256 with the secret and its newline", token(role, key=first + "\n"), False),
+            ("HS256 with plank.jwt_secret (not used while the file is set)", token(role), False),
+        ], role))
+        # rotation: a new file content and a reload switch the key
+        _write_for_postgres(path, second + "\r\n")
+        _reread_keys()
+        run(_check([
+            ("HS256 with the rotated secret", token(role, key=second), True),
+            ("HS256 with the secret before rotation", token(role, key=first), False),
+        ], role))
+    # back to plank.jwt_secret
+    run(_check([("HS256 with plank.jwt_secret again", token(role), True),
+                ("HS256 with the file's secret after RESET", token(role, key=second), False)], role))
+    time.sleep(0.3)
+    text = log.text()
+    if not text:
+        pytest.skip("no server log (PLANK_LOGFILE)")
+    assert "plank.jwt_secret_file" in text, "the reloads are not in the log"
+    assert first not in text and second not in text, "a secret from the file was logged"
+
+
+def test_unusable_secret_file_keeps_the_keys_in_force(key_dir, role):
+    """A secret file that is group/world-readable, empty or missing is reported with a
+    WARNING and the secret in force before stays; the worker keeps serving."""
+    good = "good-" + tag() + "-0123456789abcdef0123456789"
+    other = "other-" + tag() + "-0123456789abcdef0123456789"
+    path = _write_for_postgres(os.path.join(key_dir, "good.secret"), good)
+    open_file = _write_for_postgres(os.path.join(key_dir, "open.secret"), other, mode=0o644)
+    group_file = _write_for_postgres(os.path.join(key_dir, "group.secret"), other, mode=0o640)
+    empty = _write_for_postgres(os.path.join(key_dir, "empty.secret"), "\n")
+    missing = os.path.join(key_dir, "missing.secret")
+    with plank_settings({"plank.jwt_secret_file": path}):
+        for bad, expect in ((open_file, "has group or world access"),
+                            (group_file, "has group or world access"),
+                            (empty, "is empty"),
+                            (missing, "could not open plank.jwt_secret_file")):
+            log = ServerLog()
+            with plank_settings({"plank.jwt_secret_file": bad}):
+                run(_check([
+                    (f"{bad}: the secret in force before", token(role, key=good), True),
+                    (f"{bad}: the unusable file's secret", token(role, key=other), False),
+                ], role))
+            text = log.text()
+            if text:
+                assert expect in text and bad in text, (expect, text[-3000:])
+                assert other not in text
+        # the good file is back in force
+        run(_check([("the good file again", token(role, key=good), True)], role))
+
+
+# --------------------------------------------------------------------------- JWKS
+
+
+def _int_b64u(n, size=None):
+    size = size or (n.bit_length() + 7) // 8
+    return b64u(n.to_bytes(size, "big"))
+
+
+def _jwk(key, kid=None, alg=None, **extra):
+    """The public JWK (RFC 7518 section 6) of a cryptography private key, or an oct JWK of
+    bytes."""
+    if isinstance(key, bytes):
+        jwk = {"kty": "oct", "k": b64u(key)}
+    elif isinstance(key, rsa.RSAPrivateKey):
+        pub = key.public_key().public_numbers()
+        jwk = {"kty": "RSA", "n": _int_b64u(pub.n), "e": _int_b64u(pub.e)}
+    else:
+        pub = key.public_key().public_numbers()
+        crv, size = {"secp256r1": ("P-256", 32), "secp384r1": ("P-384", 48),
+                     "secp521r1": ("P-521", 66)}[key.curve.name]
+        jwk = {"kty": "EC", "crv": crv, "x": _int_b64u(pub.x, size), "y": _int_b64u(pub.y, size)}
+    if kid is not None:
+        jwk["kid"] = kid
+    if alg is not None:
+        jwk["alg"] = alg
+    jwk.update(extra)
+    return jwk
+
+
+def _jwks(*keys):
+    return json.dumps({"keys": list(keys)})
+
+
+def _kid_signed(key, alg, claims, kid=None):
+    """A token signed by key (a cryptography private key or HMAC bytes) with kid."""
+    header = {"kid": kid} if kid is not None else None
+    if isinstance(key, bytes):
+        hdr = {"alg": alg, "typ": "JWT"}
+        hdr.update(header or {})
+        return jws(hdr, claims, key=key)
+    return pyjwt.encode(claims, key, algorithm=alg, headers=header)
+
+
+@pytest.fixture(scope="module")
+def jwk_keys(keys):
+    return dict(
+        rsa=keys["rsa"], rsa_other=keys["rsa_other"], ec=keys["ec"], ec_other=keys["ec_other"],
+        ec384=ec.generate_private_key(ec.SECP384R1()),
+        ec521=ec.generate_private_key(ec.SECP521R1()),
+        oct=os.urandom(64), oct_other=os.urandom(64),
+    )
+
+
+def test_jwks_keys_are_chosen_by_kid(key_dir, jwk_keys, role):
+    """plank.jwt_jwks_file: RSA, EC and oct keys chosen by the header's kid (RFC 7515
+    4.1.4); an unknown kid, a kid whose key does not suit the algorithm, and a token
+    without kid against several keys are refused; the key set is the only source of keys."""
+    k = jwk_keys
+    path = _write_for_postgres(os.path.join(key_dir, "keys.jwks"), _jwks(
+        _jwk(k["rsa"], "rsa-1", use="sig"),
+        _jwk(k["ec"], "ec-256", alg="ES256"),
+        _jwk(k["ec384"], "ec-384"),
+        _jwk(k["ec521"], "ec-521"),
+        _jwk(k["oct"], "hmac-1"),
+        _jwk(k["oct_other"], "hmac-512", alg="HS512"),
+        # left out with a warning each: not for signatures, unknown kty, bad alg
+        _jwk(k["rsa_other"], "enc-1", use="enc"),
+        {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": b64u(bytes(32))},
+        _jwk(k["oct_other"], "bad-alg", alg="RS256"),
+    ))
+    c = {"role": role}
+    with plank_settings({"plank.jwt_jwks_file": path}):
+        run(_check([
+            ("RS256 by kid", _kid_signed(k["rsa"], "RS256", c, "rsa-1"), True),
+            ("RS512 by kid", _kid_signed(k["rsa"], "RS512", c, "rsa-1"), True),
+            ("ES256 by kid", _kid_signed(k["ec"], "ES256", c, "ec-256"), True),
+            ("ES384 by kid", _kid_signed(k["ec384"], "ES384", c, "ec-384"), True),
+            ("ES512 by kid", _kid_signed(k["ec521"], "ES512", c, "ec-521"), True),
+            ("HS256 by kid", _kid_signed(k["oct"], "HS256", c, "hmac-1"), True),
+            ("HS384 by kid", _kid_signed(k["oct"], "HS384", c, "hmac-1"), True),
+            ("HS512 by kid with alg HS512", _kid_signed(k["oct_other"], "HS512", c, "hmac-512"), True),
+            ("unknown kid", _kid_signed(k["rsa"], "RS256", c, "rsa-2"), False),
+            ("kid of another key", _kid_signed(k["rsa_other"], "RS256", c, "rsa-1"), False),
+            ("kid differs in case", _kid_signed(k["rsa"], "RS256", c, "RSA-1"), False),
+            ("kid with a NUL", _kid_signed(k["rsa"], "RS256", c, "rsa-1\0"), False),
+            ("kid not a string", jws({"alg": "HS256", "kid": 1}, c, key=k["oct"]), False),
+            ("no kid, several keys", _kid_signed(k["rsa"], "RS256", c), False),
+            ("ES256 naming the RSA key", _kid_signed(k["ec"], "ES256", c, "rsa-1"), False),
+            ("ES256 naming the P-384 key", _kid_signed(k["ec"], "ES256", c, "ec-384"), False),
+            ("ES384 naming the ES256 key", _kid_signed(k["ec384"], "ES384", c, "ec-256"), False),
+            ("HS256 naming the HS512 key", _kid_signed(k["oct_other"], "HS256", c, "hmac-512"), False),
+            ("HS256 keyed with the RSA JWK's n, naming it",
+             jws({"alg": "HS256", "kid": "rsa-1"}, c,
+                 key=k["rsa"].public_key().public_numbers().n.to_bytes(256, "big")), False),
+            ("RS256 naming the oct key", _kid_signed(k["rsa"], "RS256", c, "hmac-1"), False),
+            ("key with use enc", _kid_signed(k["rsa_other"], "RS256", c, "enc-1"), False),
+            ("key with an alg of another kty", _kid_signed(k["oct_other"], "HS256", c, "bad-alg"), False),
+            ("plank.jwt_secret (not used with a key set)", token(role), False),
+            ("plank.jwt_secret with a kid", token(role, header={"kid": "hmac-1"}), False),
+        ], role))
+
+        async def expired():
+            reply, close = await auth_refusal(_kid_signed(k["rsa"], "RS256", dict(c, exp=0), "rsa-1"))
+            assert reply is not None and reply.get("code") == "token_expired" and close == 4001, reply
+        run(expired())
+
+
+def test_jwks_single_key_serves_tokens_without_kid_and_rotates_on_reload(key_dir, jwk_keys, role):
+    """With exactly one key, a token without kid uses it; rotating the file (new key, new
+    kid) and reloading switches keys; a file that is not a key set keeps the keys in force."""
+    k = jwk_keys
+    c = {"role": role}
+    path = _write_for_postgres(os.path.join(key_dir, "rotate.jwks"), _jwks(_jwk(k["ec"], "2026-01")))
+    with plank_settings({"plank.jwt_jwks_file": path}):
+        run(_check([
+            ("ES256 by kid", _kid_signed(k["ec"], "ES256", c, "2026-01"), True),
+            ("ES256 without kid, one key", _kid_signed(k["ec"], "ES256", c), True),
+            ("ES256 with an unknown kid", _kid_signed(k["ec"], "ES256", c, "2026-02"), False),
+        ], role))
+
+        # rotation step 1: publish the new key next to the old one
+        _write_for_postgres(path, _jwks(_jwk(k["ec"], "2026-01"), _jwk(k["rsa"], "2026-02")))
+        _reread_keys()
+        run(_check([
+            ("old key by kid", _kid_signed(k["ec"], "ES256", c, "2026-01"), True),
+            ("new key by kid", _kid_signed(k["rsa"], "RS256", c, "2026-02"), True),
+            ("no kid, two keys", _kid_signed(k["ec"], "ES256", c), False),
+        ], role))
+
+        # step 2: retire the old key
+        _write_for_postgres(path, _jwks(_jwk(k["rsa"], "2026-02")))
+        _reread_keys()
+        run(_check([
+            ("retired key", _kid_signed(k["ec"], "ES256", c, "2026-01"), False),
+            ("new key by kid", _kid_signed(k["rsa"], "RS256", c, "2026-02"), True),
+        ], role))
+
+        # a broken or open file is reported and changes nothing
+        for content, mode, expect in (("{not json", 0o600, "is not a JSON Web Key Set"),
+                                      ('{"keys": []}', 0o600, "holds no usable key"),
+                                      (_jwks(_jwk(k["ec"], "2026-01")), 0o644,
+                                       "has group or world access")):
+            log = ServerLog()
+            _write_for_postgres(path, content, mode)
+            _reread_keys()
+            run(_check([
+                (f"{expect}: key in force", _kid_signed(k["rsa"], "RS256", c, "2026-02"), True),
+                (f"{expect}: key of the bad file", _kid_signed(k["ec"], "ES256", c, "2026-01"), False),
+            ], role))
+            text = log.text()
+            if text:
+                assert expect in text, (expect, text[-3000:])
+    # without the key set, plank.jwt_secret is in force again
+    run(_check([("plank.jwt_secret", token(role), True)], role))
+
+
+def test_jwks_file_missing_at_first_refuses_every_token(key_dir, role):
+    """A key set that cannot be read when it is first named leaves no key at all: tokens
+    are refused, the HMAC secret too, and the worker keeps serving."""
+    missing = os.path.join(key_dir, "missing-" + tag() + ".jwks")
+    with plank_settings({"plank.jwt_jwks_file": missing}):
+        run(_check([("plank.jwt_secret", token(role), False)], role))
+
+        async def ping():
+            c = await open_client()
+            try:
+                reply = await c.request({"type": "ping", "id": "p"})
+                assert reply["type"] == "error" and reply["code"] == "unauthenticated", reply
+            finally:
+                await c.close()
+        run(ping())
