@@ -361,8 +361,8 @@ COMMENT ON FUNCTION plank.connections() IS
 'authenticated), the "sub" claim of its token (NULL without a token or sub; its first 127 bytes), '
 'the claims of its token (jsonb; NULL unless the caller is a superuser, without a token, or '
 'beyond 511 bytes), subscriptions, messages and bytes sent, outgoing queue (messages, bytes) and '
-'the last time it sent a message. Lists at most min(plank.max_connections at server '
-'start, 10000) clients. Raises nothing.';
+'the last time it sent a message. Lists at most min(plank.max_connections + '
+'plank.max_unauthenticated at server start, 10000) clients. Raises nothing.';
 
 CREATE VIEW plank.connections AS SELECT * FROM plank.connections();
 COMMENT ON VIEW plank.connections IS 'Connected WebSocket clients (see plank.connections()).';

@@ -52,13 +52,18 @@ typedef struct PlankSession
 	PlankConn	conn_storage;	/* in the session: libwebsockets allocates it exactly */
 	char	   *http_body;		/* /health, /metrics: LWS_PRE + body, until written */
 	int			http_len;
+	dlist_node	unauth_node;	/* in unauth_conns while conn has no role */
 } PlankSession;
+
+#define session_of(conn) \
+	((PlankSession *) ((char *) (conn) - offsetof(PlankSession, conn_storage)))
 
 static struct lws_context *lws_ctx = NULL;
 static struct lws_vhost *first_vhost = NULL;
 static dlist_head all_conns = DLIST_STATIC_INIT(all_conns);
 static int	nconns = 0;
 static int	nunauth = 0;		/* of nconns: without a role yet */
+static dlist_head unauth_conns = DLIST_STATIC_INIT(unauth_conns);	/* those, oldest first */
 static uint64 next_conn_id = 0;
 static MemoryContext conns_cxt = NULL;
 static MemoryContext frames_cxt = NULL;
@@ -417,11 +422,11 @@ evict_oldest_unauthenticated(PlankConn *newest)
 {
 	dlist_iter	iter;
 
-	dlist_foreach(iter, &all_conns)
+	dlist_foreach(iter, &unauth_conns)
 	{
-		PlankConn  *conn = dlist_container(PlankConn, node, iter.cur);
+		PlankConn  *conn = &dlist_container(PlankSession, unauth_node, iter.cur)->conn_storage;
 
-		if (conn != newest && !OidIsValid(conn->ident.roleid) && !conn->closing)
+		if (conn != newest && !conn->closing)
 		{
 			ereport(plank_log_level,
 					(errmsg("plank closing connection %llu from %s: plank.max_unauthenticated (%d) reached and it waited longest",
@@ -438,7 +443,8 @@ evict_oldest_unauthenticated(PlankConn *newest)
  *		context) and arm its expiry, replacing any earlier one.  A connection
  *		that had no role and would exceed plank.max_connections with one is
  *		closed with 1013 (try again later); one whose identity is banned by
- *		plank.disconnect() with 4004.  Either way it is closing on return.
+ *		plank.disconnect() with 4004: it is then closing when this returns,
+ *		and replies the caller queues are dropped.
  */
 void
 plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
@@ -461,6 +467,7 @@ plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 
 	if (was_unauth && OidIsValid(id->roleid))
 	{
+		dlist_delete(&session_of(conn)->unauth_node);
 		nunauth--;
 		/* the handshake checked this too, but other clients may have authenticated since */
 		if (nconns - nunauth > plank_max_connections)
@@ -511,6 +518,7 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	pss->conn = conn;
 	dlist_push_tail(&all_conns, &conn->node);
 	nconns++;
+	dlist_push_tail(&unauth_conns, &pss->unauth_node);
 	nunauth++;
 	plank_stats_conn_opened(conn);
 
@@ -554,11 +562,15 @@ conn_filter(struct lws *wsi)
 	if (nconns - nunauth >= plank_max_connections ||
 		nconns >= plank_max_connections + plank_max_unauthenticated)
 	{
-		ereport(plank_log_level,
-				(errmsg("plank refused a connection: plank.max_connections (%d) reached",
-						plank_max_connections),
-				 errdetail("%d clients have a role, %d wait to authenticate.",
-						   nconns - nunauth, nunauth)));
+		if (nconns - nunauth >= plank_max_connections)
+			ereport(plank_log_level,
+					(errmsg("plank refused a connection: plank.max_connections (%d) reached",
+							plank_max_connections)));
+		else
+			ereport(plank_log_level,
+					(errmsg("plank refused a connection: plank.max_connections + plank.max_unauthenticated (%d) sockets are open",
+							plank_max_connections + plank_max_unauthenticated),
+					 errdetail("%d clients wait to authenticate or are being closed.", nunauth)));
 		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
 		return 1;
 	}
@@ -590,7 +602,10 @@ conn_free(PlankConn *conn)
 	dlist_delete(&conn->node);
 	nconns--;
 	if (!OidIsValid(conn->ident.roleid))
+	{
+		dlist_delete(&session_of(conn)->unauth_node);
 		nunauth--;
+	}
 	plank_stats_conn_closed(conn);
 
 	if (plank_log_connections)

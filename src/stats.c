@@ -291,14 +291,15 @@ stats_shmem_startup(void)
  * plank_stats_init
  *		Called from _PG_init (in the postmaster): reserve shared memory for
  *		the counters of each of nworkers workers and for as many connection
- *		and subscription slots as plank.max_connections at server start, at
- *		most 10000 each.
+ *		and subscription slots as plank.max_connections plus
+ *		plank.max_unauthenticated at server start (the sockets a worker may
+ *		hold), at most 10000 each.
  */
 void
 plank_stats_init(int nworkers)
 {
 	nsections = nworkers * plank_workers;
-	slots_at_start = Min(plank_max_connections, 10000);
+	slots_at_start = Min((int64) plank_max_connections + plank_max_unauthenticated, 10000);
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = stats_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
