@@ -149,7 +149,8 @@ export type ErrorCode =
   | "too_many_subscriptions" | "unauthenticated" | "permission_denied" | "invalid_token"
   | "token_expired" | "token_not_yet_valid" | "unknown_role" | "role_mismatch" | "internal_error"
   // from the client
-  | "auth_required" | "auth_failed" | "token_unavailable" | "handler_error" | "send_failed"
+  | "auth_required" | "auth_failed" | "disconnected" | "banned" | "token_unavailable"
+  | "handler_error" | "send_failed"
   | "connect_failed" | "malformed_message" | "protocol_version";
 
 export interface ServerError {
