@@ -59,7 +59,7 @@ typedef struct ConnSlot
 	char		sub[SLOT_TEXT]; /* the token's "sub" (cut); "" none */
 	bool		has_sub;
 	char		claims[SLOT_CLAIMS];	/* the token's claims; "" none, or longer */
-	uint64		ban_key;		/* identity_key() of its identity */
+	uint64		ban_key;		/* hash of ban_what, what bans match */
 	char		ban_what[SLOT_TEXT];	/* the same, readable */
 	TimestampTz connected_at;
 	int32		nsubs;
