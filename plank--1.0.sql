@@ -343,6 +343,8 @@ CREATE FUNCTION plank.connections(
     OUT id bigint,
     OUT client_addr text,
     OUT role text,
+    OUT sub text,
+    OUT claims jsonb,
     OUT connected_at timestamptz,
     OUT subscriptions integer,
     OUT messages_sent bigint,
@@ -356,9 +358,11 @@ LANGUAGE C STRICT VOLATILE;
 
 COMMENT ON FUNCTION plank.connections() IS
 'One row per connected WebSocket client: its id (for plank.disconnect), address, role (NULL until '
-'authenticated), subscriptions, messages and bytes sent, outgoing queue (messages, bytes) and the '
-'last time it sent a message. Lists at most min(plank.max_connections at server '
-'start, 10000) clients. Raises nothing.';
+'authenticated), the "sub" claim of its token (NULL without a token or sub; its first 127 bytes), '
+'the claims of its token (jsonb; NULL unless the caller is a superuser, without a token, or '
+'beyond 511 bytes), subscriptions, messages and bytes sent, outgoing queue (messages, bytes) and '
+'the last time it sent a message. Lists at most min(plank.max_connections + '
+'plank.max_unauthenticated at server start, 10000) clients. Raises nothing.';
 
 CREATE VIEW plank.connections AS SELECT * FROM plank.connections();
 COMMENT ON VIEW plank.connections IS 'Connected WebSocket clients (see plank.connections()).';
@@ -382,15 +386,19 @@ COMMENT ON FUNCTION plank.subscriptions() IS
 CREATE VIEW plank.subscriptions AS SELECT * FROM plank.subscriptions();
 COMMENT ON VIEW plank.subscriptions IS 'Live subscriptions of WebSocket clients (see plank.subscriptions()).';
 
-CREATE FUNCTION plank.disconnect(id bigint)
+CREATE FUNCTION plank.disconnect(id bigint, ban interval DEFAULT NULL)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'plank_disconnect_sql'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C CALLED ON NULL INPUT VOLATILE;
 
-COMMENT ON FUNCTION plank.disconnect(bigint) IS
-'Closes the WebSocket client with this id (plank.connections.id) with close code 4003. Returns '
-'false when no such client is listed. Raises 55000 when no worker runs, 53400 when too many '
-'requests are pending.';
+COMMENT ON FUNCTION plank.disconnect(bigint, interval) IS
+'Closes the WebSocket client with this id (plank.connections.id) with close code 4003, after '
+'which the bundled client does not reconnect. With a ban (a positive interval; a month counts '
+'30 days), new connections of the same identity are closed with 4004 until the ban ends (or the '
+'server restarts), by every worker of the database: the identity is the token''s sub, else the '
+'role its token names, else (no token) the client''s address. Returns false when no such client '
+'is listed, NULL for a NULL id. Raises 55000 when no worker runs, 22023 for a ban that is not '
+'positive, 53400 when too many requests are pending or 128 bans are in force.';
 
 CREATE FUNCTION plank.publish(channel text, payload jsonb)
 RETURNS void
@@ -428,7 +436,7 @@ COMMENT ON FUNCTION plank.change_channel() IS
 REVOKE ALL ON FUNCTION plank.change_channel() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION plank.stats(), plank.connections(), plank.subscriptions(),
-    plank.disconnect(bigint), plank.publish(text, jsonb) FROM PUBLIC;
+    plank.disconnect(bigint, interval), plank.publish(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON plank.stats, plank.connections, plank.subscriptions FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION plank.stats(), plank.connections(), plank.subscriptions() TO pg_monitor;
 GRANT SELECT ON plank.stats, plank.connections, plank.subscriptions TO pg_monitor;

@@ -54,6 +54,7 @@ char	   *plank_jwt_role_claim = NULL;
 char	   *plank_anonymous_role = NULL;
 char	   *plank_allowed_origins = NULL;
 int			plank_max_connections = 10000;
+int			plank_max_unauthenticated = 1000;
 int			plank_auth_timeout = 10;
 int			plank_rate_limit = 50;
 bool		plank_ssl = false;
@@ -351,10 +352,24 @@ define_settings(void)
 							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("plank.max_connections",
-							"Sets the largest number of concurrent WebSocket connections.",
-							"Further connections are refused during the handshake.",
+							"Sets the largest number of concurrent WebSocket connections that have a role.",
+							"Further connections are refused during the handshake, or closed with 1013 when "
+							"they authenticate. Connections waiting to authenticate are bounded by "
+							"plank.max_unauthenticated instead.",
 							&plank_max_connections,
 							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_unauthenticated",
+							"Sets the largest number of WebSocket connections waiting to authenticate.",
+							"A connection waits from its handshake until its auth message is accepted; beyond "
+							"this many, the one that waited longest is closed with 1013. Connections with a role "
+							"count against plank.max_connections only. Not used with plank.anonymous_role set: "
+							"every connection has that role from the start.",
+							&plank_max_unauthenticated,
+							1000, 1, 1000000,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

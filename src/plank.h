@@ -47,6 +47,7 @@ extern char *plank_jwt_role_claim;
 extern char *plank_anonymous_role;
 extern char *plank_allowed_origins;
 extern int	plank_max_connections;
+extern int	plank_max_unauthenticated;
 extern int	plank_auth_timeout;	/* s */
 extern int	plank_rate_limit;	/* messages per second */
 extern bool plank_ssl;
@@ -315,6 +316,7 @@ extern void plank_stats_conn_closed(PlankConn *conn);
 extern void plank_stats_sub_added(PlankSub *sub, const char *target);
 extern void plank_stats_sub_removed(PlankSub *sub);
 extern int	plank_stats_take_disconnects(uint64 *ids, int max);
+extern bool plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until);
 extern void plank_stats_health(StringInfo buf, bool *ok);
 extern void plank_stats_metrics(StringInfo buf);
 

@@ -18,6 +18,7 @@
 #include "catalog/pg_class.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -465,10 +466,6 @@ table_is_tracked(Oid relid)
 }
 
 /*
- * Resolve and check a table name inside the caller's transaction.  Returns
- * an error, or NULL with *schema and *relname allocated in request_cxt.
- */
-/*
  * The columns of a table that a role may SELECT, when it may not SELECT the
  * whole table; NIL when it may (allocated in request_cxt).
  */
@@ -523,6 +520,52 @@ column_in(List *cols, const char *name)
 	return false;
 }
 
+/*
+ * A table the role may not see: the client learns only that the table does
+ * not exist or may not be read, the same answer for a name that names
+ * nothing, so that subscribe requests cannot tell which tables exist.  The
+ * true reason goes to the server log at plank.log_level.
+ */
+static const char *
+role_name_or_dropped(Oid roleid)
+{
+	char	   *role = GetUserNameFromId(roleid, true);
+
+	return role ? role : "(dropped)";
+}
+
+static RequestError *
+hidden_table(const char *name, Oid roleid, const char *reason)
+{
+	ereport(plank_log_level,
+			(errmsg("plank refused table \"%s\" to role %s: %s",
+					name, role_name_or_dropped(roleid), reason)));
+	return request_error("unknown_table", "table \"%s\" does not exist or may not be read", name);
+}
+
+/* The same for a filtered column: missing and unreadable answer alike. */
+static RequestError *
+hidden_column(const char *name, const char *column, Oid roleid, const char *reason)
+{
+	ereport(plank_log_level,
+			(errmsg("plank refused a filter on column \"%s\" of table \"%s\" to role %s: %s",
+					column, name, role_name_or_dropped(roleid), reason)));
+	return request_error("bad_filter", "column \"%s\" of table \"%s\" does not exist or may not be read",
+						 column, name);
+}
+
+/*
+ * Resolve and check a table name inside the caller's transaction.  Returns
+ * an error, or NULL with *schema and *relname allocated in request_cxt and
+ * *columns the columns the role may read (NIL: all of them).
+ *
+ * What a client may learn follows the role's privileges: a table that does
+ * not exist, is not a table, or that the role may not read (no USAGE on its
+ * schema, no SELECT on it or any of its columns) are all unknown_table with
+ * one message; only a table the role may read can be untracked_table.  A
+ * filter on a column the table lacks and one on a column the role may not
+ * read are both bad_filter with one message.
+ */
 static RequestError *
 resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 			  char **schema, char **relname, Oid *relidp, List **columns)
@@ -538,9 +581,22 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 		return request_error("unknown_table", "table name \"%s\" has too many dotted names", name);
 	relid = RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
 	if (!OidIsValid(relid))
-		return request_error("unknown_table", "table \"%s\" does not exist", name);
+		return hidden_table(name, roleid, "it does not exist");
 
 	relkind = get_rel_relkind(relid);
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_VIEW && relkind != RELKIND_MATVIEW &&
+		relkind != RELKIND_FOREIGN_TABLE)
+		return hidden_table(name, roleid, "it is not a table");
+
+	/* the client's role must be able to SELECT the table, or some columns */
+	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
+		return hidden_table(name, roleid, "the role has no USAGE privilege on its schema");
+	cols = selectable_columns(relid, roleid);
+	if (cols == NIL && pg_class_aclcheck(relid, roleid, ACL_SELECT) != ACLCHECK_OK)
+		return hidden_table(name, roleid, "the role may not SELECT it or any of its columns");
+
+	/* the role may read it: now it may learn that it is not tracked */
 	if ((relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE) ||
 		!table_is_tracked(relid))
 		return request_error("untracked_table",
@@ -551,22 +607,9 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 		AttrNumber	attnum = get_attnum(relid, filters[i].column);
 
 		if (attnum == InvalidAttrNumber || attnum < 0)
-			return request_error("bad_filter", "column \"%s\" of table \"%s\" does not exist",
-								 filters[i].column, name);
-	}
-
-	/* the client's role must be able to SELECT the table, or some columns */
-	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
-		return request_error("permission_denied", "permission denied for the schema of table \"%s\"", name);
-	cols = selectable_columns(relid, roleid);
-	if (cols != NIL || pg_class_aclcheck(relid, roleid, ACL_SELECT) != ACLCHECK_OK)
-	{
-		if (cols == NIL)
-			return request_error("permission_denied", "permission denied for table \"%s\"", name);
-		for (i = 0; i < nfilters; i++)
-			if (!column_in(cols, filters[i].column))
-				return request_error("permission_denied", "permission denied for column \"%s\" of table \"%s\"",
-									 filters[i].column, name);
+			return hidden_column(name, filters[i].column, roleid, "the table has no such column");
+		if (cols != NIL && !column_in(cols, filters[i].column))
+			return hidden_column(name, filters[i].column, roleid, "the role may not SELECT the column");
 	}
 	*columns = cols;
 

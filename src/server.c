@@ -42,6 +42,8 @@
 /* Private-use close codes (RFC 6455 7.4.2), documented in docs/PROTOCOL.md */
 #define PLANK_CLOSE_AUTH_FAILED 4001
 #define PLANK_CLOSE_TOKEN_EXPIRED 4002
+#define PLANK_CLOSE_ADMIN 4003		/* plank.disconnect(): do not reconnect */
+#define PLANK_CLOSE_BANNED 4004		/* a ban of plank.disconnect() is in force */
 
 /* per-session storage that libwebsockets allocates for each WebSocket */
 typedef struct PlankSession
@@ -50,14 +52,18 @@ typedef struct PlankSession
 	PlankConn	conn_storage;	/* in the session: libwebsockets allocates it exactly */
 	char	   *http_body;		/* /health, /metrics: LWS_PRE + body, until written */
 	int			http_len;
+	dlist_node	unauth_node;	/* in unauth_conns while conn has no role */
 } PlankSession;
 
-#define PLANK_CLOSE_ADMIN 4003
+#define session_of(conn) \
+	((PlankSession *) ((char *) (conn) - offsetof(PlankSession, conn_storage)))
 
 static struct lws_context *lws_ctx = NULL;
 static struct lws_vhost *first_vhost = NULL;
 static dlist_head all_conns = DLIST_STATIC_INIT(all_conns);
 static int	nconns = 0;
+static int	nunauth = 0;		/* of nconns: without a role yet */
+static dlist_head unauth_conns = DLIST_STATIC_INIT(unauth_conns);	/* those, oldest first */
 static uint64 next_conn_id = 0;
 static MemoryContext conns_cxt = NULL;
 static MemoryContext frames_cxt = NULL;
@@ -386,13 +392,65 @@ conn_deadline(lws_sorted_usec_list_t *sul)
 }
 
 /*
+ * Close a connection whose identity (its token's sub, its role, or for a
+ * client without a token its address) a ban of plank.disconnect() covers,
+ * with 4004; also shows the identity in plank.connections.
+ */
+static void
+refuse_if_banned(PlankConn *conn)
+{
+	TimestampTz until;
+
+	if (plank_stats_conn_identified(conn, &until))
+	{
+		ereport(plank_log_level,
+				(errmsg("plank closing connection %llu from %s: banned by plank.disconnect() until %s",
+						(unsigned long long) conn->id, conn->peer, timestamptz_to_str(until))));
+		plank_conn_close(conn, PLANK_CLOSE_BANNED, "banned by an administrator");
+	}
+}
+
+/*
+ * More connections wait to authenticate than plank.max_unauthenticated: close
+ * the one that has waited longest (not conn, the newest), with 1013.  A
+ * client that sends its token as soon as it is welcomed thus always gets in,
+ * unless sockets that never authenticate are opened faster than its round
+ * trip.
+ */
+static void
+evict_oldest_unauthenticated(PlankConn *newest)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &unauth_conns)
+	{
+		PlankConn  *conn = &dlist_container(PlankSession, unauth_node, iter.cur)->conn_storage;
+
+		if (conn != newest && !conn->closing)
+		{
+			ereport(plank_log_level,
+					(errmsg("plank closing connection %llu from %s: plank.max_unauthenticated (%d) reached and it waited longest",
+							(unsigned long long) conn->id, conn->peer, plank_max_unauthenticated)));
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "too many unauthenticated connections");
+			return;
+		}
+	}
+}
+
+/*
  * plank_conn_set_identity
  *		Make a connection act as a verified identity (copied into its memory
- *		context) and arm its expiry, replacing any earlier one.
+ *		context) and arm its expiry, replacing any earlier one.  A connection
+ *		that had no role and would exceed plank.max_connections with one is
+ *		closed with 1013 (try again later); one whose identity is banned by
+ *		plank.disconnect() with 4004: it is then closing when this returns,
+ *		and replies the caller queues are dropped.
  */
 void
 plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 {
+	bool		was_unauth = !OidIsValid(conn->ident.roleid);
+
 	if (conn->ident.role)
 		pfree(conn->ident.role);
 	if (conn->ident.claims)
@@ -406,6 +464,22 @@ plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 	lws_sul_cancel(&conn->deadline);
 	if (id->exp > 0)
 		arm_expiry(conn);
+
+	if (was_unauth && OidIsValid(id->roleid))
+	{
+		dlist_delete(&session_of(conn)->unauth_node);
+		nunauth--;
+		/* the handshake checked this too, but other clients may have authenticated since */
+		if (nconns - nunauth > plank_max_connections)
+		{
+			ereport(plank_log_level,
+					(errmsg("plank closing connection %llu from %s: plank.max_connections (%d) reached",
+							(unsigned long long) conn->id, conn->peer, plank_max_connections)));
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "too many connections");
+			return;
+		}
+	}
+	refuse_if_banned(conn);
 }
 
 static void
@@ -444,13 +518,21 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	pss->conn = conn;
 	dlist_push_tail(&all_conns, &conn->node);
 	nconns++;
+	dlist_push_tail(&unauth_conns, &pss->unauth_node);
+	nunauth++;
 	plank_stats_conn_opened(conn);
 
 	if (plank_auth_anonymous(mcxt, &ident))
 		plank_conn_set_identity(conn, &ident);
 	else
+	{
 		lws_sul_schedule(lws_ctx, 0, &conn->deadline, conn_deadline,
 						 (lws_usec_t) plank_auth_timeout * LWS_USEC_PER_SEC);
+		/* closing ones are still counted: evict one per newcomer */
+		if (nunauth > plank_max_unauthenticated)
+			evict_oldest_unauthenticated(conn);
+		refuse_if_banned(conn);
+	}
 	plank_stats_conn_updated(conn);
 	plank_protocol_welcome(conn);
 
@@ -461,8 +543,13 @@ conn_open(struct lws *wsi, PlankSession *pss)
 }
 
 /*
- * Check a WebSocket handshake before it completes: the connection limit and
+ * Check a WebSocket handshake before it completes: the connection limits and
  * the Origin (cross-site WebSocket hijacking).  Returns non-zero to refuse.
+ * A new connection has no role yet (unless plank.anonymous_role gives it
+ * one): it is refused when plank.max_connections clients have a role
+ * already, or when it would leave no room for them (more than
+ * plank.max_connections + plank.max_unauthenticated sockets).  Beyond
+ * plank.max_unauthenticated waiting ones, conn_open() closes the oldest.
  * Tokens come in the first message, not in Sec-WebSocket-Protocol:
  * libwebsockets 4.1 refuses that header beyond 127 bytes, shorter than a JWT.
  */
@@ -472,11 +559,18 @@ conn_filter(struct lws *wsi)
 	char		buf[1024];
 	int			len;
 
-	if (nconns >= plank_max_connections)
+	if (nconns - nunauth >= plank_max_connections ||
+		nconns >= plank_max_connections + plank_max_unauthenticated)
 	{
-		ereport(plank_log_level,
-				(errmsg("plank refused a connection: plank.max_connections (%d) reached",
-						plank_max_connections)));
+		if (nconns - nunauth >= plank_max_connections)
+			ereport(plank_log_level,
+					(errmsg("plank refused a connection: plank.max_connections (%d) reached",
+							plank_max_connections)));
+		else
+			ereport(plank_log_level,
+					(errmsg("plank refused a connection: plank.max_connections + plank.max_unauthenticated (%d) sockets are open",
+							plank_max_connections + plank_max_unauthenticated),
+					 errdetail("%d clients wait to authenticate or are being closed.", nunauth)));
 		lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "too many connections");
 		return 1;
 	}
@@ -507,6 +601,11 @@ conn_free(PlankConn *conn)
 		pfree(conn->rx.data);
 	dlist_delete(&conn->node);
 	nconns--;
+	if (!OidIsValid(conn->ident.roleid))
+	{
+		dlist_delete(&session_of(conn)->unauth_node);
+		nunauth--;
+	}
 	plank_stats_conn_closed(conn);
 
 	if (plank_log_connections)
@@ -783,7 +882,8 @@ http_request(struct lws *wsi, PlankSession *pss)
 
 /*
  * plank_server_disconnect
- *		Close the client with this connection id with 4003 (plank.disconnect()).
+ *		Close the client with this connection id with 4003 (plank.disconnect()),
+ *		which the bundled client takes as final: it does not reconnect.
  */
 void
 plank_server_disconnect(uint64 id)
@@ -974,7 +1074,7 @@ plank_listen_callback(struct lws *wsi, enum lws_callback_reasons reason,
 			{
 				ereport(LOG,
 						(errmsg("plank could not accept a connection: %m"),
-						 errhint("Raise the open-file limit of the server, or lower plank.max_connections.")));
+						 errhint("Raise the open-file limit of the server, or lower plank.max_connections or plank.max_unauthenticated.")));
 				lws_rx_flow_control(wsi, 0);
 				lws_sul_schedule(lws_get_context(wsi), 0, &accept_pause_sul, accept_resume,
 								 100 * LWS_US_PER_MS);

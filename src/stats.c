@@ -25,9 +25,11 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "commands/dbcommands.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
@@ -37,13 +39,16 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
+#include "utils/jsonb.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "plank.h"
 
 #define SLOT_TEXT 128
+#define SLOT_CLAIMS 512
 #define MAX_DISCONNECTS 64
+#define MAX_BANS 128
 
 typedef struct ConnSlot
 {
@@ -51,6 +56,11 @@ typedef struct ConnSlot
 	uint64		id;				/* 0: free */
 	char		addr[64];
 	char		role[NAMEDATALEN];
+	char		sub[SLOT_TEXT]; /* the token's "sub" (cut); "" none */
+	bool		has_sub;
+	char		claims[SLOT_CLAIMS];	/* the token's claims; "" none, or longer */
+	uint64		ban_key;		/* hash of ban_what, what bans match */
+	char		ban_what[SLOT_TEXT];	/* the same, readable */
 	TimestampTz connected_at;
 	int32		nsubs;
 	uint64		messages_sent;
@@ -71,9 +81,21 @@ typedef struct SubSlot
 	char		filter[SLOT_TEXT];
 } SubSlot;
 
+/*
+ * A ban of plank.disconnect(id, ban): connections whose identity has this
+ * key are refused until then.  Kept in the section of the database's first
+ * worker, where every worker of the database looks.
+ */
+typedef struct PlankBan
+{
+	uint64		key;			/* 0: free */
+	TimestampTz until;
+	char		what[SLOT_TEXT];	/* "sub ...", "role ..." or "address ..." */
+} PlankBan;
+
 typedef struct PlankShared
 {
-	slock_t		mutex;			/* protects worker_pid, epoch, disconnects */
+	slock_t		mutex;			/* protects worker_pid, epoch, disconnects, bans */
 	pid_t		worker_pid;
 	TimestampTz started;
 	char		epoch[32];
@@ -92,6 +114,7 @@ typedef struct PlankShared
 	pg_atomic_uint32 subscriptions;
 	int			ndisconnect;
 	uint64		disconnect[MAX_DISCONNECTS];
+	PlankBan	bans[MAX_BANS];	/* used in a database's first section only */
 	int			nconn_slots;
 	int			nsub_slots;
 
@@ -268,14 +291,15 @@ stats_shmem_startup(void)
  * plank_stats_init
  *		Called from _PG_init (in the postmaster): reserve shared memory for
  *		the counters of each of nworkers workers and for as many connection
- *		and subscription slots as plank.max_connections at server start, at
- *		most 10000 each.
+ *		and subscription slots as plank.max_connections plus
+ *		plank.max_unauthenticated at server start (the sockets a worker may
+ *		hold), at most 10000 each.
  */
 void
 plank_stats_init(int nworkers)
 {
 	nsections = nworkers * plank_workers;
-	slots_at_start = Min(plank_max_connections, 10000);
+	slots_at_start = Min((int64) plank_max_connections + plank_max_unauthenticated, 10000);
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = stats_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
@@ -308,6 +332,27 @@ plank_change_channel_sql(PG_FUNCTION_ARGS)
 }
 
 /* ---------- worker side ---------- */
+
+/*
+ * Copy a string into a slot of size bytes, cut on a character boundary of
+ * the database encoding (pg_mbcliplen), so that readers can always turn it
+ * into text.
+ */
+static void
+clip_copy(char *dst, const char *src, int size)
+{
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* The section of the current database's first worker, which holds its bans. */
+static PlankShared *
+first_section(void)
+{
+	return (PlankShared *) (shmem_base + db_first_section * section_size());
+}
 
 #define SLOT_BEGIN(slot) do { (slot)->changecount++; pg_write_barrier(); } while (0)
 #define SLOT_END(slot) do { pg_write_barrier(); (slot)->changecount++; } while (0)
@@ -405,6 +450,11 @@ plank_stats_conn_opened(PlankConn *conn)
 		s->id = conn->id;
 		strlcpy(s->addr, conn->peer, sizeof(s->addr));
 		s->role[0] = '\0';
+		s->sub[0] = '\0';
+		s->has_sub = false;
+		s->claims[0] = '\0';
+		s->ban_key = 0;
+		s->ban_what[0] = '\0';
 		s->connected_at = GetCurrentTimestamp();
 		s->nsubs = 0;
 		s->messages_sent = 0;
@@ -433,6 +483,88 @@ plank_stats_conn_updated(PlankConn *conn)
 	s->queue_depth = conn->q_len;
 	s->queue_bytes = conn->q_bytes;
 	SLOT_END(s);
+}
+
+/*
+ * The "sub" claim of a token's claims (a JSON object, as checked by
+ * plank_auth_verify), or NULL when there is none or it is not a string
+ * (RFC 7519 section 4.1.2: a StringOrURI).
+ */
+static char *
+claims_sub(const char *claims)
+{
+	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
+	JsonbValue	v;
+	char	   *sub = NULL;
+
+	if (JB_ROOT_IS_OBJECT(jb) &&
+		getKeyJsonValueFromContainer(&jb->root, "sub", 3, &v) != NULL && v.type == jbvString)
+		sub = pnstrdup(v.val.string.val, v.val.string.len);
+	pfree(jb);
+	return sub;
+}
+
+/*
+ * plank_stats_conn_identified
+ *		A connection was opened or got a new identity: show its token's sub
+ *		and claims in plank.connections, and say whether a ban of
+ *		plank.disconnect() covers it (true, with *banned_until its end).  The
+ *		identity a ban applies to is the token's sub; without one, the role
+ *		the token names; for a client without a token, its address.
+ */
+bool
+plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until)
+{
+	char	   *sub = NULL;
+	StringInfoData what;
+	uint64		key;
+	PlankShared *first = first_section();
+	TimestampTz now = GetCurrentTimestamp();
+	bool		banned = false;
+
+	if (conn->ident.from_token && conn->ident.claims != NULL)
+		sub = claims_sub(conn->ident.claims);
+	initStringInfo(&what);
+	if (sub != NULL)
+		appendStringInfo(&what, "sub %s", sub);
+	else if (conn->ident.from_token)
+		appendStringInfo(&what, "role %s", conn->ident.role);
+	else
+		appendStringInfo(&what, "address %s", conn->peer);
+	key = hash_bytes_extended((const unsigned char *) what.data, what.len, 0);
+	if (key == 0)
+		key = 1;				/* 0 marks a free ban */
+
+	if (conn->slot >= 0)
+	{
+		ConnSlot   *s = &conn_slots[conn->slot];
+
+		SLOT_BEGIN(s);
+		clip_copy(s->sub, sub ? sub : "", sizeof(s->sub));
+		s->has_sub = sub != NULL;
+		if (conn->ident.from_token && strlen(conn->ident.claims) < sizeof(s->claims))
+			strlcpy(s->claims, conn->ident.claims, sizeof(s->claims));
+		else
+			s->claims[0] = '\0';
+		s->ban_key = key;
+		clip_copy(s->ban_what, what.data, sizeof(s->ban_what));
+		SLOT_END(s);
+	}
+
+	SpinLockAcquire(&first->mutex);
+	for (int i = 0; i < MAX_BANS; i++)
+		if (first->bans[i].key == key && first->bans[i].until > now)
+		{
+			banned = true;
+			*banned_until = first->bans[i].until;
+			break;
+		}
+	SpinLockRelease(&first->mutex);
+
+	pfree(what.data);
+	if (sub)
+		pfree(sub);
+	return banned;
 }
 
 /* plank_stats_conn_activity: a message arrived from the client. */
@@ -522,7 +654,7 @@ plank_stats_sub_added(PlankSub *sub, const char *target)
 		s->is_channel = sub->is_channel;
 		strlcpy(s->target, target, sizeof(s->target));
 		s->ops = sub->ops;
-		strlcpy(s->filter, f.data, sizeof(s->filter));
+		clip_copy(s->filter, f.data, sizeof(s->filter));
 		SLOT_END(s);
 		pfree(f.data);
 		sub->slot = i;
@@ -722,17 +854,20 @@ ops_text(int ops)
 	return buf;
 }
 
-/* the rows of plank.connections for the attached section (one worker) */
+/*
+ * The rows of plank.connections for the attached section (one worker); the
+ * claims only when with_claims (a superuser asks).
+ */
 static void
-put_connection_rows(ReturnSetInfo *rsinfo)
+put_connection_rows(ReturnSetInfo *rsinfo, bool with_claims)
 {
 	int			used = (int) pg_atomic_read_u32(&shared->conn_slots_used);
 
 	for (int i = 0; i < used; i++)
 	{
 		ConnSlot	s;
-		Datum		values[10];
-		bool		nulls[10];
+		Datum		values[12];
+		bool		nulls[12];
 
 		read_conn_slot(i, &s);
 		if (s.id == 0)
@@ -742,13 +877,18 @@ put_connection_rows(ReturnSetInfo *rsinfo)
 		values[1] = CStringGetTextDatum(s.addr);
 		values[2] = CStringGetTextDatum(s.role);
 		nulls[2] = s.role[0] == '\0';
-		values[3] = TimestampTzGetDatum(s.connected_at);
-		values[4] = Int32GetDatum(s.nsubs);
-		values[5] = Int64GetDatum((int64) s.messages_sent);
-		values[6] = Int64GetDatum((int64) s.bytes_sent);
-		values[7] = Int32GetDatum(s.queue_depth);
-		values[8] = Int64GetDatum((int64) s.queue_bytes);
-		values[9] = TimestampTzGetDatum(s.last_activity);
+		values[3] = CStringGetTextDatum(s.sub);
+		nulls[3] = !s.has_sub;
+		nulls[4] = !with_claims || s.claims[0] == '\0';
+		if (!nulls[4])
+			values[4] = DirectFunctionCall1(jsonb_in, CStringGetDatum(s.claims));
+		values[5] = TimestampTzGetDatum(s.connected_at);
+		values[6] = Int32GetDatum(s.nsubs);
+		values[7] = Int64GetDatum((int64) s.messages_sent);
+		values[8] = Int64GetDatum((int64) s.bytes_sent);
+		values[9] = Int32GetDatum(s.queue_depth);
+		values[10] = Int64GetDatum((int64) s.queue_bytes);
+		values[11] = TimestampTzGetDatum(s.last_activity);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 }
@@ -759,18 +899,21 @@ PG_FUNCTION_INFO_V1(plank_connections_sql);
  * plank_connections_sql
  *		plank.connections(): one row per connected client of every worker of
  *		the current database (at most the slots reserved at server start).
- *		Raises nothing.
+ *		The claims column is NULL unless the caller is a superuser.  Raises
+ *		nothing.
  */
 Datum
 plank_connections_sql(PG_FUNCTION_ARGS)
 {
+	bool		with_claims = superuser();
+
 	InitMaterializedSRF(fcinfo, 0);
 	if (!worker_running())
 		return (Datum) 0;
 	for (int k = 0; k < plank_workers; k++)
 	{
 		attach_nth(k);
-		put_connection_rows((ReturnSetInfo *) fcinfo->resultinfo);
+		put_connection_rows((ReturnSetInfo *) fcinfo->resultinfo, with_claims);
 	}
 	return (Datum) 0;
 }
@@ -828,20 +971,68 @@ plank_subscriptions_sql(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(plank_disconnect_sql);
 
 /*
+ * Record a ban of key until then in the database's first section; an
+ * existing ban of the same identity is replaced.  Raises 53400 when
+ * MAX_BANS bans are in force.
+ */
+static void
+add_ban(uint64 key, const char *what, TimestampTz until)
+{
+	PlankShared *first = first_section();
+	TimestampTz now = GetCurrentTimestamp();
+	int			free_slot = -1;
+	int			i;
+
+	SpinLockAcquire(&first->mutex);
+	for (i = 0; i < MAX_BANS; i++)
+	{
+		if (first->bans[i].key == key)
+			break;
+		if (free_slot < 0 && (first->bans[i].key == 0 || first->bans[i].until <= now))
+			free_slot = i;
+	}
+	if (i == MAX_BANS)
+		i = free_slot;
+	if (i < 0)
+	{
+		SpinLockRelease(&first->mutex);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many plank bans are in force"),
+				 errdetail("At most %d identities can be banned at a time.", MAX_BANS),
+				 errhint("Disconnect without a ban, or wait until a ban ends.")));
+	}
+	first->bans[i].key = key;
+	first->bans[i].until = until;
+	strlcpy(first->bans[i].what, what, sizeof(first->bans[i].what));
+	SpinLockRelease(&first->mutex);
+}
+
+/*
  * plank_disconnect_sql
- *		plank.disconnect(id bigint) returns boolean: asks the worker to close
- *		a client with close code 4003; false when no such connection is
- *		listed.  Raises 53400 (configuration_limit_exceeded) when too many
- *		requests are pending, 55000 when the worker is not running.
+ *		plank.disconnect(id bigint, ban interval DEFAULT NULL) returns
+ *		boolean: asks the worker to close a client with close code 4003 (which
+ *		the bundled client takes as final); false when no such connection is
+ *		listed, NULL when id is NULL.  With a ban, new connections of the same
+ *		identity (the token's sub; without one, the token's role; without a
+ *		token, the client's address) are closed with 4004 until the ban ends,
+ *		by every worker of the database, until the server restarts.  Raises
+ *		22023 (invalid_parameter_value) for a ban that is not positive, 53400
+ *		(configuration_limit_exceeded) when too many requests are pending or
+ *		too many bans are in force, 55000 when the worker is not running.
  */
 Datum
 plank_disconnect_sql(PG_FUNCTION_ARGS)
 {
-	uint64		id = (uint64) PG_GETARG_INT64(0);
+	uint64		id;
 	bool		found = false;
+	ConnSlot	s;
 	pid_t		pid;
 	int			i;
 
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	id = (uint64) PG_GETARG_INT64(0);
 	if (!worker_running())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -851,13 +1042,33 @@ plank_disconnect_sql(PG_FUNCTION_ARGS)
 		attach_nth((int) ((id - 1) % plank_workers));
 	for (i = 0; i < (int) pg_atomic_read_u32(&shared->conn_slots_used) && !found; i++)
 	{
-		ConnSlot	s;
-
 		read_conn_slot(i, &s);
 		found = s.id == id;
 	}
 	if (!found)
 		PG_RETURN_BOOL(false);
+
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *ban = PG_GETARG_INTERVAL_P(1);
+		double		usecs;
+		TimestampTz until;
+
+		/* a month counts 30 days, as justify_days() and interval comparison do */
+		usecs = (double) ban->time +
+			((double) ban->day + (double) ban->month * DAYS_PER_MONTH) * USECS_PER_DAY;
+		if (usecs <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("a ban must be a positive interval")));
+		until = GetCurrentTimestamp() + (TimestampTz) Min(usecs, (double) (PG_INT64_MAX / 4));
+		if (s.ban_key != 0)
+		{
+			add_ban(s.ban_key, s.ban_what, until);
+			ereport(plank_log_level,
+					(errmsg("plank banned %s until %s", s.ban_what, timestamptz_to_str(until))));
+		}
+	}
 
 	SpinLockAcquire(&shared->mutex);
 	if (shared->ndisconnect >= MAX_DISCONNECTS)

@@ -1,6 +1,8 @@
 // Types of plank-client (src/index.js). Messages follow docs/PROTOCOL.md.
 
 export declare const PROTOCOL_VERSION: 1;
+/** Close codes after which the client does not reconnect: 4003 (plank.disconnect()) and 4004 (a ban). */
+export declare const FINAL_CLOSE_CODES: ReadonlySet<number>;
 
 export type Op = "INSERT" | "UPDATE" | "DELETE" | "TRUNCATE";
 export type Scalar = string | number | boolean | null;
@@ -147,7 +149,8 @@ export type ErrorCode =
   | "too_many_subscriptions" | "unauthenticated" | "permission_denied" | "invalid_token"
   | "token_expired" | "token_not_yet_valid" | "unknown_role" | "role_mismatch" | "internal_error"
   // from the client
-  | "auth_required" | "auth_failed" | "token_unavailable" | "handler_error" | "send_failed"
+  | "auth_required" | "auth_failed" | "disconnected" | "banned" | "token_unavailable"
+  | "handler_error" | "send_failed"
   | "connect_failed" | "malformed_message" | "protocol_version";
 
 export interface ServerError {
@@ -156,7 +159,7 @@ export interface ServerError {
   id?: string;
   /** "auth" for a refused token (`invalid_token`, ..., `role_mismatch`). */
   request?: "auth";
-  /** 4001 or 4002 for errors reported when the server closed the connection. */
+  /** 4001, 4002, 4003 or 4004 for errors reported when the server closed the connection. */
   closeCode?: number;
   error?: unknown;
 }

@@ -10,7 +10,9 @@
 //   the last one delivered for that subscription is dropped;
 // - authenticates with a JWT (`token`, or `getToken` called on every connect) after the
 //   welcome and before subscribing, refreshes the token on the open connection before it
-//   expires, and does not hammer a server that refuses its token (close 4001).
+//   expires, and does not hammer a server that refuses its token (close 4001);
+// - stops for good when an administrator disconnects it (close 4003) or a ban refuses it
+//   (close 4004).
 //
 // No dependencies. Browsers and Node >= 22 have a global WebSocket; on Node 20 pass one
 // (for example the `ws` package's) as the `WebSocket` option.
@@ -30,6 +32,12 @@ const DEFAULTS = Object.freeze({
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
+
+/**
+ * Close codes after which the client does not reconnect (docs/PROTOCOL.md): 4003, closed
+ * by plank.disconnect(); 4004, refused by a ban of plank.disconnect().
+ */
+export const FINAL_CLOSE_CODES = Object.freeze(new Set([4003, 4004]));
 
 // ---------------------------------------------------------------------------------------
 // Pure parts (unit-tested without a server)
@@ -668,6 +676,7 @@ export class PlankClient extends Emitter {
 
   #closed(info) {
     if (!this._stopped && (info.code === 4001 || info.code === 4002)) this.#authClosed(info);
+    if (!this._stopped && FINAL_CLOSE_CODES.has(info.code)) this.#finalClosed(info);
     this._authError = null;
     this.#setState("closed", { ...info, willReconnect: !this._stopped });
     if (this._stopped || this._ws) return; // close() or connect() called by a handler
@@ -701,6 +710,19 @@ export class PlankClient extends Emitter {
       });
       this._stopped = true;
     }
+  }
+
+  // Closed with 4003 (plank.disconnect()) or 4004 (a ban is in force): the server's
+  // administrator wants this client gone, so it reports and stops until connect().
+  #finalClosed(info) {
+    const reason = info.reason ? `: ${info.reason}` : "";
+    const what = info.code === 4003 ? "disconnected by an administrator" : "banned by an administrator";
+    this.#report({
+      code: info.code === 4003 ? "disconnected" : "banned",
+      message: `${what} (close ${info.code}${reason}); call connect() to try again`,
+      closeCode: info.code,
+    });
+    this._stopped = true;
   }
 
   #ping() {

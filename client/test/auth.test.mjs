@@ -266,6 +266,36 @@ test("close 4001 with a fixed token: the server's error is reported and the clie
   assert.equal(sockets[1].last("auth").token, "GOOD");
 });
 
+for (const [code, name] of [[4003, "disconnected"], [4004, "banned"]]) {
+  test(`close ${code} is final: reported as ${name}, no reconnect even with getToken, connect() starts again`, async (t) => {
+    const { client, sockets, named } = setup(t, { getToken: () => "GOOD" });
+    client.connect();
+    sockets[0].push(welcome());
+    await flush();
+    sockets[0].push(authAck(sockets[0].last("auth").id, "alice"));
+    sockets[0].drop(code, "by an administrator");
+    assert.deepEqual(named("error").map((e) => [e.code, e.closeCode]), [[name, code]]);
+    assert.deepEqual(named("closed").map((c) => [c.code, c.willReconnect]), [[code, false]]);
+    assert.deepEqual(named("reconnecting"), []);
+    t.mock.timers.tick(60_000);
+    assert.equal(sockets.length, 1, "no reconnect");
+    assert.equal(client.state, "closed");
+    client.connect();
+    assert.equal(sockets.length, 2, "connect() opens a new connection");
+  });
+}
+
+test("a close with another code (1001, going away) still reconnects", async (t) => {
+  const { client, sockets, named } = setup(t, { getToken: () => "GOOD" });
+  client.connect();
+  sockets[0].push(welcome());
+  await flush();
+  sockets[0].drop(1001, "server shutting down");
+  assert.deepEqual(named("closed").map((c) => [c.code, c.willReconnect]), [[1001, true]]);
+  t.mock.timers.tick(60_000);
+  assert.equal(sockets.length, 2, "reconnected");
+});
+
 test("close 4001 without a server error (auth timeout) is reported as auth_failed", async (t) => {
   const { client, sockets, named } = setup(t);
   client.connect();

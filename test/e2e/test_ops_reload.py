@@ -20,7 +20,8 @@ SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client
           "plank.ping_timeout", "plank.jwt_secret", "plank.jwt_public_key_file",
           "plank.jwt_audience", "plank.jwt_issuer", "plank.jwt_role_claim",
           "plank.anonymous_role", "plank.auth_timeout", "plank.allowed_origins",
-          "plank.max_connections", "plank.rate_limit", "plank.http_allowed_addresses",
+          "plank.max_connections", "plank.max_unauthenticated", "plank.rate_limit",
+          "plank.http_allowed_addresses",
           "plank.log_connections", "plank.log_level"]
 RELOADED = {"plank.max_message_size": "1kB", "plank.rate_limit": "3",
             "plank.max_subscriptions": "1", "plank.log_level": "warning"}

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 import websockets
 
-from conftest import DB, WS_URL, client, run, sql, tag
+from conftest import DB, WS_URL, Closed, client, run, sql, tag
 from test_ops_common import (apoll, connection_of, connections, login_as,  # noqa: F401
                              plank_settings, roles, stats, subscriptions, token, worker_pid)
 
@@ -208,7 +208,7 @@ def test_views_need_pg_monitor_and_control_functions_need_superuser_or_a_grant(r
         assert cur.fetchone()[0] == 0, "pg_settings shows plank.jwt_secret to a plain role"
 
     # a grant of EXECUTE (and of the view) lets a plain role use them
-    sql(f'GRANT EXECUTE ON FUNCTION plank.disconnect(bigint), plank.publish(text, jsonb) '
+    sql(f'GRANT EXECUTE ON FUNCTION plank.disconnect(bigint, interval), plank.publish(text, jsonb) '
         f'TO "{plain}"')
     chan = "ops_grant_" + tag()
 
@@ -260,6 +260,158 @@ def test_disconnect_closes_that_client_with_4003_only(db):
         run(body())
     finally:
         db.execute("DELETE FROM items WHERE name = %s", (name,))
+
+
+async def _authed_client(claims):
+    """An (anonymous) client upgraded with a token of these claims; returns it and its id."""
+    old = set(connections())
+    cm = client()
+    c = await cm.__aenter__()
+    ack = await c.request({"type": "auth", "id": "a", "token": token(claims)})
+    assert ack["type"] == "ack", ack
+    new = await apoll(lambda: set(connections()) - old, 5, what="the new client")
+    assert len(new) == 1, new
+    return cm, c, new.pop()
+
+
+async def _refused_with(claims):
+    """The close code of a new connection that authenticates with these claims (None if
+    it was accepted: then its ack came and it was closed by us)."""
+    async with client() as c:
+        await c.send({"type": "auth", "id": "a", "token": token(claims)})
+        try:
+            m = await c.wait_for(lambda m: m["type"] in ("ack", "error"), what="the auth reply")
+        except Closed as e:
+            return e.code
+        if m["type"] == "ack":
+            return None
+        return await c.expect_close()
+
+
+async def _close_code_before_welcome():
+    """Open a WebSocket; the close code when the server closes it before any message,
+    None when a welcome comes."""
+    async with websockets.connect(WS_URL, ping_interval=None, close_timeout=2,
+                                  open_timeout=10) as ws:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), 10)
+        except websockets.ConnectionClosed as e:
+            return e.rcvd.code if e.rcvd is not None else 1006
+        assert json.loads(raw)["type"] == "welcome", raw
+        return None
+
+
+def test_disconnect_with_a_ban_refuses_the_same_identity_with_4004(db):
+    """plank.disconnect(id, ban): the client is closed with 4003 and new connections of
+    its identity (its token's sub; without a sub, its role) are closed with 4004 while
+    the ban lasts; other identities are not affected."""
+    t = tag()
+    exp = int(time.time()) + 600
+    sub = f"mallory-{t}"
+    role = f"ops_ban_{t}"
+
+    async def disconnect_banned(claims):
+        cm, victim, vid = await _authed_client(claims)
+        try:
+            assert db.scalar("SELECT plank.disconnect(%s, '1 hour')", (vid,)) is True
+            assert await victim.expect_close(timeout=10) == 4003
+        finally:
+            await cm.__aexit__(None, None, None)
+
+    async def body():
+        await disconnect_banned({"role": "plank_web", "sub": sub, "exp": exp})
+        assert await _refused_with({"role": "plank_web", "sub": sub, "exp": exp}) == 4004
+        # the same sub with another role is the same identity
+        assert await _refused_with({"role": role, "sub": sub, "exp": exp}) == 4004
+        # another sub of the same role is not
+        assert await _refused_with({"role": "plank_web", "sub": f"alice-{t}", "exp": exp}) is None
+        # a token without sub: the ban is of its role, for tokens without sub
+        await disconnect_banned({"role": role, "exp": exp})
+        assert await _refused_with({"role": role, "exp": exp}) == 4004
+        assert await _refused_with({"role": role, "sub": f"bob-{t}", "exp": exp}) is None
+
+    sql(f'CREATE ROLE "{role}" NOLOGIN')
+    try:
+        run(body())
+    finally:
+        sql(f'DROP ROLE "{role}"')
+
+
+def test_disconnect_ban_of_a_client_without_token_is_of_its_address_and_ends(db):
+    """An anonymous client's identity is its address: while the ban lasts every new
+    connection from it is closed with 4004; when it ends, connections are accepted."""
+    t = tag()
+
+    async def body():
+        async with client() as victim:
+            await victim.subscribe(f"{t}-v", channel=f"ops_{t}")
+            vid = await apoll(lambda: connection_of(f"{t}-v"), 5, what="the victim's id")
+            assert connections()[vid]["sub"] is None
+            assert db.scalar("SELECT plank.disconnect(%s, '3 seconds')", (vid,)) is True
+            assert await victim.expect_close(timeout=10) == 4003
+        assert await _close_code_before_welcome() == 4004
+        deadline = time.monotonic() + 30
+        while await _close_code_before_welcome() == 4004:
+            assert time.monotonic() < deadline, "the ban did not end"
+            await asyncio.sleep(0.5)
+        async with client() as later:
+            pong = await later.request({"type": "ping", "id": "p"})
+            assert pong["type"] == "pong", pong
+    run(body(), timeout=90)
+
+
+def test_disconnect_refuses_a_ban_that_is_not_positive(db):
+    async def body():
+        async with client() as c:
+            await c.subscribe("s", channel=f"ops_{tag()}")
+            cid = await apoll(lambda: connection_of("s"), 5, what="the client's id")
+            for ban in ("0", "-1 hour", "1 day -48 hours"):
+                with pytest.raises(psycopg2.errors.InvalidParameterValue):
+                    db.scalar("SELECT plank.disconnect(%s, %s::interval)", (cid, ban))
+            assert db.scalar("SELECT plank.disconnect(NULL)") is None
+            pong = await c.request({"type": "ping", "id": "p"})
+            assert pong["type"] == "pong", pong
+    run(body())
+
+
+def test_connections_show_the_token_sub_and_claims_to_superusers_only(roles):  # noqa: F811
+    monitor = roles.make("ops_mon")
+    sql(f'GRANT pg_monitor TO "{monitor}"')
+    t = tag()
+    claims = {"role": "plank_web", "sub": f"s\u00e9-{t}", "exp": int(time.time()) + 600,
+              "tenant": "acme"}
+
+    async def body():
+        cm, c, cid = await _authed_client(claims)
+        try:
+            async with client() as anon:
+                await anon.subscribe("a", channel=f"ops_{t}")
+                aid = await apoll(lambda: connection_of("a"), 5, what="the anonymous client's id")
+                r = connections()[cid]
+                assert (r["role"], r["sub"], r["claims"]) == ("plank_web", claims["sub"], claims), r
+                a = connections()[aid]
+                assert (a["sub"], a["claims"]) == (None, None), a
+                with login_as(monitor) as conn, conn.cursor() as cur:
+                    cur.execute("SELECT sub, claims FROM plank.connections WHERE id = %s", (cid,))
+                    assert cur.fetchone() == (claims["sub"], None), "claims are for superusers"
+        finally:
+            await cm.__aexit__(None, None, None)
+    run(body())
+
+
+def test_multibyte_filter_values_are_cut_on_a_character_boundary():
+    """plank.subscriptions shows a filter's first 127 bytes, never half a character."""
+    t = tag()
+
+    async def body():
+        async with client() as c:
+            for n, value in enumerate(("\u00e9" * 200, "a" + "\u20ac" * 100, "\U0001F600" * 60)):
+                await c.subscribe(f"{t}-{n}", table="public.items", filter={"name": value})
+                full = f'name = "{value}"'
+                got = next(r["filter"] for r in subscriptions() if r["id"] == f"{t}-{n}")
+                assert full.startswith(got) and len(got.encode()) <= 127, got
+                assert len(got.encode()) > 127 - 4, got
+    run(body())
 
 
 def test_publish_reaches_channel_subscribers_as_json_and_refuses_channel_plank(db):

@@ -10,7 +10,7 @@ import asyncio
 import psycopg2
 import pytest
 
-from conftest import connect, run, sql, tag, worker_pids
+from conftest import ServerLog, connect, poll, run, sql, tag, worker_pids
 from test_security_common import (authed, no_anonymous, res, silent, token)  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_anonymous")
@@ -35,7 +35,7 @@ def new_body(body):
 # --------------------------------------------------------------------------- table privileges
 
 
-def test_no_select_privilege_is_permission_denied(res):
+def test_no_select_privilege_is_unknown_table(res):
     r = res.role()
     t = res.table("id int PRIMARY KEY, name text")
 
@@ -46,7 +46,7 @@ def test_no_select_privilege_is_permission_denied(res):
                         {"type": "subscribe", "id": "s3", "table": f"public.{t}",
                          "filter": {"name": "x"}}):
                 reply = await c.request(req)
-                assert reply["type"] == "error" and reply["code"] == "permission_denied", (req, reply)
+                assert reply["type"] == "error" and reply["code"] == "unknown_table", (req, reply)
                 assert reply.get("id") == req["id"], reply
             # nothing is delivered for a refused subscription
             sql(f"INSERT INTO public.{t} VALUES (1, 'a')")
@@ -72,7 +72,7 @@ def test_privilege_through_role_membership(res):
     run(body())
 
 
-def test_schema_without_usage_is_permission_denied(res):
+def test_schema_without_usage_is_unknown_table(res):
     r = res.role()
     schema = f"sec_schema_{tag()}"
     sql(f"CREATE SCHEMA {schema}")
@@ -84,7 +84,7 @@ def test_schema_without_usage_is_permission_denied(res):
         async def body():
             async with authed(token(r)) as c:
                 reply = await c.request({"type": "subscribe", "id": "s", "table": f"{schema}.t"})
-                assert reply["type"] == "error" and reply["code"] == "permission_denied", reply
+                assert reply["type"] == "error" and reply["code"] == "unknown_table", reply
             sql(f'GRANT USAGE ON SCHEMA {schema} TO "{r}"')
             async with authed(token(r)) as c:
                 await c.subscribe("s", table=f"{schema}.t")
@@ -102,6 +102,86 @@ def test_superuser_token_reads_everything(res):
             await c.subscribe("s", table=f"public.{t}", snapshot=True)
             snap = c.kept_pushes("s")[0]
             assert snap["rows"] == [{"id": 1, "secret": "s1"}], snap
+    run(body())
+
+
+def test_unknown_and_forbidden_tables_answer_alike(res):
+    """No oracle: a table that does not exist, one the role may not read, one in a schema
+    it has no USAGE on, an untracked one it may not read and an index all answer
+    unknown_table with the same message (but for the name); the server log says why.
+    Only a table the role may read can be untracked_table."""
+    r = res.role()
+    forbidden = res.table("id int PRIMARY KEY, name text")
+    readable_untracked = f"sec_untracked_{tag()}"
+    hidden_untracked = f"sec_untracked_{tag()}"
+    schema = f"sec_schema_{tag()}"
+    sql(f"CREATE TABLE public.{readable_untracked} (id int)")
+    sql(f"CREATE TABLE public.{hidden_untracked} (id int)")
+    sql(f'GRANT SELECT ON public.{readable_untracked} TO "{r}"')
+    sql(f"CREATE SCHEMA {schema}")
+    log = ServerLog()
+    try:
+        sql(f"CREATE TABLE {schema}.t (id int PRIMARY KEY)")
+        sql(f"SELECT plank.track('{schema}.t')")
+        sql(f'GRANT SELECT ON {schema}.t TO "{r}"')
+        names = {
+            "missing": f"public.sec_missing_{tag()}",
+            "forbidden": f"public.{forbidden}",
+            "no_usage": f"{schema}.t",
+            "hidden_untracked": f"public.{hidden_untracked}",
+            "index": f"public.{forbidden}_pkey",
+            "missing_schema": f"sec_missing_{tag()}.t",
+        }
+
+        async def body():
+            async with authed(token(r)) as c:
+                shapes = {}
+                for what, name in names.items():
+                    for filt in (None, {"id": 1}, {"nope": 1}):
+                        req = {"type": "subscribe", "id": "s", "table": name, "snapshot": True}
+                        if filt is not None:
+                            req["filter"] = filt
+                        reply = await c.request(req)
+                        assert reply["type"] == "error" and reply["code"] == "unknown_table", \
+                            (what, filt, reply)
+                        shapes[(what, str(filt))] = reply["message"].replace(name, "NAME")
+                assert len(set(shapes.values())) == 1, shapes
+                reply = await c.request({"type": "subscribe", "id": "u",
+                                         "table": f"public.{readable_untracked}"})
+                assert reply["type"] == "error" and reply["code"] == "untracked_table", reply
+        run(body())
+        poll(lambda: f'plank refused table "public.{forbidden}" to role {r}: the role may not SELECT'
+             in log.text(), 5, what="the true reason in the server log")
+        text = log.text()
+        assert f'plank refused table "{names["missing"]}" to role {r}: it does not exist' in text
+        assert f'plank refused table "{schema}.t" to role {r}: the role has no USAGE' in text
+    finally:
+        sql(f"DROP SCHEMA {schema} CASCADE")
+        sql(f"DROP TABLE public.{readable_untracked}, public.{hidden_untracked}")
+
+
+def test_unknown_and_forbidden_columns_answer_alike(res):
+    """A filter on a column the table lacks and one on a column the role may not read
+    answer the same code and message shape; on a table the role may not read at all,
+    any filter answers unknown_table (no probing of its columns)."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, name text, secret text")
+    hidden = res.table("id int PRIMARY KEY, secret text")
+    sql(f'GRANT SELECT (id, name) ON public.{t} TO "{r}"')
+
+    async def body():
+        async with authed(token(r)) as c:
+            shapes = set()
+            for col in ("secret", "no_such_column", "ctid", "xmin"):
+                reply = await c.request({"type": "subscribe", "id": "f", "table": f"public.{t}",
+                                         "filter": {col: "x"}})
+                assert reply["type"] == "error" and reply["code"] == "bad_filter", (col, reply)
+                shapes.add(reply["message"].replace(col, "COL"))
+            assert len(shapes) == 1, shapes
+            for col in ("secret", "no_such_column"):
+                reply = await c.request({"type": "subscribe", "id": "h", "table": f"public.{hidden}",
+                                         "filter": {col: "x"}})
+                assert reply["type"] == "error" and reply["code"] == "unknown_table", (col, reply)
     run(body())
 
 
@@ -155,7 +235,7 @@ def test_column_privileges_with_replica_identity_full(res):
     run(body())
 
 
-def test_filter_on_a_hidden_column_is_permission_denied(res):
+def test_filter_on_a_hidden_column_is_bad_filter(res):
     r = res.role()
     t = res.table("id int PRIMARY KEY, name text, secret text")
     sql(f'GRANT SELECT (id, name) ON public.{t} TO "{r}"')
@@ -165,7 +245,7 @@ def test_filter_on_a_hidden_column_is_permission_denied(res):
             for filt in ({"secret": "x"}, {"name": "a", "secret": "x"}, {"secret": None}):
                 reply = await c.request({"type": "subscribe", "id": "f", "table": f"public.{t}",
                                          "filter": filt, "snapshot": True})
-                assert reply["type"] == "error" and reply["code"] == "permission_denied", (filt, reply)
+                assert reply["type"] == "error" and reply["code"] == "bad_filter", (filt, reply)
             # a filter on a visible column works
             await c.subscribe("ok", table=f"public.{t}", filter={"name": "b"})
             sql(f"INSERT INTO public.{t} VALUES (1, 'a', 's'), (2, 'b', 's')")
@@ -455,7 +535,7 @@ def test_failing_snapshot_check_does_not_leave_the_worker_acting_as_the_client(r
                                         "snapshot": True})
             assert reply["type"] == "error" and reply["code"] == "snapshot_failed", reply
             reply = await boom.request({"type": "subscribe", "id": "x", "table": f"public.{secret}"})
-            assert reply["type"] == "error" and reply["code"] == "permission_denied", reply
+            assert reply["type"] == "error" and reply["code"] == "unknown_table", reply
         async with authed(token("postgres")) as su:
             await su.subscribe("x", table=f"public.{secret}", snapshot=True)
             assert su.kept_pushes("x")[0]["rows"] == [{"id": 1, "s": "top"}]

@@ -14,8 +14,8 @@ import urllib.request
 import pytest
 import websockets
 
-from conftest import PORT, URL, WS_URL, Closed, client, run, sql, tag, worker_pids
-from test_security_common import open_client, plank_settings, raw_handshake
+from conftest import PORT, URL, WS_URL, Closed, client, poll, run, sql, tag, worker_pids
+from test_security_common import open_client, plank_settings, raw_handshake, send_auth, token
 
 SELF_ORIGIN = f"http://127.0.0.1:{PORT}"
 HOST = f"127.0.0.1:{PORT}"
@@ -151,6 +151,88 @@ def test_max_connections():
                         break
                     assert time.monotonic() < deadline, "the freed slot was not reused"
                     await asyncio.sleep(0.2)
+            finally:
+                for c in clients:
+                    await c.close()
+        run(body(), timeout=90)
+
+
+# --------------------------------------------------------------------------- max_unauthenticated
+
+
+async def open_settled(n):
+    """Open n clients, retrying refusals of connections of earlier tests still closing."""
+    out = []
+    deadline = time.monotonic() + 10
+    while len(out) < n:
+        c = await try_open()
+        if isinstance(c, int):
+            assert c == 503, c
+            assert time.monotonic() < deadline, f"only {len(out)} of {n} accepted"
+            await asyncio.sleep(0.2)
+        else:
+            out.append(c)
+    return out
+
+
+def test_silent_sockets_cannot_lock_out_clients_that_authenticate():
+    """Sockets that never send a token are bounded by plank.max_unauthenticated: past it,
+    the one that waited longest is closed with 1013; a client that authenticates at once
+    still gets in, however many silent sockets an attacker opens."""
+    with plank_settings({"plank.anonymous_role": "", "plank.max_unauthenticated": 3,
+                         "plank.auth_timeout": 60}):
+        async def body():
+            silent, late = [], []
+            try:
+                silent = await open_settled(3)
+                for c in silent:
+                    assert c.welcome.get("auth") == "required", c.welcome
+                # a fourth waiting socket evicts the oldest, not itself
+                late = await open_settled(1)
+                assert await silent[0].expect_close(timeout=10) == 1013
+                for i, c in enumerate(silent[1:] + late):
+                    reply = await c.request({"type": "ping", "id": f"p{i}"})
+                    assert reply["type"] == "error" and reply["code"] == "unauthenticated", reply
+                # a flood of silent sockets: a client that sends its token at once still gets in
+                late += await open_settled(20)
+                good = await open_client()
+                late.append(good)
+                reply = await send_auth(good, token("postgres"))
+                assert reply["type"] == "ack", reply
+                await good.subscribe("s", table="public.items")
+                # and the silent ones were closed down to the bound
+                waiting = lambda: sql("SELECT count(*) FROM plank.connections WHERE role IS NULL")[0][0]  # noqa: E731
+                poll(lambda: waiting() <= 3, 10, what="at most 3 unauthenticated connections")
+            finally:
+                for c in silent + late:
+                    await c.close()
+        run(body(), timeout=90)
+
+
+def test_unauthenticated_sockets_do_not_count_against_max_connections():
+    """plank.max_connections bounds clients that have a role: waiting sockets do not use
+    it up; a socket that authenticates past it is closed with 1013, and handshakes are
+    refused (503) while it is full."""
+    with plank_settings({"plank.anonymous_role": "", "plank.max_connections": 2,
+                         "plank.max_unauthenticated": 10, "plank.auth_timeout": 60}):
+        async def body():
+            clients = []
+            try:
+                clients = await open_settled(5)      # 5 waiting sockets, more than 2
+                for c in clients[:2]:
+                    reply = await send_auth(c, token("postgres"))
+                    assert reply["type"] == "ack", reply
+                    pong = await c.request({"type": "ping", "id": "p"})
+                    assert pong["type"] == "pong", pong
+                # a third one authenticating is closed: try again later
+                await clients[2].send({"type": "auth", "id": "a1", "token": token("postgres")})
+                assert await clients[2].expect_close(timeout=10) == 1013
+                # a new handshake is refused: no room for one more client with a role
+                extra = await try_open()
+                if not isinstance(extra, int):
+                    await extra.close()
+                    raise AssertionError("handshake accepted with max_connections clients authenticated")
+                assert extra == 503, extra
             finally:
                 for c in clients:
                     await c.close()
