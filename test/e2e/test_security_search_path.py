@@ -17,10 +17,11 @@ Then Plank is used as it is used in production, by a superuser whose search_path
 the attacker first (`"<attacker>", public, pg_catalog`) and by the attacker itself:
 writes to tracked tables (a row over 8 kB too, which goes through plank.overflow),
 plank.track()/untrack(), plank.publish(), plank.grant_channel(), the monitoring views,
-and WebSocket subscriptions with filters, snapshots, channels and row-level security,
-whose policy function moves the search path of whatever session evaluates it. The
-tests assert that no look-alike ever ran, that the attacker is still no superuser, and
-that a legitimate client received its changes."""
+and WebSocket subscriptions with filters, snapshots, channels and row-level security.
+The tests assert that no look-alike ever ran, that the attacker is still no superuser,
+and that a legitimate client received its changes. One more test has the row-level
+security policy function move the search path of the session that evaluates it; it is
+marked xfail (strict) while those checks run, unqualified, in the socket worker."""
 
 import asyncio
 import contextlib
