@@ -76,7 +76,7 @@ RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
-    DELETE FROM plank.channel_grants g WHERE g.channel = $1 AND g.grantee = $2;
+    DELETE FROM plank.channel_grants g WHERE g.channel OPERATOR(pg_catalog.=) $1 AND g.grantee OPERATOR(pg_catalog.=) $2;
 $$;
 REVOKE ALL ON FUNCTION plank.revoke_channel(text, name) FROM PUBLIC;
 
@@ -94,18 +94,18 @@ DECLARE
     trg record;
     found boolean := false;
 BEGIN
-    FOR trg IN SELECT t.tgname, t.tgrelid::regclass AS tgrel
-                 FROM pg_trigger t
-                WHERE NOT t.tgisinternal AND t.tgparentid = 0
-                  AND ((t.tgrelid = rel AND t.tgname IN ('plank_capture_row', 'plank_capture_insert',
+    FOR trg IN SELECT t.tgname, t.tgrelid::pg_catalog.regclass AS tgrel
+                 FROM pg_catalog.pg_trigger t
+                WHERE NOT t.tgisinternal AND t.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid
+                  AND ((t.tgrelid OPERATOR(pg_catalog.=) rel AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['plank_capture_row', 'plank_capture_insert',
                                                          'plank_capture_update', 'plank_capture_delete',
-                                                         'plank_capture_truncate'))
-                       OR (t.tgrelid IN (SELECT p.relid FROM pg_partition_tree(rel) p)
-                           AND t.tgname IN ('plank_partition_insert', 'plank_partition_update',
-                                            'plank_partition_delete')))
-                ORDER BY t.tgrelid = rel DESC LOOP
-        found := found OR trg.tgrel = rel;
-        EXECUTE format('DROP TRIGGER %I ON %s', trg.tgname, trg.tgrel);
+                                                         'plank_capture_truncate']::pg_catalog.name[]))
+                       OR (t.tgrelid OPERATOR(pg_catalog.=) ANY (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p)
+                           AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['plank_partition_insert', 'plank_partition_update',
+                                            'plank_partition_delete']::pg_catalog.name[])))
+                ORDER BY (t.tgrelid OPERATOR(pg_catalog.=) rel) DESC LOOP
+        found := found OR trg.tgrel OPERATOR(pg_catalog.=) rel;
+        EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, trg.tgrel);
     END LOOP;
     RETURN found;
 END;
@@ -127,16 +127,16 @@ SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning
 AS $$
 DECLARE
-    kind "char";
-    persistence "char";
-    nsp name;
-    ops text[];
-    row_events text[];
-    bad text;
-    args text := '';
-    col text;
-    op text;
-    part regclass;
+    kind pg_catalog."char";
+    persistence pg_catalog."char";
+    nsp pg_catalog.name;
+    ops pg_catalog.text[];
+    row_events pg_catalog.text[];
+    bad pg_catalog.text;
+    args pg_catalog.text := '';
+    col pg_catalog.text;
+    op pg_catalog.text;
+    part pg_catalog.regclass;
 BEGIN
     IF rel IS NULL THEN
         RAISE EXCEPTION 'table must not be null'
@@ -145,20 +145,20 @@ BEGIN
 
     SELECT c.relkind, c.relpersistence, n.nspname
       INTO kind, persistence, nsp
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = rel;
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+     WHERE c.oid OPERATOR(pg_catalog.=) rel;
 
-    IF kind NOT IN ('r', 'p') THEN
+    IF kind OPERATOR(pg_catalog.<>) ALL (ARRAY['r', 'p']::pg_catalog."char"[]) THEN
         RAISE EXCEPTION '"%" is not a table', rel
             USING ERRCODE = 'wrong_object_type',
                   HINT = 'Only ordinary and partitioned tables can be tracked.';
     END IF;
-    IF persistence = 't' THEN
+    IF persistence OPERATOR(pg_catalog.=) 't' THEN
         RAISE EXCEPTION 'cannot track temporary table "%"', rel
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'Changes to a temporary table are visible only to the session that made them.';
     END IF;
-    IF nsp IN ('pg_catalog', 'information_schema', 'plank') OR nsp LIKE 'pg\_toast%' THEN
+    IF nsp OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog', 'information_schema', 'plank']::pg_catalog.name[]) OR nsp OPERATOR(pg_catalog.~~) 'pg\_toast%' THEN
         RAISE EXCEPTION 'cannot track table "%" in system schema "%"', rel, nsp
             USING ERRCODE = 'insufficient_privilege';
     END IF;
@@ -168,10 +168,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     SELECT u.c INTO bad
-      FROM unnest(coalesce(columns, exclude_columns)) AS u(c)
-     WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = rel AND a.attname = u.c
-                          AND a.attnum > 0 AND NOT a.attisdropped)
+      FROM pg_catalog.unnest(coalesce(columns, exclude_columns)) AS u(c)
+     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                        WHERE a.attrelid OPERATOR(pg_catalog.=) rel AND a.attname OPERATOR(pg_catalog.=) u.c
+                          AND a.attnum OPERATOR(pg_catalog.>) 0 AND NOT a.attisdropped)
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'column "%" of table "%" does not exist', bad, rel
@@ -179,21 +179,21 @@ BEGIN
     END IF;
 
     ops := coalesce(operations, ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']);
-    SELECT o INTO bad FROM unnest(ops) AS o
-     WHERE o IS NULL OR upper(o) NOT IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE') LIMIT 1;
-    IF FOUND OR cardinality(ops) = 0 THEN
+    SELECT o INTO bad FROM pg_catalog.unnest(ops) AS o
+     WHERE o IS NULL OR pg_catalog.upper(o) OPERATOR(pg_catalog.<>) ALL (ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) LIMIT 1;
+    IF FOUND OR pg_catalog.cardinality(ops) OPERATOR(pg_catalog.=) 0 THEN
         RAISE EXCEPTION 'invalid operation "%"', coalesce(bad, '')
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Operations are INSERT, UPDATE, DELETE and TRUNCATE.';
     END IF;
-    SELECT array_agg(DISTINCT upper(o)) INTO ops FROM unnest(ops) AS o;
-    row_events := ARRAY(SELECT o FROM unnest(ops) AS o WHERE o <> 'TRUNCATE'
-                         ORDER BY array_position(ARRAY['INSERT','UPDATE','DELETE'], o));
+    SELECT pg_catalog.array_agg(DISTINCT pg_catalog.upper(o)) INTO ops FROM pg_catalog.unnest(ops) AS o;
+    row_events := ARRAY(SELECT o FROM pg_catalog.unnest(ops) AS o WHERE o OPERATOR(pg_catalog.<>) 'TRUNCATE'
+                         ORDER BY pg_catalog.array_position(ARRAY['INSERT','UPDATE','DELETE'], o));
 
     IF columns IS NOT NULL OR exclude_columns IS NOT NULL THEN
-        args := quote_literal(CASE WHEN columns IS NOT NULL THEN 'columns' ELSE 'exclude' END);
+        args := pg_catalog.quote_literal(CASE WHEN columns IS NOT NULL THEN 'columns' ELSE 'exclude' END);
         FOREACH col IN ARRAY coalesce(columns, exclude_columns) LOOP
-            args := args || ', ' || quote_literal(col);
+            args := args OPERATOR(pg_catalog.||) ', ' OPERATOR(pg_catalog.||) pg_catalog.quote_literal(col);
         END LOOP;
     END IF;
 
@@ -202,38 +202,38 @@ BEGIN
     -- one statement trigger per operation: PostgreSQL allows transition
     -- tables only on single-event triggers
     FOREACH op IN ARRAY row_events LOOP
-        EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
+        EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture(%s)',
-                       'plank_capture_' || lower(op), op, rel,
-                       CASE op WHEN 'INSERT' THEN 'NEW TABLE AS plank_new'
-                               WHEN 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
-                               ELSE 'OLD TABLE AS plank_old' END,
+                       'plank_capture_' OPERATOR(pg_catalog.||) pg_catalog.lower(op), op, rel,
+                       CASE WHEN op OPERATOR(pg_catalog.=) 'INSERT' THEN 'NEW TABLE AS plank_new'
+                            WHEN op OPERATOR(pg_catalog.=) 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
+                            ELSE 'OLD TABLE AS plank_old' END,
                        args);
         -- statement triggers of a partitioned table fire only for statements
         -- naming it: its partitions get their own, for statements that name
         -- them (partitions added later: track the table again)
-        FOR part IN SELECT t.relid FROM pg_partition_tree(rel) t
-                      JOIN pg_class c ON c.oid = t.relid
-                     WHERE t.relid <> rel AND c.relkind IN ('r', 'p') LOOP
-            EXECUTE format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
+        FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(rel) t
+                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+                     WHERE t.relid OPERATOR(pg_catalog.<>) rel AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::pg_catalog."char"[]) LOOP
+            EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s '
                            'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture(%s)',
-                           'plank_partition_' || lower(op), op, part,
-                           CASE op WHEN 'INSERT' THEN 'NEW TABLE AS plank_new'
-                                   WHEN 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
-                                   ELSE 'OLD TABLE AS plank_old' END,
+                           'plank_partition_' OPERATOR(pg_catalog.||) pg_catalog.lower(op), op, part,
+                           CASE WHEN op OPERATOR(pg_catalog.=) 'INSERT' THEN 'NEW TABLE AS plank_new'
+                                WHEN op OPERATOR(pg_catalog.=) 'UPDATE' THEN 'OLD TABLE AS plank_old NEW TABLE AS plank_new'
+                                ELSE 'OLD TABLE AS plank_old' END,
                            args);
         END LOOP;
     END LOOP;
-    IF 'TRUNCATE' = ANY (ops) THEN
-        EXECUTE format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
+    IF 'TRUNCATE' OPERATOR(pg_catalog.=) ANY (ops) THEN
+        EXECUTE pg_catalog.format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
     END IF;
 
-    RETURN format('tracking %s: %s; columns: %s', rel,
-                  array_to_string(ARRAY(SELECT o FROM unnest(ops) AS o
-                                         ORDER BY array_position(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE'], o)), ', '),
-                  CASE WHEN columns IS NOT NULL THEN array_to_string(columns, ', ') || ' (and the key)'
-                       WHEN exclude_columns IS NOT NULL THEN 'all but ' || array_to_string(exclude_columns, ', ')
+    RETURN pg_catalog.format('tracking %s: %s; columns: %s', rel,
+                  pg_catalog.array_to_string(ARRAY(SELECT o FROM pg_catalog.unnest(ops) AS o
+                                         ORDER BY pg_catalog.array_position(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE'], o)), ', '),
+                  CASE WHEN columns IS NOT NULL THEN pg_catalog.array_to_string(columns, ', ') OPERATOR(pg_catalog.||) ' (and the key)'
+                       WHEN exclude_columns IS NOT NULL THEN 'all but ' OPERATOR(pg_catalog.||) pg_catalog.array_to_string(exclude_columns, ', ')
                        ELSE 'all' END);
 END;
 $$;
@@ -410,12 +410,12 @@ BEGIN
         RAISE EXCEPTION 'channel and payload must not be null'
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    IF channel LIKE 'plank%' THEN
+    IF channel OPERATOR(pg_catalog.~~) 'plank%' THEN
         RAISE EXCEPTION 'channel "%" is reserved: names starting with "plank" are Plank''s own', channel
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Publish on another channel.';
     END IF;
-    PERFORM pg_notify(channel, payload::text);
+    PERFORM pg_catalog.pg_notify(channel, payload::pg_catalog.text);
 END;
 $$;
 

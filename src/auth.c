@@ -1041,10 +1041,12 @@ plank_auth_channel_allowed(Oid roleid, const char *channel)
 	args[0] = CStringGetTextDatum(channel);
 	args[1] = ObjectIdGetDatum(roleid);
 	SPI_connect();
+	/* every name qualified: immune to the search path (SECURITY.md) */
 	if (SPI_execute_with_args("SELECT 1 FROM plank.channel_grants g "
-							  "LEFT JOIN pg_catalog.pg_roles r ON r.rolname = g.grantee "
-							  "WHERE $1 LIKE g.channel AND CASE "
-							  "WHEN g.grantee = 'public' THEN true "
+							  "LEFT JOIN pg_catalog.pg_roles r "
+							  "ON r.rolname OPERATOR(pg_catalog.=) g.grantee "
+							  "WHERE $1 OPERATOR(pg_catalog.~~) g.channel AND CASE "
+							  "WHEN g.grantee OPERATOR(pg_catalog.=) 'public'::pg_catalog.name THEN true "
 							  "WHEN r.oid IS NULL THEN false "
 							  "ELSE pg_catalog.pg_has_role($2, r.oid, 'MEMBER') END "
 							  "LIMIT 1",

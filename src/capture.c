@@ -51,6 +51,7 @@
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -221,17 +222,32 @@ insert_overflow(void *arg)
 	Datum		args[1] = {CStringGetTextDatum(ins->payload)};
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	bool		isnull;
 
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(ins->owner, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+
+	/*
+	 * This runs in the writer's session, under the writer's search_path.  The
+	 * statement names nothing unqualified (no operator, function or type is
+	 * looked up), and search_path is pinned as a SET clause would pin it, so
+	 * that nothing found through the writer's path can run here as the table
+	 * owner (PostgreSQL docs, "Writing SECURITY DEFINER Functions Safely").
+	 * The subtransaction's abort restores it on error.
+	 */
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
+							 true, 0, false);
 	SPI_connect();
-	if (SPI_execute_with_args("INSERT INTO plank.overflow (payload) VALUES ($1) RETURNING id",
+	if (SPI_execute_with_args("INSERT INTO plank.overflow (payload) VALUES ($1::pg_catalog.text) RETURNING id",
 							  1, argtypes, args, NULL, false, 1) != SPI_OK_INSERT_RETURNING ||
 		SPI_processed != 1)
 		elog(ERROR, "could not insert into plank.overflow");
 	ins->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 

@@ -28,6 +28,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
@@ -62,16 +63,16 @@ plank_events_init(void)
 void
 plank_events_cleanup_overflow(void)
 {
+	Oid			nspid = get_namespace_oid("plank", true);
+
+	/* catalog look-ups by name in schema plank, not a query: no search path */
+	if (!OidIsValid(nspid) || !OidIsValid(get_relname_relid("overflow", nspid)))
+		return;
 	SPI_connect();
-	if (SPI_execute("SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-					"ON n.oid = c.relnamespace WHERE n.nspname = 'plank' AND c.relname = 'overflow'",
-					true, 1) == SPI_OK_SELECT && SPI_processed > 0)
-	{
-		if (SPI_execute("DELETE FROM plank.overflow", false, 0) == SPI_OK_DELETE && SPI_processed > 0)
-			ereport(LOG,
-					(errmsg("plank removed " UINT64_FORMAT " oversized payloads of changes sent while no worker was listening",
-							(uint64) SPI_processed)));
-	}
+	if (SPI_execute("DELETE FROM plank.overflow", false, 0) == SPI_OK_DELETE && SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("plank removed " UINT64_FORMAT " oversized payloads of changes sent while no worker was listening",
+						(uint64) SPI_processed)));
 	SPI_finish();
 }
 
@@ -189,7 +190,8 @@ fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
-		if (SPI_execute_with_args("DELETE FROM plank.overflow WHERE id = ANY ($1) RETURNING id, payload",
+		if (SPI_execute_with_args("DELETE FROM plank.overflow WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
+								  "RETURNING id, payload",
 								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not read plank.overflow");
 		for (row = 0; row < SPI_processed; row++)

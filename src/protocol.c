@@ -455,9 +455,11 @@ table_is_tracked(Oid relid)
 
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT 1 FROM pg_catalog.pg_trigger "
-							  "WHERE tgrelid = $1 AND tgname IN ('plank_capture_insert', 'plank_capture_update', "
-							  "'plank_capture_delete', 'plank_capture_truncate') "
-							  "AND tgparentid = 0",
+							  "WHERE tgrelid OPERATOR(pg_catalog.=) $1 "
+							  "AND tgname OPERATOR(pg_catalog.=) ANY ('{plank_capture_insert,"
+							  "plank_capture_update,plank_capture_delete,plank_capture_truncate}'"
+							  "::pg_catalog.name[]) "
+							  "AND tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid",
 							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up the triggers of relation %u", relid);
 	tracked = SPI_processed > 0;
@@ -579,6 +581,9 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	names = stringToQualifiedNameList(name);
 	if (list_length(names) > 2)
 		return request_error("unknown_table", "table name \"%s\" has too many dotted names", name);
+	/* an unqualified name means public: never looked up in the search path */
+	if (list_length(names) == 1)
+		names = lcons(makeString(pstrdup("public")), names);
 	relid = RangeVarGetRelid(makeRangeVarFromNameList(names), NoLock, true);
 	if (!OidIsValid(relid))
 		return hidden_table(name, roleid, "it does not exist");

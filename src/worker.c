@@ -304,6 +304,18 @@ plank_worker_main(Datum main_arg)
 	plank_worker_port = plank_port + plank_worker_index;
 	BackgroundWorkerInitializeConnection(plank_worker_database, NULL, 0);
 
+	/*
+	 * Pin search_path for the session, so that no name in the SQL this worker
+	 * runs can resolve to an object a user created: "$user" and public are
+	 * left out, pg_temp comes last (PostgreSQL docs, "Writing SECURITY
+	 * DEFINER Functions Safely").  PGC_S_OVERRIDE makes it the session's
+	 * default too, so RESET and DISCARD come back to it.  It does not stop
+	 * SET or set_config() run in this session (PGC_S_SESSION outranks every
+	 * other source), which is why Plank's statements are also qualified
+	 * throughout, and why code of users must not run in this session.
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
 	snprintf(plank_epoch, sizeof(plank_epoch), INT64_FORMAT,
 			 (int64) (GetCurrentTimestamp() +
 					  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC));

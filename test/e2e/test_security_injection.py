@@ -38,7 +38,8 @@ def test_table_names(sentinel):
         (f"(SELECT * FROM public.{sentinel})", ("unknown_table",)),
         (f"public.{sentinel}", ("untracked_table",)),
         ("pg_catalog.pg_authid", ("untracked_table",)),
-        ("pg_authid", ("untracked_table",)),
+        # no schema means public (PROTOCOL.md): there is no public.pg_authid
+        ("pg_authid", ("unknown_table",)),
         ("information_schema.tables", ("untracked_table", "unknown_table")),
         ("plank.channel_grants", ("untracked_table",)),
         ("%s%s%s%n%n%n", ("unknown_table",)),
