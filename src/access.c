@@ -304,6 +304,7 @@ typedef struct RlsCheck
 	RlsEvent   *rev;
 	int			refcount;		/* entries, and the group while it is unsent or sent */
 	bool		done;
+	bool		alone;			/* its batch failed: it is checked by itself */
 	bool		new_visible;
 	bool		old_visible;
 	int			new_idx;		/* places of its images in the sent batch; -1: none */
@@ -809,19 +810,25 @@ send_batch(RlsGroup *g)
 	while (!dlist_is_empty(&g->unsent) && g->nsent < RLS_BATCH &&
 		   job->body.len < PLANK_CHECK_REQUEST_QUEUE / 2)
 	{
-		RlsCheck   *check = dlist_container(RlsCheck, node, dlist_pop_head_node(&g->unsent));
-		MemoryContext tmp = AllocSetContextCreate(CurrentMemoryContext, "plank images",
-												  ALLOCSET_SMALL_SIZES);
-		MemoryContext old = MemoryContextSwitchTo(tmp);
-
+		RlsCheck   *check = dlist_head_element(RlsCheck, node, &g->unsent);
+		MemoryContext tmp;
+		MemoryContext old;
 		bool		owned = check->rev->ev.jb != NULL;
 
+		/* a check whose batch failed goes alone, so that only its own row is hidden */
+		if (check->alone && g->nsent > 0)
+			break;
+		dlist_delete(&check->node);
+		tmp = AllocSetContextCreate(CurrentMemoryContext, "plank images", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(tmp);
 		add_images(&job->body, &nimages, check);
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(tmp);
 		if (!owned)
 			check->rev->ev.jb = NULL;	/* it was parsed in tmp */
 		g->sent[g->nsent++] = check;
+		if (check->alone)
+			break;
 	}
 	if (nimages == 0)
 	{
@@ -857,11 +864,24 @@ check_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 	g->job = NULL;
 	g->sent = NULL;
 	g->nsent = 0;
+	if (!ok && n > 1)
+	{
+		/* retry each on its own (in order, before the unsent ones) */
+		for (int i = n - 1; i >= 0; i--)
+		{
+			checks[i]->alone = true;
+			checks[i]->new_idx = checks[i]->old_idx = -1;
+			dlist_push_head(&g->unsent, &checks[i]->node);
+		}
+		pfree(checks);
+		send_batch(g);
+		return;
+	}
 	if (!ok)
 	{
 		ereport(LOG,
-				(errmsg("plank hides %d changes of relation %u from role \"%s\": their row-level security check failed: %.*s",
-						n, g->key.relid, g->ident.role, (int) len, data)));
+				(errmsg("plank hides a change of relation %u from role \"%s\": its row-level security check failed: %.*s",
+						g->key.relid, g->ident.role, (int) len, data)));
 	}
 	for (int i = 0; i < n; i++)
 	{

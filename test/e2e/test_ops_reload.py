@@ -13,7 +13,7 @@ from test_ops_common import apoll, connection_of
 
 POSTMASTER = ["plank.database", "plank.listen_addresses", "plank.port", "plank.static_dir",
               "plank.ssl", "plank.ssl_cert_file", "plank.ssl_key_file", "plank.workers",
-              "plank.shared_queue_size", "plank.permessage_deflate"]
+              "plank.shared_queue_size", "plank.permessage_deflate", "plank.check_workers"]
 SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client_lag",
           "plank.max_subscriptions",
           "plank.snapshot_limit", "plank.replay_buffer", "plank.ping_interval",
@@ -22,7 +22,9 @@ SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client
           "plank.anonymous_role", "plank.auth_timeout", "plank.allowed_origins",
           "plank.max_connections", "plank.max_unauthenticated", "plank.rate_limit",
           "plank.http_allowed_addresses",
-          "plank.log_connections", "plank.log_level"]
+          "plank.log_connections", "plank.log_level", "plank.jwt_secret_file",
+          "plank.jwt_jwks_file", "plank.authenticator", "plank.allow_privileged_roles",
+          "plank.check_timeout"]
 RELOADED = {"plank.max_message_size": "1kB", "plank.rate_limit": "3",
             "plank.max_subscriptions": "1", "plank.log_level": "warning"}
 

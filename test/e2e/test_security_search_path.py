@@ -20,8 +20,8 @@ plank.track()/untrack(), plank.publish(), plank.grant_channel(), the monitoring 
 and WebSocket subscriptions with filters, snapshots, channels and row-level security.
 The tests assert that no look-alike ever ran, that the attacker is still no superuser,
 and that a legitimate client received its changes. One more test has the row-level
-security policy function move the search path of the session that evaluates it; it is
-marked xfail (strict) while those checks run, unqualified, in the socket worker."""
+security policy function move the search path of the session that evaluates it (a
+check worker, whose every request is rolled back)."""
 
 import asyncio
 import contextlib
@@ -451,12 +451,6 @@ def test_clients_run_no_look_alike(attacker):
     assert sql("SELECT count(*) FROM plank.overflow")[0][0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the row-level security check (src/access.c, rls_visible: t.k = k.k) and the snapshot "
-    "(src/protocol.c, read_snapshot: -> and =) run unqualified operators in the socket "
-    "worker's session, after a policy function moved that session's search_path with "
-    "set_config(): no GUC source stops that. Passes once those statements are qualified "
-    "and run in separate sessions (issue 11, item 1)"))
 def test_a_policy_moving_the_search_path_runs_no_look_alike(attacker):
     """As test_clients_run_no_look_alike, but the row-level security policy function
     sets the evaluating session's search_path to the attacker's schemas, for the session
