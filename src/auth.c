@@ -981,7 +981,7 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		return refuse(detail, "invalid_token", "token has no role claim at plank.jwt_role_claim");
 	roleid = lookup_role(role);
 	if (!OidIsValid(roleid))
-		return refuse(detail, "unknown_role", "the role named by the token does not exist");
+		return refuse(detail, "unknown_role", "the role named by the token does not exist or is not granted to plank.authenticator");
 
 	id->roleid = roleid;
 	id->role = MemoryContextStrdup(cxt, role);
@@ -1009,8 +1009,8 @@ plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id)
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role \"%s\" named by plank.anonymous_role does not exist", plank_anonymous_role),
-				 errhint("Create the role or change plank.anonymous_role.")));
+				 errmsg("role \"%s\" named by plank.anonymous_role does not exist or may not be used by clients", plank_anonymous_role),
+				 errhint("Create the role and grant it to plank.authenticator, or change plank.anonymous_role.")));
 		return false;
 	}
 	id->roleid = roleid;

@@ -211,6 +211,8 @@ start_worker(CheckWorker *w)
 static void
 worker_gone(CheckWorker *w)
 {
+	bool		busy = w->job != NULL;
+
 	if (w->job)
 	{
 		PlankCheckJob *job = w->job;
@@ -220,7 +222,9 @@ worker_gone(CheckWorker *w)
 	}
 	if (w->handle)
 	{
-		TerminateBackgroundWorker(w->handle);
+		/* an idle check worker exits by itself when its queues are detached */
+		if (busy)
+			TerminateBackgroundWorker(w->handle);
 		pfree(w->handle);
 	}
 	if (w->seg)

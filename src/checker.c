@@ -58,6 +58,9 @@
 #include "utils/rel.h"
 #include "utils/resowner.h"
 #include "utils/ruleutils.h"
+#include "utils/syscache.h"
+#include "access/transam.h"
+#include "catalog/pg_attribute.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
 
@@ -131,6 +134,48 @@ policy_condition(Relation rel, Oid roleid)
 	if (permissive.len == 0)
 		return NULL;
 	return psprintf("(%s)%s", permissive.data, restrictive.data);
+}
+
+/*
+ * The columns of a table whose JSON rendering cannot be read back: those of
+ * a type (or a domain over one) that is not built in and has a cast to json
+ * or jsonb, which row_to_json uses (PostgreSQL docs "JSON Functions",
+ * to_json).  As a SQL text[] literal, or NULL when there are none; policies
+ * see NULL in them.
+ */
+static char *
+unreadable_columns(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData buf;
+	bool		any = false;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Oid			type = getBaseType(att->atttypid);
+
+		if (att->attisdropped || type < FirstNormalObjectId)
+			continue;
+		if (!SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONOID)) &&
+			!SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONBOID)))
+			continue;
+		if (any)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoChar(&buf, '"');
+		for (const char *c = NameStr(att->attname); *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				appendStringInfoChar(&buf, '\\');
+			appendStringInfoChar(&buf, *c);
+		}
+		appendStringInfoChar(&buf, '"');
+		any = true;
+	}
+	appendStringInfoChar(&buf, '}');
+	return any ? quote_literal_cstr(buf.data) : NULL;
 }
 
 /* Run a prepared plan as a cursor, appending rows to out (snapshot). */
@@ -219,15 +264,19 @@ run_request(const PlankCheckRequest *req, const char *claims, const char *body,
 	{
 		Relation	rel = relation_open(req->relid, AccessShareLock);
 		char	   *cond = policy_condition(rel, req->roleid);
+		char	   *unreadable = unreadable_columns(rel);
 		uint64		i;
 
 		if (cond == NULL)
 			cond = "false";
-		sql = psprintf("SELECT EXISTS (SELECT FROM pg_catalog.jsonb_populate_record(NULL::%s, plank_images.image) AS %s "
+		sql = psprintf("SELECT EXISTS (SELECT FROM pg_catalog.jsonb_populate_record(NULL::%s, plank_images.image%s%s%s) AS %s "
 					   "WHERE %s) FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS plank_images(image, n) "
 					   "ORDER BY plank_images.n",
 					   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 												  RelationGetRelationName(rel)),
+					   unreadable ? " OPERATOR(pg_catalog.-) " : "",
+					   unreadable ? unreadable : "",
+					   unreadable ? "::pg_catalog.text[]" : "",
 					   quote_identifier(RelationGetRelationName(rel)), cond);
 		relation_close(rel, NoLock);
 		plan = SPI_prepare(sql, 1, argtypes);

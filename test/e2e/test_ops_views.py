@@ -331,6 +331,7 @@ def test_disconnect_with_a_ban_refuses_the_same_identity_with_4004(db):
         assert await _refused_with({"role": role, "sub": f"bob-{t}", "exp": exp}) is None
 
     sql(f'CREATE ROLE "{role}" NOLOGIN')
+    sql(f'GRANT "{role}" TO plank_authenticator')
     try:
         run(body())
     finally:

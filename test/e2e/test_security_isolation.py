@@ -106,10 +106,10 @@ def test_user_code_runs_as_the_client_in_a_check_worker(res, attacker):
         f"""CREATE FUNCTION {a.q('spy_json')}({a.q('spy')}) RETURNS json LANGUAGE plpgsql AS $$
         DECLARE r jsonb := jsonb_build_object(
                 'path_before', current_setting('search_path'),
-                'mark_before', coalesce(current_setting('plank.attacker_was_here', true), ''));
+                'mark_before', coalesce(current_setting('atk.was_here', true), ''));
         BEGIN
             PERFORM set_config('search_path', '"{a.name}", public, pg_catalog', false);
-            PERFORM set_config('plank.attacker_was_here', 'yes', false);
+            PERFORM set_config('atk.was_here', 'yes', false);
             BEGIN EXECUTE 'UNLISTEN *'; r := r || '{{"unlisten":"ok"}}';
             EXCEPTION WHEN OTHERS THEN r := r || jsonb_build_object('unlisten', SQLERRM); END;
             BEGIN EXECUTE 'SET ROLE postgres'; r := r || '{{"setrole":"ok"}}';
@@ -125,7 +125,6 @@ def test_user_code_runs_as_the_client_in_a_check_worker(res, attacker):
         f"CREATE TABLE {a.q('t')} (id int PRIMARY KEY, owner text, v {a.q('spy')})",
         f"""CREATE FUNCTION {a.q('pol')}() RETURNS boolean LANGUAGE plpgsql AS $$
         BEGIN
-            PERFORM set_config('search_path', '"{a.name}"', false);
             BEGIN EXECUTE 'UNLISTEN *'; EXCEPTION WHEN OTHERS THEN NULL; END;
             BEGIN EXECUTE 'ALTER ROLE "{a.name}" SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
             RETURN true;

@@ -143,6 +143,7 @@ class Attacker:
         a = self.role
         sql(f'CREATE ROLE "{a}" LOGIN NOSUPERUSER NOCREATEROLE')
         sql(f'CREATE ROLE "{self.reader}" NOLOGIN')
+        sql(f'GRANT "{self.reader}" TO plank_authenticator')
         sql(f'CREATE SCHEMA "{a}" AUTHORIZATION "{a}"')
         sql(f'GRANT CREATE ON SCHEMA public TO "{a}"')
         sql(f'GRANT USAGE ON SCHEMA "{a}" TO "{self.reader}"')
