@@ -460,15 +460,11 @@ table_is_tracked(Oid relid)
 }
 
 /*
- * Resolve and check a table name inside the caller's transaction.  Returns
- * an error, or NULL with *schema and *relname allocated in request_cxt.
- */
-/*
  * The columns of a table that a role may SELECT, when it may not SELECT the
- * whole table; NIL when it may (allocated in request_cxt).
+ * whole table; NIL when it may (allocated in cxt).
  */
 static List *
-selectable_columns(Oid relid, Oid roleid)
+selectable_columns(Oid relid, Oid roleid, MemoryContext cxt)
 {
 	Relation	rel;
 	TupleDesc	tupdesc;
@@ -487,7 +483,7 @@ selectable_columns(Oid relid, Oid roleid)
 			pg_attribute_aclcheck(relid, att->attnum, roleid, ACL_SELECT) == ACLCHECK_OK)
 		{
 			/* the list outlives the transaction */
-			MemoryContext old = MemoryContextSwitchTo(request_cxt);
+			MemoryContext old = MemoryContextSwitchTo(cxt);
 
 			cols = lappend(cols, pstrdup(NameStr(att->attname)));
 			MemoryContextSwitchTo(old);
@@ -495,6 +491,29 @@ selectable_columns(Oid relid, Oid roleid)
 	}
 	relation_close(rel, AccessShareLock);
 	return cols;
+}
+
+/*
+ * plank_table_readable
+ *		What a role may read of an existing table, from the catalogs only
+ *		(no user code runs): PLANK_READ_NO_SCHEMA without USAGE on its schema,
+ *		PLANK_READ_NONE without SELECT on the table or any of its columns,
+ *		PLANK_READ_ALL with SELECT on the table, PLANK_READ_COLUMNS with SELECT
+ *		on some columns only, whose names *columns then lists (allocated in
+ *		cxt; NIL otherwise).  Inside a transaction; the caller has checked that
+ *		the table exists.  Follows PostgreSQL docs "Privileges" (5.7): a
+ *		column privilege grants SELECT of that column only.
+ */
+PlankReadable
+plank_table_readable(Oid relid, Oid roleid, MemoryContext cxt, List **columns)
+{
+	*columns = NIL;
+	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
+		return PLANK_READ_NO_SCHEMA;
+	if (pg_class_aclcheck(relid, roleid, ACL_SELECT) == ACLCHECK_OK)
+		return PLANK_READ_ALL;
+	*columns = selectable_columns(relid, roleid, cxt);
+	return *columns != NIL ? PLANK_READ_COLUMNS : PLANK_READ_NONE;
 }
 
 static bool
@@ -508,6 +527,10 @@ column_in(List *cols, const char *name)
 	return false;
 }
 
+/*
+ * Resolve and check a table name inside the caller's transaction.  Returns
+ * an error, or NULL with *schema and *relname allocated in request_cxt.
+ */
 static RequestError *
 resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 			  char **schema, char **relname, Oid *relidp, List **columns)
@@ -517,6 +540,7 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	char		relkind;
 	int			i;
 	List	   *cols;
+	PlankReadable readable;
 
 	names = stringToQualifiedNameList(name);
 	if (list_length(names) > 2)
@@ -541,12 +565,12 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	}
 
 	/* the client's role must be able to SELECT the table, or some columns */
-	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
+	readable = plank_table_readable(relid, roleid, request_cxt, &cols);
+	if (readable == PLANK_READ_NO_SCHEMA)
 		return request_error("permission_denied", "permission denied for the schema of table \"%s\"", name);
-	cols = selectable_columns(relid, roleid);
-	if (cols != NIL || pg_class_aclcheck(relid, roleid, ACL_SELECT) != ACLCHECK_OK)
+	if (readable != PLANK_READ_ALL)
 	{
-		if (cols == NIL)
+		if (readable == PLANK_READ_NONE)
 			return request_error("permission_denied", "permission denied for table \"%s\"", name);
 		for (i = 0; i < nfilters; i++)
 			if (!column_in(cols, filters[i].column))

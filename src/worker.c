@@ -232,8 +232,15 @@ drain_notifications(void)
 		pending_lost = 0;
 	}
 
+	/*
+	 * Reading them started a transaction, which read the catalog changes
+	 * committed before them: apply those first (recheck.c).
+	 */
 	if (pending_head != NULL)
+	{
+		plank_recheck_run();
 		plank_events_process(pending_head);
+	}
 
 	pending_head = pending_tail = NULL;
 	MemoryContextReset(notify_cxt);
@@ -315,6 +322,7 @@ plank_worker_main(Datum main_arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	PqCommMethods = &capture_methods;
 	plank_subs_init();
+	plank_recheck_init();
 	plank_events_init();
 	plank_auth_load_keys();
 	if (plank_worker_number == 0)
@@ -361,6 +369,8 @@ plank_worker_main(Datum main_arg)
 
 		if (notifyInterruptPending)
 			drain_notifications();
+		/* privilege changes on live subscriptions, and their timer */
+		plank_recheck_service();
 		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
 		plank_queue_serve_listens();
 		{
