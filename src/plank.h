@@ -352,6 +352,7 @@ extern bool plank_subs_any_table(void);
 /* recheck.c */
 extern void plank_recheck_init(void);
 extern void plank_recheck_run(void);
+extern void plank_recheck_accept(void);
 extern void plank_recheck_service(void);
 extern Jsonb *plank_event_payload(PlankEvent *ev);
 

@@ -488,6 +488,28 @@ plank_recheck_run(void)
 }
 
 /*
+ * plank_recheck_accept
+ *		Read the invalidation messages waiting for the worker (a transaction
+ *		start does it) and apply what they concern, when there is a table
+ *		subscription to apply it to; costs nothing otherwise.  Outside any
+ *		transaction, between dispatches: the other workers of plank.workers
+ *		call it before each batch of events from worker 0's queue.
+ */
+void
+plank_recheck_accept(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+
+	if (!plank_subs_any_table())
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	plank_recheck_run();
+}
+
+/*
  * The timer.  libwebsockets 4.1 runs due timers at the start of
  * lws_service(), before it polls: the self-pipe byte makes that poll return
  * at once, so that the main loop handles the tick now, not at the next
@@ -513,6 +535,8 @@ plank_recheck_service(void)
 {
 	if (tick_due)
 	{
+		MemoryContext cxt = CurrentMemoryContext;
+
 		tick_due = false;
 		if (retry_at_tick)
 		{
@@ -522,6 +546,7 @@ plank_recheck_service(void)
 		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		CommitTransactionCommand();
+		MemoryContextSwitchTo(cxt);
 	}
 	if (!retry_at_tick)
 		plank_recheck_run();

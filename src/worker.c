@@ -247,6 +247,26 @@ drain_notifications(void)
 }
 
 /*
+ * plank.workers > 1, the other workers: events from worker 0's queue.  Before
+ * the first event of a batch, read the catalog changes committed before it
+ * (worker 0 had read them before it read the batch) and apply them to the
+ * subscriptions, as worker 0 does in drain_notifications().
+ */
+static bool queue_batch_started = false;
+
+static void
+deliver_queued(uint64 seq, bool is_change, bool tx_last, int32 pid,
+			   const char *channel, char *payload, int len)
+{
+	if (!queue_batch_started)
+	{
+		queue_batch_started = true;
+		plank_recheck_accept();
+	}
+	plank_events_deliver(seq, is_change, tx_last, pid, channel, payload, len);
+}
+
+/*
  * LISTEN on the change channel, and drop the oversized payloads that no
  * worker will ever read (their notifications were sent while none listened).
  */
@@ -374,7 +394,10 @@ plank_worker_main(Datum main_arg)
 		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
 		plank_queue_serve_listens();
 		{
-			int			n = plank_queue_consume(plank_events_deliver);
+			int			n;
+
+			queue_batch_started = false;
+			n = plank_queue_consume(deliver_queued);
 
 			if (n > 0)
 				plank_events_delivered(n);
