@@ -675,6 +675,9 @@ def test_disable_and_force_row_level_security_apply_to_live_subscriptions(res):
 
 
 def test_created_and_dropped_policies_narrow_live_subscriptions(res):
+    """Policies are evaluated per change, so a new or dropped policy applies to the next
+    change without any recheck; this guards that it stays so (with policies cached per
+    role and claims, the cache must follow the catalog)."""
     r = res.role()
     t = rls_table(res, r, policy="true")
 
