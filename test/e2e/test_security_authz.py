@@ -762,6 +762,32 @@ def test_revoked_schema_usage_ends_the_subscription(res):
         sql(f"DROP SCHEMA {schema} CASCADE")
 
 
+def test_recheck_does_not_wait_for_a_locked_table(res):
+    """A table held in ACCESS EXCLUSIVE mode by another session: the worker does not wait
+    for the lock to recheck it (clients are answered meanwhile) and ends the subscription
+    once the lock is released."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, body text")
+    sql(f'GRANT SELECT ON public.{t} TO "{r}"')
+
+    async def body():
+        async with authed(token(r)) as c:
+            await c.subscribe("s", table=f"public.{t}")
+            locker = connect(autocommit=False)
+            try:
+                locker.cursor().execute(f"LOCK TABLE public.{t} IN ACCESS EXCLUSIVE MODE")
+                sql(f'REVOKE SELECT ON public.{t} FROM "{r}"')
+                await asyncio.sleep(1.0)
+                await c.sync()
+                assert not [m for m in c.inbox if m["type"] == "error"], c.inbox
+            finally:
+                locker.rollback()
+                locker.close()
+            err = await sub_error(c, "s", timeout=1.5)
+            assert err["code"] == "permission_denied", err
+    run(body())
+
+
 def test_dropped_table_ends_the_subscription(res):
     r = res.role()
     t = res.table("id int PRIMARY KEY, body text")
