@@ -38,6 +38,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -156,6 +157,11 @@ typedef struct Access
 	char	   *colkey;			/* the columns as one string, as subscribe makes it */
 	bool		rls;
 	List	   *keycols;
+	/* what the pass did to the pair's subscriptions, logged once per pair */
+	int			nended;
+	const char *why_ended;
+	int			ncolumns_changed;
+	int			nrls_changed;
 } Access;
 
 /*
@@ -171,6 +177,8 @@ compute_access(Access *a)
 	Oid			roleid = a->key.roleid;
 	MemoryContext old;
 
+	a->nended = a->ncolumns_changed = a->nrls_changed = 0;
+	a->why_ended = NULL;
 	a->columns = NIL;
 	a->colkey = NULL;
 	a->rls = false;
@@ -228,14 +236,13 @@ compute_access(Access *a)
  * messages go with it (they point at it).
  */
 static void
-end_sub(PlankSub *sub, const char *code, const char *message)
+end_sub(PlankSub *sub, Access *a, const char *code, const char *message)
 {
 	PlankConn  *conn = sub->conn;
 	StringInfoData buf;
 
-	ereport(plank_log_level,
-			(errmsg("plank ended subscription \"%s\" of connection %llu (role \"%s\"): %s",
-					sub->id, (unsigned long long) conn->id, conn->ident.role, message)));
+	a->nended++;
+	a->why_ended = message;
 	plank_conn_drop_sub_messages(conn, sub);
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "\"type\":\"error\",\"sub\":");
@@ -303,14 +310,14 @@ apply_access(PlankSub *sub, Access *a)
 		case VERDICT_RETRY:
 			return false;
 		case VERDICT_TABLE_GONE:
-			end_sub(sub, "unknown_table", "the table of the subscription was dropped");
+			end_sub(sub, a, "unknown_table", "the table of the subscription was dropped");
 			return true;
 		case VERDICT_DENIED_SCHEMA:
-			end_sub(sub, "permission_denied",
+			end_sub(sub, a, "permission_denied",
 					psprintf("permission denied for the schema of table %s", a->table));
 			return true;
 		case VERDICT_DENIED:
-			end_sub(sub, "permission_denied",
+			end_sub(sub, a, "permission_denied",
 					psprintf("permission denied for table %s", a->table));
 			return true;
 		case VERDICT_READABLE:
@@ -322,7 +329,7 @@ apply_access(PlankSub *sub, Access *a)
 		for (i = 0; i < sub->nfilters; i++)
 			if (!name_in(a->columns, sub->filters[i].column))
 			{
-				end_sub(sub, "permission_denied",
+				end_sub(sub, a, "permission_denied",
 						psprintf("permission denied for column \"%s\" of table %s",
 								 sub->filters[i].column, a->table));
 				return true;
@@ -331,10 +338,7 @@ apply_access(PlankSub *sub, Access *a)
 	if ((a->colkey == NULL) != (sub->colkey == NULL) ||
 		(a->colkey && strcmp(a->colkey, sub->colkey) != 0))
 	{
-		ereport(plank_log_level,
-				(errmsg("plank subscription \"%s\" of connection %llu (role \"%s\") now receives %s of table %s",
-						sub->id, (unsigned long long) conn->id, conn->ident.role,
-						a->colkey ? psprintf("columns %s", a->colkey) : "every column", a->table)));
+		a->ncolumns_changed++;
 		free_names(sub->columns, sub->ncolumns);
 		if (sub->colkey)
 			pfree(sub->colkey);
@@ -344,16 +348,63 @@ apply_access(PlankSub *sub, Access *a)
 
 	if (a->rls != sub->rls)
 	{
-		ereport(plank_log_level,
-				(errmsg("plank subscription \"%s\" of connection %llu (role \"%s\"): row-level security of table %s %s",
-						sub->id, (unsigned long long) conn->id, conn->ident.role, a->table,
-						a->rls ? "now applies" : "no longer applies")));
+		a->nrls_changed++;
 		sub->rls = a->rls;
 	}
 	/* the identity columns may change while RLS applies (a new primary key) */
 	free_names(sub->keycols, sub->nkeycols);
 	sub->keycols = copy_names(conn->mcxt, a->keycols, &sub->nkeycols);
 	return true;
+}
+
+/* A list of column names for a log line: quoted, separated by commas. */
+static char *
+names_text(List *names)
+{
+	StringInfoData buf;
+	ListCell   *lc;
+
+	initStringInfo(&buf);
+	foreach(lc, names)
+		appendStringInfo(&buf, "%s%s", lc == list_head(names) ? "" : ", ",
+						 quote_identifier((const char *) lfirst(lc)));
+	return buf.data;
+}
+
+/* Log what a pass changed, one line per (table, role) pair and kind of change. */
+static void
+log_changes(HTAB *seen)
+{
+	HASH_SEQ_STATUS status;
+	Access	   *a;
+
+	hash_seq_init(&status, seen);
+	while ((a = hash_seq_search(&status)) != NULL)
+	{
+		const char *role = GetUserNameFromId(a->key.roleid, true);
+
+		if (role == NULL)
+			role = "?";
+		if (a->nended > 0)
+			ereport(plank_log_level,
+					(errmsg_plural("plank ended %d subscription of role \"%s\": %s",
+								   "plank ended %d subscriptions of role \"%s\": %s",
+								   a->nended, a->nended, role, a->why_ended)));
+		if (a->ncolumns_changed > 0)
+			ereport(plank_log_level,
+					(errmsg_plural("plank: %d subscription of role \"%s\" now receives %s of table %s",
+								   "plank: %d subscriptions of role \"%s\" now receive %s of table %s",
+								   a->ncolumns_changed, a->ncolumns_changed, role,
+								   a->columns ? psprintf("only the columns %s", names_text(a->columns)) : "every column",
+								   a->table)));
+		if (a->nrls_changed > 0)
+			ereport(plank_log_level,
+					(errmsg_plural("plank: row-level security of table %s %s to %d subscription of role \"%s\"",
+								   "plank: row-level security of table %s %s to %d subscriptions of role \"%s\"",
+								   a->nrls_changed, a->table,
+								   a->rls ? "now applies" : "no longer applies",
+								   a->nrls_changed, role)));
+	}
 }
 
 /* A connection whose role was dropped: tell it and close it. */
@@ -418,6 +469,7 @@ recheck(bool roles, List *subs)
 		if (!apply_access(sub, a))
 			note_rel(sub->relid);
 	}
+	log_changes(seen);
 }
 
 /*
