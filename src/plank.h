@@ -348,12 +348,12 @@ extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
+extern Jsonb *plank_event_payload(PlankEvent *ev);
 
 /* recheck.c */
 extern void plank_recheck_init(void);
 extern void plank_recheck_run(void);
 extern void plank_recheck_accept(void);
 extern void plank_recheck_service(void);
-extern Jsonb *plank_event_payload(PlankEvent *ev);
 
 #endif							/* PLANK_H */

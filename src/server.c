@@ -807,10 +807,12 @@ plank_server_disconnect(uint64 id)
 
 /*
  * plank_server_schedule
- *		Run cb once, us microseconds from now, from inside the loop's
- *		lws_service() (which then returns to the main loop).  The callback runs
- *		inside libwebsockets: it must not raise errors.  Scheduling a pending
- *		sul again moves it.
+ *		Run cb once, us microseconds from now, from inside lws_service().
+ *		libwebsockets 4.1 runs due timers when lws_service() starts, before it
+ *		polls: a callback that needs the main loop to act at once must also
+ *		wake it (plank_wakeup_handler()).  The callback runs inside
+ *		libwebsockets: it must not raise errors.  Scheduling a pending sul
+ *		again moves it.
  */
 void
 plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)

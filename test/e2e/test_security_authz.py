@@ -735,6 +735,28 @@ def test_dropped_role_closes_its_connections(res):
     run(body())
 
 
+def test_revoked_membership_ends_the_subscription(res):
+    """The role read the table through a group: REVOKE of the membership ends it."""
+    group = res.role("sec_group")
+    member = res.role("sec_member")
+    sql(f'GRANT "{group}" TO "{member}"')
+    t = res.table("id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text")
+    sql(f'GRANT SELECT ON public.{t} TO "{group}"')
+
+    async def body():
+        async with authed(token(member)) as c, authed(token(group)) as g:
+            await c.subscribe("s", table=f"public.{t}")
+            await g.subscribe("w", table=f"public.{t}")
+            sql(f'REVOKE "{group}" FROM "{member}"')
+            sql(f"INSERT INTO public.{t} (body) VALUES ('after-revoke')")
+            err = await sub_error(c, "s")
+            assert err["code"] == "permission_denied", err
+            await until_row(g, "w", new_body("after-revoke"), "the group's row")
+            await c.sync()
+            assert not c.kept_pushes("s"), c.kept_pushes("s")
+    run(body())
+
+
 def test_revoked_schema_usage_ends_the_subscription(res):
     r = res.role()
     other = res.role("sec_other")
