@@ -26,8 +26,18 @@
  * main loop calls plank_recheck_run(), which recomputes for each affected
  * subscription what subscribe computed, from the catalogs only (no user code
  * runs), once per (table, role) pair.  Worker 0 rechecks right after reading
- * a batch of notifications and before dispatching it, so a change committed
- * after the privilege change is never sent under the old privileges.
+ * a batch of notifications and before dispatching it, and the other workers
+ * of plank.workers before each batch they take from worker 0's queue, so a
+ * change written after the privilege change is never sent under the old
+ * privileges.  The table is locked without waiting; when someone else holds
+ * it in ACCESS EXCLUSIVE mode, its subscriptions are rechecked at the next
+ * tick (no writer can commit a change of it meanwhile either).
+ *
+ * What the client sees (docs/PROTOCOL.md, docs/SECURITY.md "Privilege changes
+ * on live subscriptions"): a subscription whose role lost SELECT ends with
+ * {"type":"error","sub":<id>,"code":"permission_denied",...}; column and
+ * row-level security changes apply to later changes; a connection whose role
+ * was dropped gets an unknown_role error and close code 4004.
  *
  * Sources followed: PostgreSQL src/include/utils/inval.h and
  * src/backend/utils/cache/inval.c (what sends which invalidation, and the
@@ -529,7 +539,8 @@ plank_recheck_run(void)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(WARNING,
-				(errmsg("plank could not recheck the privileges of live subscriptions: %s",
+				(errcode(edata->sqlerrcode),
+				 errmsg("plank could not recheck the privileges of live subscriptions: %s",
 						edata->message),
 				 errdetail("The check is tried again in %d ms.", RECHECK_INTERVAL_MS)));
 		retry_at_tick = true;
