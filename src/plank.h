@@ -252,8 +252,20 @@ extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
 extern void plank_conn_close(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_close_after_send(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
+extern void plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
+typedef void (*plank_conn_walker) (PlankConn *conn, void *arg);
+extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 
 /* protocol.c */
+typedef enum PlankReadable
+{
+	PLANK_READ_NO_SCHEMA,		/* no USAGE on the table's schema */
+	PLANK_READ_NONE,			/* no SELECT on the table or any column */
+	PLANK_READ_COLUMNS,			/* SELECT on some columns only */
+	PLANK_READ_ALL				/* SELECT on the table */
+} PlankReadable;
+extern PlankReadable plank_table_readable(Oid relid, Oid roleid, MemoryContext cxt,
+										  List **columns);
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
 extern void plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code,
@@ -390,6 +402,14 @@ extern void plank_subs_resync(PlankSub *sub, const char *reason);
 
 /* protocol.c */
 extern void plank_protocol_snapshot_cancel(PlankSub *sub);
+extern List *plank_subs_tables(Oid relid);
+extern bool plank_subs_any_table(void);
 extern Jsonb *plank_event_payload(PlankEvent *ev);
+
+/* recheck.c */
+extern void plank_recheck_init(void);
+extern void plank_recheck_run(void);
+extern void plank_recheck_accept(void);
+extern void plank_recheck_service(void);
 
 #endif							/* PLANK_H */

@@ -469,10 +469,10 @@ table_is_tracked(Oid relid)
 
 /*
  * The columns of a table that a role may SELECT, when it may not SELECT the
- * whole table; NIL when it may (allocated in request_cxt).
+ * whole table; NIL when it may (allocated in cxt).
  */
 static List *
-selectable_columns(Oid relid, Oid roleid)
+selectable_columns(Oid relid, Oid roleid, MemoryContext cxt)
 {
 	List	   *cols = NIL;
 	int			natts;
@@ -501,7 +501,7 @@ selectable_columns(Oid relid, Oid roleid)
 			pg_attribute_aclcheck(relid, att->attnum, roleid, ACL_SELECT) == ACLCHECK_OK)
 		{
 			/* the list outlives the transaction */
-			MemoryContext old = MemoryContextSwitchTo(request_cxt);
+			MemoryContext old = MemoryContextSwitchTo(cxt);
 
 			cols = lappend(cols, pstrdup(NameStr(att->attname)));
 			MemoryContextSwitchTo(old);
@@ -509,6 +509,29 @@ selectable_columns(Oid relid, Oid roleid)
 		ReleaseSysCache(tup);
 	}
 	return cols;
+}
+
+/*
+ * plank_table_readable
+ *		What a role may read of an existing table, from the catalogs only
+ *		(no user code runs): PLANK_READ_NO_SCHEMA without USAGE on its schema,
+ *		PLANK_READ_NONE without SELECT on the table or any of its columns,
+ *		PLANK_READ_ALL with SELECT on the table, PLANK_READ_COLUMNS with SELECT
+ *		on some columns only, whose names *columns then lists (allocated in
+ *		cxt; NIL otherwise).  Inside a transaction; the caller has checked that
+ *		the table exists.  Follows PostgreSQL docs "Privileges" (5.7): a
+ *		column privilege grants SELECT of that column only.
+ */
+PlankReadable
+plank_table_readable(Oid relid, Oid roleid, MemoryContext cxt, List **columns)
+{
+	*columns = NIL;
+	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
+		return PLANK_READ_NO_SCHEMA;
+	if (pg_class_aclcheck(relid, roleid, ACL_SELECT) == ACLCHECK_OK)
+		return PLANK_READ_ALL;
+	*columns = selectable_columns(relid, roleid, cxt);
+	return *columns != NIL ? PLANK_READ_COLUMNS : PLANK_READ_NONE;
 }
 
 static bool
@@ -597,7 +620,7 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	/* the client's role must be able to SELECT the table, or some columns */
 	if (pg_namespace_aclcheck(get_rel_namespace(relid), roleid, ACL_USAGE) != ACLCHECK_OK)
 		return hidden_table(name, roleid, "the role has no USAGE privilege on its schema");
-	cols = selectable_columns(relid, roleid);
+	cols = selectable_columns(relid, roleid, request_cxt);
 	if (cols == NIL && pg_class_aclcheck(relid, roleid, ACL_SELECT) != ACLCHECK_OK)
 		return hidden_table(name, roleid, "the role may not SELECT it or any of its columns");
 

@@ -905,6 +905,36 @@ plank_server_disconnect(uint64 id)
 	}
 }
 
+/*
+ * plank_server_schedule
+ *		Run cb once, us microseconds from now, from inside lws_service().
+ *		libwebsockets 4.1 runs due timers when lws_service() starts, before it
+ *		polls: a callback that needs the main loop to act at once must also
+ *		wake it (plank_wakeup_handler()).  The callback runs inside
+ *		libwebsockets: it must not raise errors.  Scheduling a pending sul
+ *		again moves it.
+ */
+void
+plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
+{
+	lws_sul_schedule(lws_ctx, 0, sul, cb, us);
+}
+
+/*
+ * plank_server_conns_walk
+ *		Call fn for every open WebSocket connection.  fn may close the
+ *		connection it is given (it stays in the list until libwebsockets
+ *		reports it closed).
+ */
+void
+plank_server_conns_walk(plank_conn_walker fn, void *arg)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &all_conns)
+		fn(dlist_container(PlankConn, node, iter.cur), arg);
+}
+
 static int
 plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
 					   void *user, void *in, size_t len)

@@ -662,3 +662,40 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 	plank_ring_walk(after_seq, replay_one, &rs);
 	plank_access_batch_done();
 }
+
+/*
+ * plank_subs_tables
+ *		The table subscriptions on the table relid (InvalidOid: on every
+ *		table), as a List allocated in the current memory context; NIL when
+ *		there are none.  The list is a copy: the caller may remove the
+ *		subscriptions it holds while it walks it.
+ */
+List *
+plank_subs_tables(Oid relid)
+{
+	HASH_SEQ_STATUS status;
+	TableEntry *entry;
+	List	   *out = NIL;
+
+	hash_seq_init(&status, table_index);
+	while ((entry = hash_seq_search(&status)) != NULL)
+	{
+		dlist_iter	iter;
+
+		dlist_foreach(iter, &entry->subs)
+		{
+			PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
+
+			if (!OidIsValid(relid) || sub->relid == relid)
+				out = lappend(out, sub);
+		}
+	}
+	return out;
+}
+
+/* plank_subs_any_table: is there at least one table subscription? */
+bool
+plank_subs_any_table(void)
+{
+	return hash_get_num_entries(table_index) > 0;
+}

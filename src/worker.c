@@ -232,11 +232,38 @@ drain_notifications(void)
 		pending_lost = 0;
 	}
 
+	/*
+	 * Reading them started a transaction, which read the catalog changes
+	 * committed before them: apply those first (recheck.c).
+	 */
 	if (pending_head != NULL)
+	{
+		plank_recheck_run();
 		plank_events_process(pending_head);
+	}
 
 	pending_head = pending_tail = NULL;
 	MemoryContextReset(notify_cxt);
+}
+
+/*
+ * plank.workers > 1, the other workers: events from worker 0's queue.  Before
+ * the first event of a batch, read the catalog changes committed before it
+ * (worker 0 had read them before it read the batch) and apply them to the
+ * subscriptions, as worker 0 does in drain_notifications().
+ */
+static bool queue_batch_started = false;
+
+static void
+deliver_queued(uint64 seq, bool is_change, bool tx_last, int32 pid,
+			   const char *channel, char *payload, int len)
+{
+	if (!queue_batch_started)
+	{
+		queue_batch_started = true;
+		plank_recheck_accept();
+	}
+	plank_events_deliver(seq, is_change, tx_last, pid, channel, payload, len);
 }
 
 /*
@@ -327,6 +354,7 @@ plank_worker_main(Datum main_arg)
 									   ALLOCSET_DEFAULT_SIZES);
 	PqCommMethods = &capture_methods;
 	plank_subs_init();
+	plank_recheck_init();
 	plank_events_init();
 	plank_auth_load_keys();
 	if (plank_worker_number == 0)
@@ -373,10 +401,15 @@ plank_worker_main(Datum main_arg)
 
 		if (notifyInterruptPending)
 			drain_notifications();
+		/* privilege changes on live subscriptions, and their timer */
+		plank_recheck_service();
 		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
 		plank_queue_serve_listens();
 		{
-			int			n = plank_queue_consume(plank_events_deliver);
+			int			n;
+
+			queue_batch_started = false;
+			n = plank_queue_consume(deliver_queued);
 
 			if (n > 0)
 				plank_events_delivered(n);
