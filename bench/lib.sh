@@ -157,13 +157,19 @@ BEGIN
 END $$;
 CREATE TRIGGER bench_notify_row AFTER INSERT ON bench_notify
     FOR EACH ROW EXECUTE FUNCTION bench_notify_row();
+-- tracked, with row-level security for every reader (a policy that passes every row,
+-- so that each client expects each row): the cost of the checks per change
+CREATE TABLE bench_rls (id bigserial PRIMARY KEY, ts_us bigint, payload text);
+SELECT plank.track('public.bench_rls');
+ALTER TABLE bench_rls ENABLE ROW LEVEL SECURITY;
+CREATE POLICY bench_all ON bench_rls FOR SELECT USING (id > 0);
 EOF
     # Settings of newer builds (a build without them would warn about unknown plank.*
     # names): the bench clients connect without a token, as role plank_bench_reader,
     # and the 10,000-client scenario must not hit plank.max_connections.
     if bench_has_setting plank.anonymous_role; then
         bench_psql -c "CREATE ROLE plank_bench_reader" \
-            -c "GRANT SELECT ON bench_events, bench_plain, bench_notify TO plank_bench_reader" \
+            -c "GRANT SELECT ON bench_events, bench_plain, bench_notify, bench_rls TO plank_bench_reader" \
             -c "CREATE ROLE plank_authenticator LOGIN NOINHERIT" \
             -c "GRANT plank_bench_reader TO plank_authenticator" \
             -c "ALTER SYSTEM SET plank.anonymous_role = 'plank_bench_reader'" || return 1
@@ -242,6 +248,12 @@ bench_cluster_down() {
 
 bench_worker_pids() {
     BENCH_DB=postgres bench_psql -c "SELECT string_agg(pid::text, ' ' ORDER BY backend_start, pid) FROM pg_stat_activity WHERE backend_type = 'plank' AND datname = '$BENCH_DB'" 2>/dev/null
+}
+
+# bench_check_pids: the PIDs of the check workers of the bench database (none before the
+# first snapshot or row-level security check)
+bench_check_pids() {
+    BENCH_DB=postgres bench_psql -c "SELECT string_agg(pid::text, ' ' ORDER BY pid) FROM pg_stat_activity WHERE backend_type = 'plank check' AND datname = '$BENCH_DB'" 2>/dev/null
 }
 
 bench_worker_pid() {

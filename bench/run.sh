@@ -21,6 +21,9 @@
 #   writer      pgbench single-row INSERT TPS: untracked, tracked, plpgsql NOTIFY floor
 #   bulk        INSERT ... SELECT of 100,000 rows and UPDATE of 100,000 rows
 #   stall       100 clients receive 100,000 events, with and without a stalled client
+#   rls         $RLS_CLIENTS clients under row-level security (one group: same role and
+#               claims), writer flat out: deliveries/s and CPU per change of the worker
+#               plus its check workers
 #   profile     perf record of the worker under fan-out (when perf works here)
 #
 # Raw outputs (key=value files, perf report) go to $BENCH_OUT (default a new
@@ -47,6 +50,8 @@ LAT_TS=${LAT_TS:-client}            # where ts_us comes from: client (writer) or
 FAN_CLIENTS=${FAN_CLIENTS:-1000}
 FAN_ROWS=${FAN_ROWS:-1000}
 FAN_FLOOR_CONNS=${FAN_FLOOR_CONNS:-100}
+RLS_CLIENTS=${RLS_CLIENTS:-100}
+RLS_ROWS=${RLS_ROWS:-5000}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_CHANGES=${IDLE_CHANGES:-5}
 IDLE_WORKERS=${IDLE_WORKERS:-2}       # the idle scenario again with this plank.workers (0: skip)
@@ -70,7 +75,7 @@ STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCH
 STALL_PER_TXN=${STALL_PER_TXN:-10}
 PROFILE=${PROFILE:-1}
 PROFILE_ROWS=${PROFILE_ROWS:-500}
-SCENARIOS=${SCENARIOS:-latency fanout idle conn100k writer bulk stall profile}
+SCENARIOS=${SCENARIOS:-latency fanout idle conn100k writer bulk stall rls profile}
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
 mkdir -p "$OUT"
@@ -522,6 +527,43 @@ if want bulk; then
     done
     row "Worker memory after the bulk statements" \
         "VmRSS $(awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB, peak VmHWM $(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "$OUT/bulk.rss") MB (before: $(awk -v k="${rss_before:-0}" 'BEGIN { printf "%.0f", k / 1024 }') MB)" \
+        "-" "-" "-"
+fi
+
+# ------------------------------------------------------------------------------------
+if want rls; then
+    ensure_workers "$BENCH_WORKERS"
+    scenario rls "$RLS_CLIENTS clients under row-level security, writer flat out, $RLS_ROWS rows"
+    WP=$(worker_pids)
+    bench_reset_table bench_rls
+    if loadgen rls --table public.bench_rls --clients "$RLS_CLIENTS" --rows "$RLS_ROWS" --parse scan \
+            --duration 300 --idle 10; then
+        CP0=$(bench_check_pids)
+        w0=$(cpu_s $WP); k0=$( [ -n "$CP0" ] && cpu_s $CP0 || echo 0)
+        t0=$(date +%s.%N)
+        writer --table bench_rls --rows "$RLS_ROWS" >"$OUT/rls.writer" 2>&1 || true
+        wait_pid "$BG_PID" 320
+        t1=$(date +%s.%N)
+        w1=$(cpu_s $WP)
+        CP1=$(bench_check_pids)
+        # check workers started during the run count from 0
+        k1=$( [ -n "$CP1" ] && cpu_s $CP1 || echo 0)
+        [ "$CP0" = "$CP1" ] || k0=0
+        {
+            echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")"
+            echo "check_cpu_s=$(calc %.2f "$k1 - $k0")"
+            echo "wall_s=$(calc %.2f "$t1 - $t0")"
+        } >>"$OUT/rls.out"
+    fi
+    grep summary "$OUT/rls.out" >&2 || true
+    d=$(kv "$OUT/rls.out" deliveries); dexp=$(kv "$OUT/rls.out" deliveries_expected)
+    dps=$(kv "$OUT/rls.out" deliveries_per_s); loss=$(kv "$OUT/rls.out" loss)
+    wcpu=$(kv "$OUT/rls.out" worker_cpu_s); kcpu=$(kv "$OUT/rls.out" check_cpu_s)
+    if [ "$d" = "$dexp" ] && [ "$loss" = 0 ]; then allgot=met; else allgot="not met"; fi
+    row "RLS $RLS_CLIENTS clients, writer flat out ($RLS_ROWS rows): deliveries/s" \
+        "$dps/s, $d of $dexp delivered, loss $loss" "-" "every event to every client" "$allgot"
+    row "RLS: CPU per change (worker + check workers)" \
+        "$(awk -v w="$wcpu" -v k="$kcpu" -v n="$RLS_ROWS" 'BEGIN { if (n > 0) printf "%.1f us + %.1f us", w * 1e6 / n, k * 1e6 / n; else print "NA" }')" \
         "-" "-" "-"
 fi
 

@@ -79,7 +79,13 @@ plank_access_key_columns(Oid relid)
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
 	List	   *cols = NIL;
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		pushed = false;
 
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
 	SPI_connect();
 	if (SPI_execute_with_args("SELECT i.indkey FROM pg_catalog.pg_index i "
 							  "JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indrelid "
@@ -108,6 +114,8 @@ plank_access_key_columns(Oid relid)
 		}
 	}
 	SPI_finish();
+	if (pushed)
+		PopActiveSnapshot();
 	return cols;
 }
 

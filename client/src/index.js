@@ -11,8 +11,8 @@
 // - authenticates with a JWT (`token`, or `getToken` called on every connect) after the
 //   welcome and before subscribing, refreshes the token on the open connection before it
 //   expires, and does not hammer a server that refuses its token (close 4001);
-// - stops for good when an administrator disconnects it (close 4003) or a ban refuses it
-//   (close 4004).
+// - stops for good when an administrator disconnects it (close 4003), a ban refuses it
+//   (close 4004) or its role was dropped (close 4005).
 //
 // No dependencies. Browsers and Node >= 22 have a global WebSocket; on Node 20 pass one
 // (for example the `ws` package's) as the `WebSocket` option.
@@ -35,9 +35,10 @@ const OPEN = 1; // WebSocket.OPEN, the same in every implementation
 
 /**
  * Close codes after which the client does not reconnect (docs/PROTOCOL.md): 4003, closed
- * by plank.disconnect(); 4004, refused by a ban of plank.disconnect().
+ * by plank.disconnect(); 4004, refused by a ban of plank.disconnect(); 4005, its role was
+ * dropped or may no longer be used by clients.
  */
-export const FINAL_CLOSE_CODES = Object.freeze(new Set([4003, 4004]));
+export const FINAL_CLOSE_CODES = Object.freeze(new Set([4003, 4004, 4005]));
 
 // ---------------------------------------------------------------------------------------
 // Pure parts (unit-tested without a server)
@@ -712,13 +713,15 @@ export class PlankClient extends Emitter {
     }
   }
 
-  // Closed with 4003 (plank.disconnect()) or 4004 (a ban is in force): the server's
-  // administrator wants this client gone, so it reports and stops until connect().
+  // Closed with 4003 (plank.disconnect()), 4004 (a ban is in force) or 4005 (its role was
+  // dropped): the server's administrator wants this client gone, so it reports and stops
+  // until connect().
   #finalClosed(info) {
     const reason = info.reason ? `: ${info.reason}` : "";
-    const what = info.code === 4003 ? "disconnected by an administrator" : "banned by an administrator";
+    const what = { 4003: "disconnected by an administrator", 4004: "banned by an administrator",
+      4005: "its role may no longer be used" }[info.code];
     this.#report({
-      code: info.code === 4003 ? "disconnected" : "banned",
+      code: { 4003: "disconnected", 4004: "banned", 4005: "unknown_role" }[info.code],
       message: `${what} (close ${info.code}${reason}); call connect() to try again`,
       closeCode: info.code,
     });
