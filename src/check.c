@@ -8,11 +8,13 @@
  *
  * The socket worker never waits for a check worker: sends and receives are
  * non-blocking, and the check workers signal it (SIGUSR1, which writes its
- * self-pipe) when they reply or read.  Fairness: one table's jobs occupy at
- * most plank.check_workers - 1 check workers (all of them when there is
- * one), so a slow policy or a locked table delays only the subscribers of
- * that table; a connection has one snapshot in flight at a time; every job
- * runs under plank.check_timeout.
+ * self-pipe) when they reply or read.  Budgets: one table's jobs, and one
+ * role's snapshots, occupy at most plank.check_workers - 1 check workers
+ * (all of them when there is one), so a slow policy, a locked table or an
+ * expensive snapshot delays only the subscribers of that table or role; a
+ * connection has one snapshot in flight at a time; every job runs under
+ * plank.check_timeout, and a snapshot returns at most plank.snapshot_limit
+ * rows and plank.max_client_buffer bytes.
  *
  * Sources followed: PostgreSQL docs "Background Worker Processes"
  * (RegisterDynamicBackgroundWorker, bgw_notify_pid) and "Dynamic Shared
@@ -266,11 +268,16 @@ ensure_workers(void)
 	count_workers();
 }
 
-/* How many jobs of a table are in flight; is a snapshot of conn_id? */
+/*
+ * May a queued job start now?  Budgets: the jobs of one table, and the
+ * snapshots of one role, occupy at most all check workers but one; a
+ * connection has one snapshot in flight.
+ */
 static bool
 may_start(const PlankCheckJob *job)
 {
 	int			same_table = 0;
+	int			same_role = 0;
 	int			cap = Max(1, nworkers - 1);
 
 	for (int i = 0; i < nslots(); i++)
@@ -281,11 +288,15 @@ may_start(const PlankCheckJob *job)
 			continue;
 		if (other->relid == job->relid)
 			same_table++;
-		if (job->kind == PLANK_CHECK_SNAPSHOT && other->kind == PLANK_CHECK_SNAPSHOT &&
-			other->conn_id == job->conn_id)
-			return false;
+		if (job->kind == PLANK_CHECK_SNAPSHOT && other->kind == PLANK_CHECK_SNAPSHOT)
+		{
+			if (other->conn_id == job->conn_id)
+				return false;
+			if (other->roleid == job->roleid)
+				same_role++;
+		}
 	}
-	return same_table < cap;
+	return same_table < cap && same_role < cap;
 }
 
 /* Try to send the rest of a worker's request; false if it exited. */

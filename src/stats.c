@@ -1122,12 +1122,17 @@ database_reachable(void)
 /*
  * plank_stats_health
  *		The JSON body of GET /health: worker state, whether the database
- *		answers a query, connections, NOTIFY queue usage.  *ok is false when
+ *		answers a query, connections, NOTIFY queue usage, the answering
+ *		worker's check workers running and jobs waiting for one.  *ok is false when
  *		the database does not answer (the server then replies 503).
  */
 void
 plank_stats_health(StringInfo buf, bool *ok)
 {
+	int			checkers;
+	int			queued;
+
+	plank_check_status(&checkers, &queued);
 	*ok = database_reachable();
 	appendStringInfo(buf,
 					 "{\"status\":\"%s\",\"worker_pid\":%d,\"database\":",
@@ -1136,10 +1141,11 @@ plank_stats_health(StringInfo buf, bool *ok)
 	appendStringInfo(buf,
 					 ",\"database_reachable\":%s,\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT
 					 ",\"connections\":%u,\"subscriptions\":%u,\"notify_queue_usage\":%g"
+					 ",\"check_workers\":%d,\"checks_queued\":%d"
 					 ",\"uptime_seconds\":%.0f}\n",
 					 *ok ? "true" : "false", plank_epoch, plank_seq,
 					 db_connections(), db_subscriptions(),
-					 queue_usage(),
+					 queue_usage(), checkers, queued,
 					 (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
 }
 

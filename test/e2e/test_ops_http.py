@@ -44,6 +44,7 @@ def test_health_reports_the_worker_and_its_clients():
             assert isinstance(h["subscriptions"], int) and h["subscriptions"] >= 1, h
             assert 0 <= h["notify_queue_usage"] <= 1, h
             assert h["uptime_seconds"] >= 0, h
+            assert h["check_workers"] >= 0 and h["checks_queued"] >= 0, h
             assert isinstance(h["seq"], int) and h["seq"] >= c.welcome["seq"], h
     run(body())
 
