@@ -12,7 +12,8 @@
 - clients: `open_client()` (with an Origin or extra headers), `authed()` (a client that
   sent a token and got its ack), `raw_handshake()` (a hand-written HTTP upgrade, for
   headers websockets will not send, such as a forged Host);
-- `Resources`: roles and tables made with unique names and dropped afterwards.
+- `Resources`: roles and tables made with unique names and dropped afterwards;
+- `login_as(role)`: a database connection (autocommit) logged in as an ordinary role.
 """
 
 import asyncio
@@ -25,10 +26,11 @@ import os
 import socket
 import time
 
+import psycopg2
 import pytest
 import websockets
 
-from conftest import PORT, TIMEOUT, WS_URL, Client, Closed, poll, run, sql, tag
+from conftest import DB, PGHOST, PGPORT, PORT, TIMEOUT, WS_URL, Client, Closed, poll, run, sql, tag
 
 SECRET = "plank-test-secret-0123456789abcdef"   # plank.jwt_secret set by scripts/test.sh
 HS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
@@ -247,6 +249,19 @@ async def silent(c, sub=None, seconds=1.0):
 
 
 # --------------------------------------------------------------------------- roles, tables
+
+
+@contextlib.contextmanager
+def login_as(role):
+    """A connection (autocommit) logged in as `role` (trust authentication on loopback)."""
+    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=role, dbname=DB, connect_timeout=10,
+                            application_name="plank-e2e-attacker")
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
 
 
 class Resources:

@@ -15,31 +15,20 @@ import asyncio
 import contextlib
 import time
 
-import psycopg2
 import pytest
 
-from conftest import DB, PGHOST, PGPORT, ServerLog, run, sql, tag
+from conftest import ServerLog, run, sql, tag
 from test_ops_common import http_get
-from test_security_common import authed, auth_refusal, plank_settings, res, silent, token  # noqa: F401
+from test_security_common import (authed, auth_refusal, login_as, plank_settings,  # noqa: F401
+                                  res, token)
 
 CLAIMS_SUB = "(current_setting('request.jwt.claims', true)::jsonb ->> 'sub')"
 MARK = "PLANK-SHADOW-RAN"
 
 
-@contextlib.contextmanager
-def as_role(role):
-    """A connection (autocommit) logged in as `role` (trust authentication)."""
-    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=role, dbname=DB, connect_timeout=10,
-                            application_name="plank-e2e-attacker")
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
-
 
 def run_as(role, statements):
-    with as_role(role) as conn, conn.cursor() as cur:
+    with login_as(role) as conn, conn.cursor() as cur:
         for s in statements:
             cur.execute(s)
 
@@ -281,7 +270,7 @@ def test_locked_table_stalls_nobody_else(res, attacker):
         f"SELECT plank.track('{a.q('t')}'::regclass)",
     )
     legit = legit_table(res)
-    with plank_settings({"plank.check_timeout": "1s"}), as_role(a.name) as locker:
+    with plank_settings({"plank.check_timeout": "1s"}), login_as(a.name) as locker:
         cur = locker.cursor()
         cur.execute("BEGIN")
         cur.execute(f"LOCK TABLE {a.q('t')} IN ACCESS EXCLUSIVE MODE")

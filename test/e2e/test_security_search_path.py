@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 
 from conftest import DB, PGHOST, PGPORT, client, run, sql, tag
-from test_security_common import authed, token
+from test_security_common import authed, login_as, token
 
 # (operator, left type, right type, pg_catalog function computing it)
 OPERATORS = [
@@ -97,17 +97,6 @@ HOSTILE_PATH_FMT = 'SET search_path = "{a}", public, pg_catalog'
 
 
 @contextlib.contextmanager
-def login(role):
-    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=role, dbname=DB, connect_timeout=10,
-                            application_name="plank-e2e-attacker")
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
 def superuser_session(search_path_sql):
     """A postgres session whose search_path puts the attacker's schemas first."""
     conn = psycopg2.connect(host=PGHOST, port=PGPORT, user="postgres", dbname=DB,
@@ -147,7 +136,7 @@ class Attacker:
         sql(f'CREATE SCHEMA "{a}" AUTHORIZATION "{a}"')
         sql(f'GRANT CREATE ON SCHEMA public TO "{a}"')
         sql(f'GRANT USAGE ON SCHEMA "{a}" TO "{self.reader}"')
-        with login(a) as conn:
+        with login_as(a) as conn:
             self._create_objects(conn)
         # a channel the reader may subscribe to (plank.channel_grants is looked up)
         sql("SELECT plank.grant_channel(%s, %s)", (f"{a}_%", self.reader))
@@ -333,7 +322,7 @@ def test_writers_with_a_hostile_search_path_run_no_look_alike(attacker, db):
                 execute(su, f"INSERT INTO {attacker.table} (id, owner, body) VALUES (2, 'bob', %s)",
                         (big,))
                 execute(su, "INSERT INTO public.items (name, value) VALUES (%s, 1)", (marker,))
-            with login(attacker.role) as conn:
+            with login_as(attacker.role) as conn:
                 execute(conn, attacker.hostile_path)
                 execute(conn, f"UPDATE {attacker.table} SET body = %s "
                               f"WHERE id OPERATOR(pg_catalog.=) 1", (marker + "-u",))
@@ -363,7 +352,7 @@ def test_sql_api_with_a_hostile_search_path_runs_no_look_alike(attacker):
     search path puts the attacker first, and track/untrack by the attacker itself."""
     a = attacker.role
     part = f'"{a}".parted'
-    with login(a) as conn:
+    with login_as(a) as conn:
         execute(conn, f"CREATE TABLE {part} (id int, k text, PRIMARY KEY (id, k)) "
                       f"PARTITION BY LIST (k)")
         execute(conn, f"CREATE TABLE \"{a}\".parted_a PARTITION OF {part} FOR VALUES IN ('a')")

@@ -7,24 +7,14 @@ payload below, exactly as the trigger produced it", and plank.publish() refuses 
 "plank" ("reserved for table changes"), so a notification on "plank" that the capture
 trigger did not produce must not reach clients as a change."""
 
-import contextlib
 import json
 
 import psycopg2
 import pytest
 
-from conftest import DB, PGHOST, PGPORT, client, run, sql, tag
-from test_security_common import res  # noqa: F401
+from conftest import client, run, sql, tag
+from test_security_common import login_as, res  # noqa: F401
 
-
-@contextlib.contextmanager
-def login_as(role):
-    conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=role, dbname=DB, connect_timeout=10)
-    conn.autocommit = True
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def test_forged_change_on_channel_plank_is_not_delivered(res, db):
