@@ -120,19 +120,28 @@ send_error(PlankConn *conn, const char *id, RequestError *err)
 	plank_stats_count(PLANK_STAT_PROTOCOL_ERRORS, 1);
 }
 
-/* resumed: -1 for a request that is not a subscribe, else false/true */
+/*
+ * resumed: -1 for a request that is not a subscribe, else false/true; seq:
+ * the position the request took effect at
+ */
 static void
-send_ack(PlankConn *conn, const char *id, const char *request, int resumed)
+send_ack_at(PlankConn *conn, const char *id, const char *request, int resumed, uint64 seq)
 {
 	StringInfoData buf;
 
 	begin_reply(&buf, "ack", id);
 	appendStringInfo(&buf, ",\"request\":\"%s\",\"seq\":" UINT64_FORMAT,
-					 request, plank_seq);
+					 request, seq);
 	if (resumed >= 0)
 		appendStringInfo(&buf, ",\"resumed\":%s", resumed ? "true" : "false");
 	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
+}
+
+static void
+send_ack(PlankConn *conn, const char *id, const char *request, int resumed)
+{
+	send_ack_at(conn, id, request, resumed, plank_seq);
 }
 
 /* A subscribe's "since": where a reconnecting client left off. */
@@ -652,7 +661,8 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
  * filters, as JSON texts (row_to_json, as the capture trigger renders rows),
  * only the columns the role may read, filtered with jsonb equality as
  * changes are.  Plank's own SQL: every name is qualified and every value a
- * quoted literal; a check worker runs it as the client's role (so that its
+ * quoted literal; the row is referred to as plank_row.* (a whole-row
+ * reference no column name can shadow); a check worker runs it as the client's role (so that its
  * privileges and row-level security policies apply).
  */
 static char *
@@ -664,7 +674,7 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 	int			f;
 
 	initStringInfo(&query);
-	appendStringInfoString(&query, "SELECT pg_catalog.row_to_json(t)::pg_catalog.text FROM ");
+	appendStringInfoString(&query, "SELECT pg_catalog.row_to_json(plank_row.*)::pg_catalog.text FROM ");
 	if (columns == NIL)
 		appendStringInfoString(&query, quote_qualified_identifier(schema, relname));
 	else
@@ -675,7 +685,7 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 							 quote_identifier((const char *) lfirst(lc)));
 		appendStringInfo(&query, " FROM %s)", quote_qualified_identifier(schema, relname));
 	}
-	appendStringInfoString(&query, " AS t WHERE true");
+	appendStringInfoString(&query, " AS plank_row WHERE true");
 	for (f = 0; f < nfilters; f++)
 	{
 		StringInfoData value;
@@ -684,7 +694,7 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 		initStringInfo(&value);
 		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
 		appendStringInfo(&query,
-						 " AND (pg_catalog.to_jsonb(t) OPERATOR(pg_catalog.->) %s::pg_catalog.text) "
+						 " AND (pg_catalog.to_jsonb(plank_row.*) OPERATOR(pg_catalog.->) %s::pg_catalog.text) "
 						 "OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
 						 quote_literal_cstr(filters[f].column), quote_literal_cstr(value.data));
 	}
@@ -751,14 +761,14 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 		frame = plank_frame_make(body.data, body.len);
 		plank_conn_send(conn, frame, sub);
 		plank_frame_unref(frame);
+		/* the snapshot, then the ack at its position, then what came since */
+		send_ack_at(conn, wait->request_id, "subscribe", false, wait->seq);
 
 		plank_subs_add_table(sub, NameStr(wait->schema), NameStr(wait->table));
-		/* the changes since the snapshot's position, as a resume */
 		if (plank_ring_covers(wait->seq))
 			plank_subs_replay(sub, wait->seq);
 		else
 			plank_subs_resync(sub, "out_of_range");
-		send_ack(conn, wait->request_id, "subscribe", false);
 	}
 	pfree(wait->request_id);
 	pfree(wait);

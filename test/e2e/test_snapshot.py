@@ -116,3 +116,61 @@ def test_snapshot_limit(db):
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and not run(snapshot())["complete"]:
             time.sleep(0.1)
+
+
+def test_snapshot_of_a_table_with_columns_named_like_plank_aliases(db):
+    """Plank's snapshot query names the row plank_row.*: columns called t, k, plank_row
+    or like keywords neither shadow it nor break the filter."""
+    t = f"snap_alias_{tag()}"
+    sql(f'CREATE TABLE public.{t} (id int PRIMARY KEY, t text, k text, plank_row text, '
+        f'"select" int, "n" int)')
+    try:
+        sql(f"SELECT plank.track('public.{t}')")
+        sql(f"INSERT INTO public.{t} VALUES (1, 'a', 'b', 'c', 1, 2), (2, 'x', 'y', 'z', 3, 4)")
+
+        async def body():
+            async with client() as c:
+                await c.subscribe("all", table=f"public.{t}", snapshot=True)
+                rows = sorted(c.kept_pushes("all")[0]["rows"], key=lambda r: r["id"])
+                assert rows == [{"id": 1, "t": "a", "k": "b", "plank_row": "c", "select": 1, "n": 2},
+                                {"id": 2, "t": "x", "k": "y", "plank_row": "z", "select": 3, "n": 4}], rows
+                await c.subscribe("f", table=f"public.{t}", snapshot=True, filter={"t": "x"})
+                assert [r["id"] for r in c.kept_pushes("f")[0]["rows"]] == [2]
+        run(body())
+    finally:
+        sql(f"DROP TABLE public.{t}")
+
+
+def test_ack_follows_the_snapshot_at_its_seq_while_changes_keep_coming(db):
+    """A writer commits while the snapshot is read: the ack carries the snapshot's seq and
+    comes right after it; changes after that seq follow the ack, none is lost."""
+    name = tag()
+    ids = insert_rows(db, name, 3)
+
+    async def body():
+        async with client() as c:
+            stop = asyncio.Event()
+
+            async def write():
+                while not stop.is_set():
+                    await asyncio.to_thread(db.insert_item, name, 7)
+            w = asyncio.create_task(write())
+            await asyncio.sleep(0.05)
+            await c.send({"type": "subscribe", "id": "s", "table": "public.items",
+                          "filter": {"name": name}, "snapshot": True})
+            snap = await c.wait_for(lambda m: m["type"] == "snapshot", what="the snapshot")
+            first = await c._recv(10)
+            assert first["type"] == "ack" and first["seq"] == snap["seq"], (snap["seq"], first)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await w
+            last = await asyncio.to_thread(db.insert_item, name, 8)
+            await c.wait_for(lambda m: m["type"] == "change" and m["change"]["new"]["id"] == last,
+                             what="the last row")
+            got = {r["id"] for r in snap["rows"]}
+            got |= {m["change"]["new"]["id"] for m in c.kept_pushes("s") if m["type"] == "change"}
+            got.add(last)
+            every = {r[0] for r in sql("SELECT id FROM public.items WHERE name = %s", (name,))}
+            assert every <= got, sorted(every - got)
+            assert set(ids) <= got
+    run(body())
