@@ -157,9 +157,14 @@ export interface ServerError {
   code: ErrorCode | string;
   message: string;
   id?: string;
+  /**
+   * The subscription the server ended (a privilege was revoked, its table dropped); it is
+   * removed from `subscriptions` and not subscribed again.
+   */
+  sub?: string;
   /** "auth" for a refused token (`invalid_token`, ..., `role_mismatch`). */
   request?: "auth";
-  /** 4001, 4002, 4003 or 4004 for errors reported when the server closed the connection. */
+  /** 4001 to 4005 for errors reported when the server closed the connection. */
   closeCode?: number;
   error?: unknown;
 }

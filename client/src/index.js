@@ -930,6 +930,24 @@ export class PlankClient extends Emitter {
       this.#report(err);
       return;
     }
+    if (msg.id === undefined && typeof msg.sub === "string") {
+      // The server ended a live subscription (a privilege was revoked, its table dropped:
+      // docs/PROTOCOL.md, "error"): it is gone, and is not subscribed again on reconnect.
+      const ended = this.subscriptions.get(msg.sub);
+      const err = { code: msg.code, message: msg.message, sub: msg.sub };
+      if (ended) {
+        this.subscriptions.delete(msg.sub);
+        ended.state = "closed";
+        ended._sent = false;
+        ended._state.cycle = null;
+        if (ended.listenerCount("error") > 0) {
+          this.#emit("error", err, ended);
+          return;
+        }
+      }
+      this.#report(err);
+      return;
+    }
     const sub = msg.id !== undefined ? this.#target(msg.id) : undefined;
     const err = { code: msg.code, message: msg.message, id: msg.id };
     if (sub && sub._state.cycle) {

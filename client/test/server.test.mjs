@@ -649,3 +649,24 @@ test("resync after a worker restart: epoch_changed, then the snapshot", { skip, 
   assert.equal(Number(ch.change.new.value), 3);
   assert.equal(ch.epoch, resync.epoch);
 });
+
+test("a subscription the server ends (its table dropped) is reported and not subscribed again", { skip, timeout: 30_000 }, async (t) => {
+  const table = `pclient_drop_${process.pid}`;
+  psql(`CREATE TABLE public.${table} (id int PRIMARY KEY)`);
+  psql(`SELECT plank.track('public.${table}')`);
+  const client = newClient(WS_URL);
+  t.after(() => {
+    client.close();
+    psql(`DROP TABLE IF EXISTS public.${table}`);
+  });
+  const rec = new Recorder().watch(client, CLIENT_EVENTS);
+  const sub = client.subscribeTable("gone", { table: `public.${table}` });
+  rec.watch(sub, SUB_EVENTS);
+  await rec.nth("ack", 1);
+  psql(`DROP TABLE public.${table}`);
+  const err = await rec.nth("error", 1);
+  assert.equal(err.code, "unknown_table");
+  assert.equal(err.sub, "gone");
+  assert.equal(client.subscriptions.has("gone"), false);
+  assert.equal(sub.state, "closed");
+});
