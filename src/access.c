@@ -872,6 +872,24 @@ check_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 	g->job = NULL;
 	g->sent = NULL;
 	g->nsent = 0;
+	if (!ok && strncmp(rep->sqlstate, "58000", 5) == 0)
+	{
+		/*
+		 * No check worker ran it (one exited, or none can start): not a
+		 * verdict on these rows.  They wait, in order, for the next one.
+		 */
+		ereport(LOG,
+				(errmsg("plank will check %d changes of relation %u for role \"%s\" again: %.*s",
+						n, g->key.relid, g->ident.role, (int) len, data)));
+		for (int i = n - 1; i >= 0; i--)
+		{
+			checks[i]->new_idx = checks[i]->old_idx = -1;
+			dlist_push_head(&g->unsent, &checks[i]->node);
+		}
+		pfree(checks);
+		send_batch(g);
+		return;
+	}
 	if (!ok && n > 1)
 	{
 		/* retry each on its own (in order, before the unsent ones) */

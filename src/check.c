@@ -75,6 +75,15 @@ count_workers(void)
 /* retry starting check workers after a failure at most this often */
 #define START_RETRY_MS 2000
 
+/* wakes the loop to try starting check workers again, while checks wait */
+static lws_sorted_usec_list_t retry_sul;
+
+static void
+retry_tick(lws_sorted_usec_list_t *sul)
+{
+	plank_wakeup_handler();
+}
+
 /* A StringInfo whose buffer lives in the pool's context. */
 static void
 init_buf(StringInfo buf)
@@ -418,14 +427,24 @@ plank_check_service(void)
 	ensure_workers();
 	if (nworkers == 0)
 	{
-		/* nobody can run them: fail them, the callers answer their clients */
-		while (!dlist_is_empty(&queue))
+		/*
+		 * Nobody can run them now.  A snapshot fails at once (its client is
+		 * answered); row-level security checks wait for the check workers to
+		 * come back (their subscriptions are told to resync if too many
+		 * changes wait, access.c), tried again after START_RETRY_MS.
+		 */
+		dlist_foreach_modify(iter, &queue)
 		{
-			PlankCheckJob *job = dlist_container(PlankCheckJob, node, dlist_pop_head_node(&queue));
+			PlankCheckJob *job = dlist_container(PlankCheckJob, node, iter.cur);
 
+			if (job->kind != PLANK_CHECK_SNAPSHOT)
+				continue;
+			dlist_delete(&job->node);
 			job->queued = false;
 			job_fail(job, "no check worker is running");
 		}
+		if (!dlist_is_empty(&queue))
+			plank_server_schedule(&retry_sul, retry_tick, (lws_usec_t) START_RETRY_MS * 1000);
 		return;
 	}
 	dlist_foreach_modify(iter, &queue)

@@ -393,3 +393,42 @@ def test_roles_not_granted_to_the_authenticator_are_refused():
     finally:
         sql(f'DROP ROLE IF EXISTS "{name}"')
         sql(f'DROP ROLE IF EXISTS "{bypass}"')
+
+
+def test_check_workers_killed_lose_no_change(res):
+    """The check workers are terminated while changes wait for their checks: the changes
+    wait for new check workers (started again within seconds) and all arrive, in order;
+    a snapshot meanwhile is answered (rows or snapshot_failed), never left hanging."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, owner text NOT NULL")
+    sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+    sql(f"CREATE POLICY own ON public.{t} FOR SELECT USING (owner = {CLAIMS_SUB})")
+    sql(f'GRANT SELECT ON public.{t} TO "{r}"')
+
+    def check_pids():
+        return [p for (p,) in sql("SELECT pid FROM pg_catalog.pg_stat_activity "
+                                  "WHERE backend_type = 'plank check'")]
+
+    async def body():
+        async with authed(token(r, sub="alice")) as c:
+            await c.subscribe("s", table=f"public.{t}")
+            sql(f"INSERT INTO public.{t} VALUES (0, 'alice')")
+            await c.wait_for(lambda m: m["type"] == "change", what="the first row")
+            pids = check_pids()
+            assert pids, "no check worker is running"
+            for p in pids:
+                sql("SELECT pg_catalog.pg_terminate_backend(%s)", (p,))
+            for i in range(1, 21):
+                sql(f"INSERT INTO public.{t} VALUES ({i}, %s)", ("alice" if i % 2 else "bob",))
+            got = []
+            while len(got) < 10:
+                m = await c.wait_for(lambda m: m["type"] == "change", timeout=20,
+                                     what=f"row {len(got)} after the kill")
+                got.append(m["change"]["new"]["id"])
+            assert got == list(range(1, 21, 2)), got
+            reply = await c.request({"type": "subscribe", "id": "snap", "table": f"public.{t}",
+                                     "snapshot": True}, timeout=20)
+            assert reply["type"] in ("ack", "error"), reply
+    run(body())
+    status, _, body_ = http_get("/health")
+    assert '"check_workers":' in body_
