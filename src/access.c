@@ -466,14 +466,26 @@ rev_make(PlankEvent *ev)
 {
 	RlsEvent   *rev = MemoryContextAlloc(rls_cxt, sizeof(RlsEvent));
 
+	Jsonb	   *jb = ev->jb;
+	MemoryContext tmp = NULL;
+
 	rev->ev = *ev;
 	rev->ev.frame->refcount++;
-	rev->ev.jb = NULL;
-	if (ev->jb)
+	/* its parsed payload lives as long as it does (replayed events have none yet) */
+	if (jb == NULL)
 	{
-		rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(ev->jb));
-		memcpy(rev->ev.jb, ev->jb, VARSIZE(ev->jb));
+		MemoryContext old;
+
+		tmp = AllocSetContextCreate(CurrentMemoryContext, "plank payload", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(tmp);
+		rev->ev.jb = NULL;
+		jb = plank_event_payload(&rev->ev);
+		MemoryContextSwitchTo(old);
 	}
+	rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(jb));
+	memcpy(rev->ev.jb, jb, VARSIZE(jb));
+	if (tmp)
+		MemoryContextDelete(tmp);
 	rev->refcount = 0;
 	return rev;
 }
@@ -625,13 +637,6 @@ check_frame(RlsCheck *check, PlankSub *sub, char mode)
 
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "plank rewrite", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(tmp);
-	if (check->rev->ev.jb == NULL)
-	{
-		Jsonb	   *jb = plank_event_payload(&check->rev->ev);
-
-		check->rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(jb));
-		memcpy(check->rev->ev.jb, jb, VARSIZE(jb));
-	}
 	frame = rewrite(&check->rev->ev, sub, mode);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(tmp);
@@ -821,7 +826,6 @@ send_batch(RlsGroup *g)
 		RlsCheck   *check = dlist_head_element(RlsCheck, node, &g->unsent);
 		MemoryContext tmp;
 		MemoryContext old;
-		bool		owned = check->rev->ev.jb != NULL;
 
 		/* a check whose batch failed goes alone, so that only its own row is hidden */
 		if (check->alone && g->nsent > 0)
@@ -832,8 +836,6 @@ send_batch(RlsGroup *g)
 		add_images(&job->body, &nimages, check);
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(tmp);
-		if (!owned)
-			check->rev->ev.jb = NULL;	/* it was parsed in tmp */
 		g->sent[g->nsent++] = check;
 		if (check->alone)
 			break;
