@@ -56,6 +56,7 @@ FAN_FLOOR_CONNS=${FAN_FLOOR_CONNS:-100}
 SUS_CLIENTS=${SUS_CLIENTS:-1000}
 SUS_SECONDS=${SUS_SECONDS:-10}       # single-row transactions flat out for this long
 SUS_DRAIN=${SUS_DRAIN:-20}           # then this long for the clients to get the rest
+SUS_PROFILE=${SUS_PROFILE:-0}        # 1: perf record the worker during it (sus-profile.txt)
 RLS_CLIENTS=${RLS_CLIENTS:-100}
 RLS_ROWS=${RLS_ROWS:-5000}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
@@ -268,7 +269,7 @@ if want sustained; then
     WP=$(worker_pids)
     bench_reset_table
     if loadgen sus --clients "$SUS_CLIENTS" --rows 0 --parse scan \
-            --duration $((SUS_SECONDS + SUS_DRAIN + 1)) --idle 5; then
+            --duration $((SUS_SECONDS + SUS_DRAIN + 1)) --idle "$SUS_DRAIN"; then
         w0=$(cpu_s $WP)
         # the peak of the worker's anonymous (private) memory, sampled every 0.5 s
         (
@@ -280,8 +281,27 @@ if want sustained; then
             done
         ) &
         SAMPLER=$!
+        SUS_PERF=""
+        if [ "$SUS_PROFILE" = 1 ] && command -v perf >/dev/null; then
+            perf record -e cpu-clock -g -o "$OUT/sus.perf" -p "${WP// /,}" >/dev/null 2>"$OUT/sus-perf.err" &
+            SUS_PERF=$!
+            sleep 0.5
+        fi
         writer --seconds "$SUS_SECONDS" >"$OUT/sus.writer" 2>&1 || true
         wait_pid "$BG_PID" $((SUS_DRAIN + 60))
+        if [ -n "$SUS_PERF" ]; then
+            kill -INT "$SUS_PERF" 2>/dev/null || true
+            wait_pid "$SUS_PERF" 30
+            {
+                echo "# perf report --no-children --sort dso (worker, sustained)"
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso 2>/dev/null | grep '%' | head -8
+                echo "# perf report --no-children --sort dso,sym: top self costs"
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso,sym 2>/dev/null | grep '%' | head -30
+                echo "# perf report --children --sort sym: top inclusive costs"
+                perf report -i "$OUT/sus.perf" --stdio -g none --children --sort sym 2>/dev/null | grep '%' | head -40
+            } >"$OUT/sus-profile.txt"
+            blog "sustained profile: $OUT/sus-profile.txt"
+        fi
         w1=$(cpu_s $WP)
         wait "$SAMPLER" 2>/dev/null || true
         sleep 2
