@@ -294,11 +294,11 @@ if want sustained; then
             wait_pid "$SUS_PERF" 30
             {
                 echo "# perf report --no-children --sort dso (worker, sustained)"
-                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso 2>/dev/null | grep '%' | head -8
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso 2>/dev/null | grep '%' | head -8 || true
                 echo "# perf report --no-children --sort dso,sym: top self costs"
-                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso,sym 2>/dev/null | grep '%' | head -30
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso,sym 2>/dev/null | grep '%' | head -30 || true
                 echo "# perf report --children --sort sym: top inclusive costs"
-                perf report -i "$OUT/sus.perf" --stdio -g none --children --sort sym 2>/dev/null | grep '%' | head -40
+                perf report -i "$OUT/sus.perf" --stdio -g none --children --sort sym 2>/dev/null | grep '%' | head -40 || true
             } >"$OUT/sus-profile.txt"
             blog "sustained profile: $OUT/sus-profile.txt"
         fi
