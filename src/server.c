@@ -307,7 +307,9 @@ stall_sweep(lws_sorted_usec_list_t *sul)
  *		written before the frame.  A client whose backlog is over
  *		plank.max_client_buffer while its socket has stopped draining for
  *		plank.max_client_lag is closed with 1013 (try again later); see the
- *		slow-client rule above.
+ *		slow-client rule above.  So is one whose backlog (not counting its
+ *		largest message) would exceed plank.replay_buffer: the bound of a
+ *		connection's memory.
  */
 void
 plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
@@ -325,6 +327,20 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	{
 		size_t		big = Max(conn->q_big, (size_t) frame->len);
 
+		/*
+		 * The memory bound, whatever the socket does: a backlog larger than
+		 * the replay ring is further behind than any resume could reach, so
+		 * the client is closed and, reconnecting, told to resync.
+		 */
+		if (conn->q_bytes + frame->len > big + (size_t) plank_replay_buffer * 1024)
+		{
+			ereport(plank_log_level,
+					(errmsg("plank closing connection %llu from %s: its backlog exceeded plank.replay_buffer",
+							(unsigned long long) conn->id, conn->peer)));
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "backlog over plank.replay_buffer");
+			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+			return;
+		}
 		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
 			if (conn_stalled(conn))
