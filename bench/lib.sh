@@ -299,6 +299,19 @@ status_kb() {
 # rss_kb PID...: VmRSS in kB, summed over the PIDs
 rss_kb() { status_kb VmRSS "$@"; }
 
+# private_kb PID...: private memory in kB (Private_Clean + Private_Dirty of
+# /proc/PID/smaps_rollup), summed over the PIDs (NA when one of them is gone)
+private_kb() {
+    local p files=()
+    for p in "$@"; do
+        [ -r "/proc/$p/smaps_rollup" ] || { echo NA; return; }
+        files+=("/proc/$p/smaps_rollup")
+    done
+    [ ${#files[@]} -gt 0 ] || { echo NA; return; }
+    awk '$1 == "Private_Clean:" || $1 == "Private_Dirty:" { t += $2 } END { print t }' \
+        "${files[@]}" 2>/dev/null || echo NA
+}
+
 # wait_file FILE SECONDS [PID]: wait for FILE to appear (fails early if PID exits)
 wait_file() {
     local deadline=$((SECONDS + $2))

@@ -80,6 +80,7 @@ typedef struct Result
 	int64_t		stalled_open_at_end;
 	int64_t		stalled_close_code;	/* close code of a stalled client closed otherwise */
 	int64_t		closed_by_server;	/* reading clients closed before the end */
+	int64_t		resyncs;		/* resync_required messages received */
 	int64_t		close_1013;
 	int64_t		close_codes[8][2];	/* first distinct close codes of reading clients: code, count */
 	int64_t		other_messages;
@@ -208,6 +209,8 @@ on_message(Client *c, const char *msg, size_t len)
 			res.malformed++;
 			break;
 		default:
+			if (memmem(msg, len, "\"resync_required\"", 17) != NULL)
+				res.resyncs++;
 			res.other_messages++;
 			break;
 	}
@@ -656,6 +659,7 @@ merge(Result *into, const Result *r)
 	if (r->stalled_close_code)
 		into->stalled_close_code = r->stalled_close_code;
 	into->closed_by_server += r->closed_by_server;
+	into->resyncs += r->resyncs;
 	into->close_1013 += r->close_1013;
 	into->other_messages += r->other_messages;
 	into->errors += r->errors;
@@ -724,6 +728,7 @@ print_result(const Result *r, int procs)
 	printf("out_of_range=%lld\n", (long long) r->out_of_range);
 	printf("closed_by_server=%lld\n", (long long) r->closed_by_server);
 	printf("closed_1013=%lld\n", (long long) r->close_1013);
+	printf("resync_required=%lld\n", (long long) r->resyncs);
 	printf("close_codes=");
 	for (int k = 0; k < 8 && r->close_codes[k][1] > 0; k++)
 		printf("%s%d:%lld", k ? "," : "", (int) r->close_codes[k][0], (long long) r->close_codes[k][1]);

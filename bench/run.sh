@@ -10,6 +10,9 @@
 #   latency     100 clients, 200 rows/s: commit-to-client p50 / p99
 #   fan-out     1,000 clients, writer flat out: deliveries/s, worker CPU per delivery,
 #               CPU of worker / load generator / writer (which one is the bottleneck)
+#   sustained   1,000 clients, single-row transactions flat out for 10 s, then 20 s to
+#               drain: deliveries/s over the run, clients closed or told to resync,
+#               worker peak and final RSS (total and private), writer commit rate
 #   idle-10k    10,000 idle clients, then single changes: p99 and max to reach all,
 #               worker VmRSS; again with plank.workers = $IDLE_WORKERS (2: the sends
 #               spread over 2 processes; a cluster restart)
@@ -50,6 +53,10 @@ LAT_TS=${LAT_TS:-client}            # where ts_us comes from: client (writer) or
 FAN_CLIENTS=${FAN_CLIENTS:-1000}
 FAN_ROWS=${FAN_ROWS:-1000}
 FAN_FLOOR_CONNS=${FAN_FLOOR_CONNS:-100}
+SUS_CLIENTS=${SUS_CLIENTS:-1000}
+SUS_SECONDS=${SUS_SECONDS:-10}       # single-row transactions flat out for this long
+SUS_DRAIN=${SUS_DRAIN:-20}           # then this long for the clients to get the rest
+SUS_PROFILE=${SUS_PROFILE:-0}        # 1: perf record the worker during it (sus-profile.txt)
 RLS_CLIENTS=${RLS_CLIENTS:-100}
 RLS_ROWS=${RLS_ROWS:-5000}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
@@ -75,7 +82,7 @@ STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCH
 STALL_PER_TXN=${STALL_PER_TXN:-10}
 PROFILE=${PROFILE:-1}
 PROFILE_ROWS=${PROFILE_ROWS:-500}
-SCENARIOS=${SCENARIOS:-latency fanout idle conn100k writer bulk stall rls profile}
+SCENARIOS=${SCENARIOS:-latency fanout sustained idle conn100k writer bulk stall rls profile}
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
 mkdir -p "$OUT"
@@ -248,6 +255,84 @@ if want fanout; then
     row "Fan-out: CPU over the ${wall}s run (one core = 100%)" \
         "worker $(share "$wcpu" "$wall"), loadgen $(share "$lcpu" "$wall"), writer+backend $(share "$wrcpu" "$wall")" \
         "-" "show the bottleneck" "bottleneck: $verdict"
+fi
+
+# ------------------------------------------------------------------------------------
+# sustained: SUS_CLIENTS clients subscribed to one table while one writer connection
+# commits single-row INSERTs flat out for SUS_SECONDS, then SUS_DRAIN seconds for the
+# clients to get the rest (a load, not a burst: the fan-out scenario writes its rows
+# and then drains).  The cluster restarts first, so that the worker's peak RSS
+# (VmHWM) is this scenario's; its final RSS is taken 2 s after the clients are gone.
+if want sustained; then
+    BENCH_FORCE_RESTART=1 ensure_workers "$BENCH_WORKERS"
+    scenario sustained "$SUS_CLIENTS clients, single-row transactions flat out for $SUS_SECONDS s, $SUS_DRAIN s to drain"
+    WP=$(worker_pids)
+    bench_reset_table
+    if loadgen sus --clients "$SUS_CLIENTS" --rows 0 --parse scan \
+            --duration $((SUS_SECONDS + SUS_DRAIN + 1)) --idle "$SUS_DRAIN"; then
+        w0=$(cpu_s $WP)
+        # the peak of the worker's anonymous (private) memory, sampled every 0.5 s
+        (
+            peak=0
+            while kill -0 "$BG_PID" 2>/dev/null; do
+                v=$(status_kb RssAnon $WP)
+                [ "$v" != NA ] && [ "$v" -gt "$peak" ] && peak=$v && echo "$peak" >"$OUT/sus.anonpeak"
+                sleep 0.5
+            done
+        ) &
+        SAMPLER=$!
+        SUS_PERF=""
+        if [ "$SUS_PROFILE" = 1 ] && command -v perf >/dev/null; then
+            perf record -e cpu-clock -g -o "$OUT/sus.perf" -p "${WP// /,}" >/dev/null 2>"$OUT/sus-perf.err" &
+            SUS_PERF=$!
+            sleep 0.5
+        fi
+        writer --seconds "$SUS_SECONDS" >"$OUT/sus.writer" 2>&1 || true
+        wait_pid "$BG_PID" $((SUS_DRAIN + 60))
+        if [ -n "$SUS_PERF" ]; then
+            kill -INT "$SUS_PERF" 2>/dev/null || true
+            wait_pid "$SUS_PERF" 30
+            {
+                echo "# perf report --no-children --sort dso (worker, sustained)"
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso 2>/dev/null | grep '%' | head -8 || true
+                echo "# perf report --no-children --sort dso,sym: top self costs"
+                perf report -i "$OUT/sus.perf" --stdio -g none --no-children --sort dso,sym 2>/dev/null | grep '%' | head -30 || true
+                echo "# perf report --children --sort sym: top inclusive costs"
+                perf report -i "$OUT/sus.perf" --stdio -g none --children --sort sym 2>/dev/null | grep '%' | head -40 || true
+            } >"$OUT/sus-profile.txt"
+            blog "sustained profile: $OUT/sus-profile.txt"
+        fi
+        w1=$(cpu_s $WP)
+        wait "$SAMPLER" 2>/dev/null || true
+        sleep 2
+        {
+            echo "worker_cpu_s=$(calc %.2f "$w1 - $w0")"
+            echo "worker_hwm_kb=$(status_kb VmHWM $WP)"
+            echo "worker_anon_peak_kb=$(cat "$OUT/sus.anonpeak" 2>/dev/null || echo NA)"
+            echo "worker_final_rss_kb=$(status_kb VmRSS $WP)"
+            echo "worker_final_private_kb=$(private_kb $WP)"
+        } >>"$OUT/sus.out"
+    fi
+    grep summary "$OUT/sus.out" "$OUT/sus.writer" >&2 || true
+    srows=$(kv "$OUT/sus.writer" rows); srate=$(kv "$OUT/sus.writer" rows_per_s)
+    d=$(kv "$OUT/sus.out" deliveries); subs=$(kv "$OUT/sus.out" subscribed)
+    dexp=$(awk -v r="$srows" -v c="$subs" 'BEGIN { if (r != "" && c != "") print r * c; else print "NA" }')
+    # deliveries/s over the whole run: from the writer's start to the last delivery
+    dps=$(awk -v d="$d" -v a="$(kv "$OUT/sus.writer" start_us)" -v b="$(kv "$OUT/sus.out" last_rx_us)" \
+        'BEGIN { if (b > a && a > 0) printf "%.0f", d / ((b - a) / 1e6); else print "NA" }')
+    closed=$(kv "$OUT/sus.out" closed_by_server); c1013=$(kv "$OUT/sus.out" closed_1013)
+    resync=$(kv "$OUT/sus.out" resync_required)
+    if [ -n "$d" ] && [ "$d" = "$dexp" ] && [ "$closed" = 0 ]; then allgot=met; else allgot="not met"; fi
+    row "Sustained $SUS_CLIENTS clients, single-row transactions flat out ${SUS_SECONDS}s + ${SUS_DRAIN}s drain: deliveries/s over the run" \
+        "$dps/s, $d of $dexp delivered" "-" "every event to every reading client" "$allgot"
+    row "Sustained: clients closed by the server (1013) / told to resync" \
+        "$closed closed ($c1013 with 1013), $resync resync_required" "-" "0 reading clients closed" \
+        "$(if [ "$closed" = 0 ]; then echo met; else echo "not met"; fi)"
+    row "Sustained: worker memory, peak / after the clients left" \
+        "VmHWM $(mb "$(kv "$OUT/sus.out" worker_hwm_kb)") MB, RssAnon peak $(mb "$(kv "$OUT/sus.out" worker_anon_peak_kb)") MB; final VmRSS $(mb "$(kv "$OUT/sus.out" worker_final_rss_kb)") MB, private $(mb "$(kv "$OUT/sus.out" worker_final_private_kb)") MB" \
+        "-" "<= 100 MB (issue 13)" "$(met "$(mb "$(kv "$OUT/sus.out" worker_hwm_kb)")" "<=" 100)"
+    row "Sustained: writer commit rate (one connection, single-row transactions)" \
+        "$srate commits/s ($srows rows), worker CPU $(kv "$OUT/sus.out" worker_cpu_s) s" "-" "-" "-"
 fi
 
 # ------------------------------------------------------------------------------------

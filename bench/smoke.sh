@@ -110,7 +110,36 @@ fi
 check "writer --bulk-update: 2 clients get 2000 updates" complete "$OUT/lg5"
 check "writer reports its rate" test -n "$(kv "$OUT/w1" rows_per_s)"
 
-# 5. several workers sharing the port (plank.workers = 2, a restart): the kernel spreads
+# 5. sustained load: 50 clients while one writer commits single-row transactions flat
+#    out for 2 s, with plank.max_client_buffer small (64kB) and plank.max_client_lag 1s:
+#    the worker falls behind and every backlog passes the bound for longer than the lag,
+#    yet the clients read everything, so none may be closed (slow means the client is not
+#    reading, docs/RELIABILITY.md); and the worker's peak RSS (VmHWM) stays under
+#    SMOKE_SUS_MAX_MB.  A check of behaviour, not of speed.
+SMOKE_SUS_MAX_MB=${SMOKE_SUS_MAX_MB:-256}
+bench_psql -c "ALTER SYSTEM SET plank.max_client_buffer = '64kB'" >/dev/null
+bench_psql -c "ALTER SYSTEM SET plank.max_client_lag = '1s'" >/dev/null
+bench_psql -c "SELECT pg_reload_conf()" >/dev/null
+sleep 1
+WP=$(bench_worker_pids)
+bench_reset_table
+if run_bg lg7 loadgen --port "$BENCH_PORT" --clients 50 --rows 0 --parse scan --duration 60 --idle 3; then
+    "${W[@]}" --seconds 2 >"$OUT/w7" 2>&1 || true
+    finish_bg
+fi
+sus_rows=$(kv "$OUT/w7" rows)
+sus_hwm=$(status_kb VmHWM $WP)
+blog "sustained: ${sus_rows:-?} rows in 2 s, $(kv "$OUT/lg7" deliveries) deliveries, closed $(kv "$OUT/lg7" closed_by_server), worker VmHWM ${sus_hwm} kB"
+check "sustained: no reading client closed" test "$(kv "$OUT/lg7" closed_by_server)" = 0
+check "sustained: 50 clients get every row" test -n "$sus_rows" -a \
+    "$(kv "$OUT/lg7" deliveries)" = "$(( ${sus_rows:-0} * 50 ))"
+check "sustained: worker peak RSS under $SMOKE_SUS_MAX_MB MB" \
+    test "$sus_hwm" != NA -a "${sus_hwm/NA/0}" -lt $((SMOKE_SUS_MAX_MB * 1024))
+bench_psql -c "ALTER SYSTEM RESET plank.max_client_buffer" >/dev/null
+bench_psql -c "ALTER SYSTEM RESET plank.max_client_lag" >/dev/null
+bench_psql -c "SELECT pg_reload_conf()" >/dev/null
+
+# 6. several workers sharing the port (plank.workers = 2, a restart): the kernel spreads
 #    the 20 clients over both, and the second worker gets its events from the first
 if bench_has_setting plank.workers; then
     if bench_set_workers 2 >"$OUT/restart.err" 2>&1; then

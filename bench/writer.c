@@ -6,7 +6,8 @@
  *     bench_events(id bigserial primary key, ts_us bigint, payload text)
  * at --rate rows/s in total (0: flat out), over --conns connections (one
  * thread each), --per-txn rows per transaction (sent back to back; the
- * pacing is per transaction).  ts_us is the wall clock
+ * pacing is per transaction); with --seconds S instead, flat out or paced
+ * for S seconds, as many rows as that takes.  ts_us is the wall clock
  * (CLOCK_REALTIME, microseconds since the epoch) taken just before the
  * INSERT is sent: the receivers compute commit-to-client latency from it.
  * With --ts server, ts_us is clock_timestamp() evaluated while the INSERT
@@ -36,6 +37,7 @@ static int	opt_conns = 1;
 static int	opt_per_txn = 1;
 static int	opt_payload = 64;
 static double opt_max_seconds = 300;
+static double opt_seconds = 0;	/* --seconds: run this long, rows unbounded */
 static int64_t opt_bulk_insert = 0;
 static int	opt_server_ts = 0;	/* --ts server: ts_us from clock_timestamp() */
 static int	opt_bulk_update = 0;
@@ -144,6 +146,8 @@ worker_main(void *arg)
 			sleep_until_mono(start_mono + (int64_t) (i * 1e6 / w->rate));
 		if (mono_us() > deadline)
 		{
+			if (opt_seconds > 0)
+				break;
 			fprintf(stderr, "writer: --max-seconds reached after %lld rows\n", (long long) i);
 			break;
 		}
@@ -236,7 +240,7 @@ run_rows(void)
 		   (long long) done, secs, secs > 0 ? done / secs : 0,
 		   opt_rate > 0 ? "paced" : "flat out",
 		   hist_quantile(all, 0.5) / 1000.0, hist_quantile(all, 0.99) / 1000.0);
-	return failed || done != opt_rows;
+	return failed || (opt_seconds == 0 && done != opt_rows);
 }
 
 static int
@@ -299,6 +303,7 @@ usage(void)
 			"  --per-txn N        rows per transaction (1)\n"
 			"  --payload N        bytes of the payload column (64)\n"
 			"  --max-seconds S    stop inserting after S s (300)\n"
+			"  --seconds S        insert for S s, as many rows as that takes (instead of --rows)\n"
 			"  --bulk-insert N    one INSERT ... SELECT of N rows instead\n"
 			"  --bulk-update      one UPDATE of every row instead\n"
 			"  --ts client|server ts_us from the writer's clock before sending the INSERT\n"
@@ -319,6 +324,7 @@ main(int argc, char **argv)
 		{"per-txn", required_argument, NULL, 'x'},
 		{"payload", required_argument, NULL, 's'},
 		{"max-seconds", required_argument, NULL, 'T'},
+		{"seconds", required_argument, NULL, 'E'},
 		{"bulk-insert", required_argument, NULL, 'B'},
 		{"bulk-update", no_argument, NULL, 'U'},
 		{"ts", required_argument, NULL, 'S'},
@@ -339,6 +345,7 @@ main(int argc, char **argv)
 			case 'x': opt_per_txn = atoi(optarg); break;
 			case 's': opt_payload = atoi(optarg); break;
 			case 'T': opt_max_seconds = atof(optarg); break;
+			case 'E': opt_seconds = atof(optarg); break;
 			case 'B': opt_bulk_insert = atoll(optarg); break;
 			case 'U': opt_bulk_update = 1; break;
 			case 'S':
@@ -352,8 +359,14 @@ main(int argc, char **argv)
 			default: usage();
 		}
 	}
-	if (opt_conns < 1 || opt_per_txn < 1 || opt_payload < 0 || opt_rows < 0 || opt_rate < 0)
+	if (opt_conns < 1 || opt_per_txn < 1 || opt_payload < 0 || opt_rows < 0 || opt_rate < 0 ||
+		opt_seconds < 0)
 		usage();
+	if (opt_seconds > 0)
+	{
+		opt_rows = INT64_MAX / 2;
+		opt_max_seconds = opt_seconds;
+	}
 	payload = malloc(opt_payload + 1);
 	memset(payload, 'x', opt_payload);
 	payload[opt_payload] = '\0';

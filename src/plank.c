@@ -134,8 +134,8 @@ define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("plank.max_client_buffer",
-							"Sets how much outgoing data may wait for one slow WebSocket client.",
-							"A client whose queued messages exceed this is closed with code 1013.",
+							"Sets the backlog above which a WebSocket client that stops reading is closed.",
+							"A client whose queued messages, not counting the largest, exceed this while its socket takes no data for plank.max_client_lag is closed with code 1013; a client that reads is kept however large its backlog.",
 							&plank_max_client_buffer,
 							8192, 64, 1024 * 1024,
 							PGC_SIGHUP,
@@ -143,8 +143,8 @@ define_settings(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("plank.max_client_lag",
-							"Sets how long a client's backlog may stay above plank.max_client_buffer.",
-							"Past it the client is closed with 1013; a burst that the client reads away sooner is tolerated.",
+							"Sets how long a client over plank.max_client_buffer may take no data before it is closed.",
+							"Counted only while the worker polls the client's socket and finds it full; past it the client is closed with 1013.",
 							&plank_max_client_lag,
 							5000, 0, 3600 * 1000,
 							PGC_SIGHUP,

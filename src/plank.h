@@ -137,7 +137,10 @@ typedef struct PlankConn
 	int			q_cap;
 	size_t		q_bytes;
 	size_t		q_big;			/* largest message queued since it was empty */
-	TimestampTz over_since;		/* since when the backlog exceeds the bound; 0: it does not */
+	uint64		progress_pass;	/* loop pass of the last write progress */
+	TimestampTz progress_at;	/* ... and its time (server.c, conn_stalled) */
+	dlist_node	over_node;		/* in server.c's over_conns, when over_listed */
+	bool		over_listed;	/* backlog over plank.max_client_buffer */
 	dlist_head	subs;			/* PlankSub.conn_node */
 	int			nsubs;
 	bool		closing;		/* a close frame is to be sent */

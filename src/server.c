@@ -146,6 +146,11 @@ conn_purge_queue(PlankConn *conn)
 	conn->q_head = 0;
 	conn->q_bytes = 0;
 	conn->q_big = 0;
+	if (conn->over_listed)
+	{
+		dlist_delete(&conn->over_node);
+		conn->over_listed = false;
+	}
 }
 
 /*
@@ -185,11 +190,126 @@ plank_conn_close_after_send(PlankConn *conn, int code, const char *reason)
 }
 
 /*
+ * The slow-client rule.  A client is slow only when its own socket stops
+ * draining, never because the worker itself is behind: under a sustained
+ * load the worker may queue a long backlog for every client in one loop pass
+ * and reach their writeable callbacks much later, and clients that read
+ * everything they get must keep their connection.
+ *
+ * What tells them apart is poll().  Each pass of the worker's loop polls
+ * every socket once (plank_server_service: one lws_service call is one poll)
+ * and a connection with a backlog has asked for POLLOUT.  The socket becomes
+ * writable as soon as the client has read part of what the kernel holds for
+ * it, and stays writable until the worker writes again, so a reading client
+ * gets a writeable callback in the first pass whose poll comes after it
+ * read, however long the worker was busy in between.  A connection records
+ * the pass and the time of its last write progress (a writeable callback, or
+ * the moment its backlog started, from empty); it is stalled when
+ *
+ *	- at least STALL_PASSES whole passes, each begun after that progress,
+ *	  polled its socket without it becoming writable (libwebsockets may use
+ *	  one writable pass to finish a partly sent frame of its own without
+ *	  calling back, so one such pass proves nothing), and
+ *	- the last of those polls began plank.max_client_lag or more after that
+ *	  progress: the socket has been full, as seen by poll() itself, for that
+ *	  long.
+ *
+ * Time the worker spends busy outside poll() after the last poll is not
+ * counted, and no number of quick passes counts without the time.
+ *
+ * Only a connection whose backlog is over plank.max_client_buffer (not
+ * counting its largest message) is checked: a stalled client under that
+ * bound keeps its backlog, and one over it that drains is kept too.  It is
+ * checked when a message would take it over the bound, and, while it stays
+ * over, by a sweep of the connections over the bound (over_conns) every
+ * STALL_SWEEP_MS or so, whose timer also makes the loop poll when nothing
+ * else happens.  A stalled client over the bound is closed with 1013 (try
+ * again later).
+ */
+#define STALL_PASSES 3
+
+static uint64 service_passes_started = 0;	/* lws_service calls begun */
+static uint64 service_passes_done = 0;	/* ... and returned */
+static TimestampTz last_poll_began = 0; /* when the last returned one began */
+static dlist_head over_conns = DLIST_STATIC_INIT(over_conns);
+static lws_sorted_usec_list_t stall_sul;
+static bool stall_sul_armed = false;
+
+/* the sweep interval: a quarter of plank.max_client_lag, 10 ms to 1 s */
+#define STALL_SWEEP_MS Max(10, Min(plank_max_client_lag / 4, 1000))
+
+/* conn_progress: the connection's socket took data or became writable now */
+static inline void
+conn_progress(PlankConn *conn, TimestampTz now)
+{
+	conn->progress_pass = service_passes_started;
+	conn->progress_at = now;
+}
+
+/* conn_over: is the backlog over plank.max_client_buffer (see plank_conn_send)? */
+static inline bool
+conn_over(PlankConn *conn)
+{
+	return conn->q_bytes > conn->q_big + (size_t) plank_max_client_buffer * 1024;
+}
+
+/* conn_stalled: has conn's socket stopped draining (see above)? */
+static bool
+conn_stalled(PlankConn *conn)
+{
+	return service_passes_done >= conn->progress_pass + STALL_PASSES &&
+		TimestampDifferenceExceeds(conn->progress_at, last_poll_began,
+								   plank_max_client_lag);
+}
+
+/* conn_close_stalled: close a stalled client with 1013 */
+static void
+conn_close_stalled(PlankConn *conn)
+{
+	ereport(plank_log_level,
+			(errmsg("plank closing connection %llu from %s: its socket took no data for plank.max_client_lag with more than plank.max_client_buffer queued",
+					(unsigned long long) conn->id, conn->peer)));
+	plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+	plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+}
+
+/* The sweep of the connections over the bound (a libwebsockets timer). */
+static void
+stall_sweep(lws_sorted_usec_list_t *sul)
+{
+	dlist_mutable_iter iter;
+
+	stall_sul_armed = false;
+	dlist_foreach_modify(iter, &over_conns)
+	{
+		PlankConn  *conn = dlist_container(PlankConn, over_node, iter.cur);
+
+		if (conn->closing || !conn_over(conn))
+		{
+			dlist_delete(&conn->over_node);
+			conn->over_listed = false;
+		}
+		else if (conn_stalled(conn))
+			conn_close_stalled(conn);	/* leaves the list */
+	}
+	if (!dlist_is_empty(&over_conns))
+	{
+		lws_sul_schedule(lws_ctx, 0, &stall_sul, stall_sweep,
+						 (lws_usec_t) STALL_SWEEP_MS * LWS_US_PER_MS);
+		stall_sul_armed = true;
+	}
+}
+
+/*
  * plank_conn_send
  *		Queue a frame for a connection (taking a reference).  sub, when not
  *		NULL, names the subscription the message answers: its prefix is
- *		written before the frame.  A client whose queue would pass
- *		plank.max_client_buffer is closed with 1013 (try again later).
+ *		written before the frame.  A client whose backlog is over
+ *		plank.max_client_buffer while its socket has stopped draining for
+ *		plank.max_client_lag is closed with 1013 (try again later); see the
+ *		slow-client rule above.  So is one whose backlog (not counting its
+ *		largest message) would exceed plank.replay_buffer: the bound of a
+ *		connection's memory.
  */
 void
 plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
@@ -202,27 +322,42 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	/*
 	 * The bound is on the backlog not counting its largest message, so that
 	 * a large row or snapshot is always accepted.  q_big only drops when the
-	 * queue empties: an over-estimate, on the lenient side.  A backlog over
-	 * the bound is tolerated for plank.max_client_lag, so that a burst (one
-	 * statement changing 100,000 rows) does not drop a client that reads.
+	 * queue empties: an over-estimate, on the lenient side.
 	 */
 	{
 		size_t		big = Max(conn->q_big, (size_t) frame->len);
 
+		/*
+		 * The memory bound, whatever the socket does: a backlog larger than
+		 * the replay ring is further behind than any resume could reach, so
+		 * the client is closed and, reconnecting, told to resync.
+		 */
+		if (conn->q_bytes + frame->len > big + (size_t) plank_replay_buffer * 1024)
+		{
+			ereport(plank_log_level,
+					(errmsg("plank closing connection %llu from %s: its backlog exceeded plank.replay_buffer",
+							(unsigned long long) conn->id, conn->peer)));
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "backlog over plank.replay_buffer");
+			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+			return;
+		}
 		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
-			TimestampTz now = GetCurrentTimestamp();
-
-			if (conn->over_since == 0)
-				conn->over_since = now;
-			else if (TimestampDifferenceExceeds(conn->over_since, now, plank_max_client_lag))
+			if (conn_stalled(conn))
 			{
-				ereport(plank_log_level,
-						(errmsg("plank closing connection %llu from %s: outgoing buffer exceeded plank.max_client_buffer for longer than plank.max_client_lag",
-								(unsigned long long) conn->id, conn->peer)));
-				plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
-				plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+				conn_close_stalled(conn);
 				return;
+			}
+			if (!conn->over_listed)
+			{
+				dlist_push_tail(&over_conns, &conn->over_node);
+				conn->over_listed = true;
+				if (!stall_sul_armed)
+				{
+					lws_sul_schedule(lws_ctx, 0, &stall_sul, stall_sweep,
+									 (lws_usec_t) STALL_SWEEP_MS * LWS_US_PER_MS);
+					stall_sul_armed = true;
+				}
 			}
 		}
 		conn->q_big = big;
@@ -250,7 +385,11 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	frame->refcount++;
 	conn->q_bytes += frame->len;
 	if (conn->q_len++ == 0)
+	{
+		/* the backlog starts: the stall clock starts from here */
+		conn_progress(conn, GetCurrentTimestamp());
 		lws_callback_on_writable(conn->wsi);
+	}
 }
 
 /* plank_conn_send_text: queue a one-off message (data without its "{"). */
@@ -735,6 +874,7 @@ conn_writeable(PlankConn *conn)
 
 	/* a burst goes out in as few TCP segments as it fills (TCP_CORK) */
 	now = GetCurrentTimestamp();
+	conn_progress(conn, now);
 	corked = conn->q_len > 1 &&
 		setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0;
 	for (n = 0; n < WRITE_BURST && conn->q_len > 0 && !lws_partial_buffered(conn->wsi); n++)
@@ -747,8 +887,6 @@ conn_writeable(PlankConn *conn)
 		conn->q_bytes -= msg.frame->len;
 		if (conn->q_len == 0)
 			conn->q_big = 0;
-		if (conn->q_bytes <= conn->q_big + (size_t) plank_max_client_buffer * 1024)
-			conn->over_since = 0;
 
 		wbuf.len = 0;
 		enlargeStringInfo(&wbuf, LWS_PRE);
@@ -1450,7 +1588,13 @@ plank_server_reload(void)
 void
 plank_server_service(void)
 {
+	TimestampTz began = GetCurrentTimestamp();
+
+	/* the pass counters of the slow-client rule (see conn_stalled) */
+	service_passes_started++;
 	lws_service(lws_ctx, 0);
+	service_passes_done = service_passes_started;
+	last_poll_began = began;
 }
 
 /* plank_server_postmaster_died: has the death pipe fired? */

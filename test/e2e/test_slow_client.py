@@ -1,15 +1,18 @@
-"""A client that does not read is dropped with close code 1013 once its outgoing buffer
-passes plank.max_client_buffer, and other clients keep receiving everything
-(docs/PROTOCOL.md, "Close codes")."""
+"""A client that does not read is dropped with close code 1013 once its backlog is over
+plank.max_client_buffer and its socket has taken nothing for plank.max_client_lag, and
+other clients keep receiving everything; clients that read are never dropped, however
+far the worker falls behind (docs/PROTOCOL.md, "Close codes"; docs/RELIABILITY.md)."""
 
 import asyncio
 import contextlib
+import selectors
 import json
 import struct
 import threading
 import time
 
-from conftest import PORT, Db, RawWebSocket, client, connect, run, set_setting, sql, tag
+from conftest import (PORT, Db, RawWebSocket, client, connect, run, set_setting, set_settings,
+                      sql, tag)
 
 # pg_notification_queue_usage() is the fraction of the NOTIFY queue's maximum size (about
 # 8 GB in PostgreSQL 15) that is in use. The changes these tests write (a few to 11 MB)
@@ -62,9 +65,8 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
     # client, whose Python process also runs the writer, is not dropped for a hiccup of
     # some milliseconds (64kB, nine rows, was; 1MB was still dropped once in a loaded run)
     set_setting("plank.max_client_buffer", "2MB")
-    # the stalled client is closed once it has been over the bound for 200 ms: far less
-    # than the rest of the writes take, and a grace for the reading client's hiccups
-    # (with no grace, it was dropped once in a run against the ASan build)
+    # the stalled client is closed once its socket has taken nothing for 200 ms with more
+    # than the bound queued: far less than the rest of the writes take
     set_setting("plank.max_client_lag", "200ms")
     slow = None
     try:
@@ -73,7 +75,38 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
         slow.send_text(json.dumps({"type": "subscribe", "id": "items", "table": "public.items"}))
         ack = slow.recv_json()
         assert ack["type"] == "ack", ack
-        # from here on the slow client reads nothing until every row is written
+        # from here on the slow client reads nothing until the server has closed it (its
+        # clients_dropped_slow counts it); then it reads what it was sent, promptly, so
+        # that libwebsockets' wait for the answer to its close frame (a few seconds, after
+        # which the socket is dropped with what it still holds) does not run out
+        dropped_before = sql("SELECT clients_dropped_slow FROM plank.stats()")[0][0]
+        outcome = {}
+
+        def read_slow():
+            # until the server closes it, or 5 s after the writes are over
+            deadline = time.monotonic() + 120
+            while sql("SELECT clients_dropped_slow FROM plank.stats()")[0][0] <= dropped_before:
+                if "stop" in outcome:
+                    deadline = min(deadline, outcome["stop"] + 5)
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            outcome["received"] = 0
+            try:
+                while True:
+                    op, payload = slow.recv_frame()
+                    if op == 8:
+                        outcome["code"] = (struct.unpack("!H", payload[:2])[0]
+                                           if len(payload) >= 2 else 1005)
+                        return
+                    outcome["received"] += 1
+            except (EOFError, ConnectionResetError):
+                outcome["code"] = "connection ended without a close frame"
+            except OSError as e:
+                outcome["code"] = f"no close frame: {e!r}"
+        slow.s.settimeout(20)
+        slow_reader = threading.Thread(target=read_slow, daemon=True)
+        slow_reader.start()
 
         def write():
             db = Db()
@@ -92,24 +125,19 @@ def test_slow_client_is_dropped_with_1013_and_others_get_everything():
                 assert [m["change"]["new"]["name"] for m in msgs] == names, \
                     "a fast client lost changes while a slow one stalled"
         started = time.monotonic()
-        with queue_usage_sampler() as samples:
-            run(body(), timeout=120)
+        try:
+            with queue_usage_sampler() as samples:
+                run(body(), timeout=120)
+        finally:
+            # the writes are over: the slow client has been closed by now, or never is
+            outcome["stop"] = time.monotonic()
+            slow_reader.join(60)
         assert time.monotonic() - started < 60
         check_queue_usage(samples, rows * width)
 
-        # now read what the slow client was sent: some changes, then close 1013
-        code = None
-        deadline = time.monotonic() + 20
-        received = 0
-        try:
-            while time.monotonic() < deadline:
-                op, payload = slow.recv_frame()
-                if op == 8:
-                    code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                    break
-                received += 1
-        except (EOFError, ConnectionResetError):
-            code = "connection ended without a close frame"
+        # what the slow client was sent: some changes, then close 1013
+        assert "received" in outcome, "the slow client was not closed (clients_dropped_slow)"
+        received, code = outcome["received"], outcome.get("code")
         print(f"slow client: {received} messages, then close {code}")
         assert received < rows, "the slow client was sent everything: nothing was bounded"
         assert code == 1013, f"expected close code 1013, got {code} after {received} messages"
@@ -214,3 +242,101 @@ def test_small_backlog_behind_a_large_message_is_not_dropped():
         assert [b for t, b in got[1:]] == ["small-0", "small-1", "small-2"]
     finally:
         raw.close()
+
+
+def test_fast_readers_behind_a_busy_worker_are_not_dropped():
+    """Slow means the client is not reading (docs/RELIABILITY.md): 200 clients that read
+    everything as fast as they can, while single-row transactions are committed flat out
+    for 5 s, fall far behind plank.max_client_buffer (64kB here) because the worker itself
+    is behind, for longer than plank.max_client_lag (1s here); none is closed, and every
+    one gets every row. (At most `cap` rows, so that the clients drain in well under
+    plank.ping_interval: they answer no ping. With the rule this replaced, a backlog over
+    the bound for max_client_lag, all 200 were closed.)"""
+    clients, seconds, cap = 200, 5, 50000
+    label = tag()
+    sql("CREATE TABLE IF NOT EXISTS public.e2e_sustained ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text, n int)")
+    sql("SELECT plank.track('public.e2e_sustained')")
+    set_settings({"plank.max_client_buffer": "64kB", "plank.max_client_lag": "1s"})
+    socks = []
+    try:
+        for _ in range(clients):
+            ws = RawWebSocket(PORT, rcvbuf=256 * 1024, timeout=30)
+            socks.append(ws)
+            assert ws.recv_json()["type"] == "welcome"
+            ws.send_text(json.dumps({"type": "subscribe", "id": "s",
+                                     "table": "public.e2e_sustained",
+                                     "filter": {"label": label}}))
+            ack = ws.recv_json()
+            assert ack["type"] == "ack", ack
+
+        # each client: [changes received, how it ended (None: open), the last bytes]. The
+        # reader counts the changes in the raw stream (bytes.count, at C speed), so that
+        # it reads as fast as the socket delivers; the last 64 bytes of a stream that
+        # ends show how (a close frame with 1013 "client too slow", or none).
+        marker = b'"type":"change"'
+        state = {ws: [bytes(ws.buf).count(marker), None, bytes(ws.buf[-64:])] for ws in socks}
+        stop = threading.Event()
+
+        def read_all():
+            sel = selectors.DefaultSelector()
+            for ws in socks:
+                ws.s.setblocking(False)
+                sel.register(ws.s, selectors.EVENT_READ, ws)
+            while not stop.is_set():
+                for key, _ in sel.select(0.1):
+                    ws = key.data
+                    st = state[ws]
+                    try:
+                        chunk = ws.s.recv(1 << 20)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except ConnectionError:
+                        chunk = b""
+                    if not chunk:
+                        sel.unregister(ws.s)
+                        st[1] = "closed, ending with %r" % st[2]
+                        continue
+                    # a marker split between two reads is counted in the joined bytes
+                    joined = st[2][-(len(marker) - 1):] + chunk
+                    st[0] += joined.count(marker)
+                    st[2] = joined[-64:]
+            sel.close()
+
+        reader = threading.Thread(target=read_all, daemon=True)
+        reader.start()
+        # the writer: one single-row transaction after another, in the server (no client
+        # round trip per row), for `seconds` or `cap` rows, whichever comes first
+        sql(f"""DO $$
+            DECLARE
+                t timestamptz := clock_timestamp();
+                i int := 0;
+            BEGIN
+                WHILE clock_timestamp() < t + interval '{seconds} s' AND i < {cap} LOOP
+                    i := i + 1;
+                    INSERT INTO public.e2e_sustained (label, n) VALUES (%s, i);
+                    COMMIT;
+                END LOOP;
+            END $$""", (label,))
+        wrote = time.monotonic()
+        rows = sql("SELECT count(*) FROM public.e2e_sustained WHERE label = %s", (label,))[0][0]
+        assert rows > 0
+
+        def done():
+            return all(st[0] >= rows or st[1] is not None for st in state.values())
+        deadline = time.monotonic() + 180
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        stop.set()
+        reader.join(10)
+        closed = [st[1] for st in state.values() if st[1] is not None]
+        short = [st[0] for st in state.values() if st[0] != rows]
+        print(f"{rows} rows written; {clients} clients; closed: {len(closed)}; "
+              f"short: {len(short)}; drained {time.monotonic() - wrote:.1f} s after the writes")
+        assert not closed, f"{len(closed)} reading clients were closed: {closed[:5]}"
+        assert not short, f"{len(short)} clients did not get all {rows} rows: {short[:5]}"
+    finally:
+        for ws in socks:
+            ws.close()
+        set_settings({"plank.max_client_buffer": None, "plank.max_client_lag": None})
+        sql("DELETE FROM public.e2e_sustained WHERE label = %s", (label,))
