@@ -337,7 +337,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 			ereport(plank_log_level,
 					(errmsg("plank closing connection %llu from %s: its backlog exceeded plank.replay_buffer",
 							(unsigned long long) conn->id, conn->peer)));
-			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "backlog over plank.replay_buffer");
+			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
 			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
 			return;
 		}
