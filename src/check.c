@@ -506,8 +506,9 @@ plank_check_shutdown(void)
 /*
  * plank_check_role_allowed
  *		May a client act as this role?  Only a role granted to
- *		plank.authenticator (PostgREST's rule), and a superuser or BYPASSRLS
- *		role only with plank.allow_privileged_roles.  Logs (LOG) a refusal
+ *		plank.authenticator (PostgREST's rule), never the authenticator
+ *		itself, and a superuser or BYPASSRLS role only with
+ *		plank.allow_privileged_roles.  Logs (LOG) a refusal
  *		with the role's name and the reason.  Inside a transaction.
  */
 bool
@@ -524,6 +525,14 @@ plank_check_role_allowed(Oid roleid, const char *role)
 				 errhint("Create it: CREATE ROLE %s LOGIN NOINHERIT, then GRANT %s TO %s.",
 						 quote_identifier(plank_authenticator), quote_identifier(role),
 						 quote_identifier(plank_authenticator))));
+		return false;
+	}
+	if (roleid == authid)
+	{
+		ereport(LOG,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("plank refuses role \"%s\": it is plank.authenticator itself", role),
+				 errhint("Clients act as the roles granted to the authenticator, never as the authenticator.")));
 		return false;
 	}
 	if (!is_member_of_role(authid, roleid))

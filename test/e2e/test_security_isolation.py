@@ -384,6 +384,8 @@ def test_roles_not_granted_to_the_authenticator_are_refused():
         reply, _ = run(auth_refusal(token(name)))
         assert reply["code"] == "unknown_role", reply
         assert name in log.text()
+        reply, _ = run(auth_refusal(token("plank_authenticator")))
+        assert reply["code"] == "unknown_role", reply
         with plank_settings({"plank.allow_privileged_roles": "off"}):
             for role in ("postgres", bypass):
                 reply, _ = run(auth_refusal(token(role)))
