@@ -87,6 +87,7 @@ extern int	plank_worker_port;
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "common/jsonapi.h"
 #include "utils/timestamp.h"
 
 #include <libwebsockets.h>
@@ -212,7 +213,7 @@ typedef struct PlankNotification
 /*
  * An event: one received notification with its sequence number, routing
  * information and shared message body.  The replay ring keeps copies of
- * these (with jb = NULL).
+ * these (with parsed = NULL).
  */
 typedef struct PlankEvent
 {
@@ -228,8 +229,36 @@ typedef struct PlankEvent
 	PlankFrame *frame;			/* message body, without the "{" or sub prefix */
 	uint32		payload_off;	/* change: the payload's place in frame->data */
 	uint32		payload_len;
-	Jsonb	   *jb;				/* change: parsed payload, while dispatching */
+	struct PlankPayload *parsed;	/* change: its members, while dispatching */
 } PlankEvent;
+
+/*
+ * One member of a JSON object, as spans of the object's text found with
+ * PostgreSQL's JSON parser (common/jsonapi.h): nothing is re-serialised.
+ */
+typedef struct PlankJsonMember
+{
+	const char *key;			/* the key's string token, with its quotes */
+	int			keylen;
+	const char *value;			/* the value's text */
+	int			valuelen;
+	JsonTokenType type;			/* the value's first token */
+} PlankJsonMember;
+
+#define PLANK_ROW_NEW	0
+#define PLANK_ROW_OLD	1
+#define PLANK_ROW_KEY	2
+
+/* A change payload's members, and the members of its row images. */
+typedef struct PlankPayload
+{
+	PlankJsonMember *members;
+	int			nmembers;
+	bool		truncated;		/* it has a "truncated" member */
+	int			row_member[3];	/* index of "new", "old", "key"; -1: none */
+	PlankJsonMember *rows[3];	/* their members, when the value is an object */
+	int			nrows[3];
+} PlankPayload;
 
 /* worker.c */
 extern uint64 plank_seq;
@@ -311,7 +340,8 @@ typedef enum PlankCounter
 	PLANK_STAT_DROPPED_SLOW,
 	PLANK_STAT_RESYNCS,
 	PLANK_STAT_PROTOCOL_ERRORS,
-	PLANK_STAT_AUTH_FAILURES
+	PLANK_STAT_AUTH_FAILURES,
+	PLANK_STAT_UNDELIVERABLE
 } PlankCounter;
 
 extern void plank_stats_init(int nworkers);
@@ -404,7 +434,13 @@ extern void plank_subs_resync(PlankSub *sub, const char *reason);
 extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
-extern Jsonb *plank_event_payload(PlankEvent *ev);
+extern PlankPayload *plank_event_payload(PlankEvent *ev);
+extern bool plank_json_members(const char *json, int len, int encoding,
+							   PlankJsonMember **members, int *nmembers, char **error);
+extern char *plank_json_key(const PlankJsonMember *m, int *len);
+extern char *plank_json_string(const char *tok, int len, int *outlen);
+extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
+extern void plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
 
 /* recheck.c */
 extern void plank_recheck_init(void);

@@ -1,0 +1,204 @@
+"""Every committed change, exactly as committed (docs/PROTOCOL.md "Change payload" and
+"Exact values", docs/RELIABILITY.md "Exact delivery").
+
+PostgreSQL's json type accepts values that jsonb rejects: a string holding "\\u0000", a
+number such as 1e1000000. A tracked row holding them, small or over NOTIFY's 8000 bytes
+(plank.overflow), reaches plain, filtered, column-restricted and row-level-security
+subscribers with the json value's text unchanged, and never stops the worker. Column
+restriction cuts members out of the committed text: duplicate keys, key order, -0 and 1e2
+of a json value arrive as written.
+
+Messages are compared as raw text: the frames are kept as received and the members are
+cut out of them with Python's JSON decoder keeping numbers as their text and objects as
+lists of pairs, so that nothing a Python value would normalise can pass unnoticed."""
+
+import asyncio
+import json
+
+import pytest
+
+from conftest import client, connect, run, sql, tag, worker_pids
+from test_security_common import authed, res, token  # noqa: F401
+
+CLAIMS_SUB = "current_setting('request.jwt.claims', true)::jsonb ->> 'sub'"
+
+# (json text as written, what it is) - every one accepted by json, most refused by jsonb
+ODD_VALUES = [
+    ('"\\u0000"', "a string holding U+0000"),
+    ('1e1000000', "a number beyond numeric's range"),
+    ('{"k": "a\\u0000b", "n": -1e-1000000}', "an object holding both"),
+    ('{"a":1,"a":2,"b":-0,"c":1e2}', "duplicate keys, -0 and 1e2"),
+]
+
+
+def exact(raw):
+    """Parse a frame keeping every number as its text and every object as its pairs."""
+    return json.loads(raw, object_pairs_hook=list, parse_float=str, parse_int=str,
+                      parse_constant=str)
+
+
+def member(pairs, name):
+    found = [v for k, v in pairs if k == name]
+    assert len(found) == 1, f"{name!r} in {pairs!r}"
+    return found[0]
+
+
+class RawLog:
+    """Every text frame a client receives, as received."""
+
+    def __init__(self, c):
+        self.frames = []
+        recv = c.ws.recv
+
+        async def keeping():
+            raw = await recv()
+            self.frames.append(raw)
+            return raw
+        c.ws.recv = keeping
+
+    def change_frames(self, sub, label):
+        out = []
+        for raw in self.frames:
+            m = exact(raw)
+            if member(m, "type") != "change" or dict(m).get("sub") != sub:
+                continue
+            if label in raw:
+                out.append(m)
+        return out
+
+
+def json_member_text(frame_pairs, row="new", column="doc"):
+    """The raw JSON text of change.<row>.<column> in a frame as the server wrote it."""
+    change = member(frame_pairs, "change")
+    return member(member(change, row), column)
+
+
+def raw_value_text(raw_frame, label):
+    """The exact bytes of the "doc" member of the frame's row: located with the decoder
+    (raw_decode reports where each value ends), compared as text."""
+    dec = json.JSONDecoder()
+    start = raw_frame.index('"doc":') + len('"doc":')
+    while raw_frame[start] in " \t\r\n":
+        start += 1
+    _, end = dec.raw_decode(raw_frame, start)
+    return raw_frame[start:end]
+
+
+def doc_texts(frames, sub, label):
+    out = []
+    for raw in frames:
+        if label not in raw or f'"sub":"{sub}"' not in raw or '"type":"change"' not in raw:
+            continue
+        out.append(raw_value_text(raw, label))
+    return out
+
+
+@pytest.fixture
+def odd_table(res):
+    t = res.table("id int PRIMARY KEY, label text NOT NULL, owner text NOT NULL DEFAULT 'alice', "
+                  "doc json, secret text DEFAULT 'hidden', pad text")
+    return t
+
+
+def write_rows(t, label, big):
+    """One INSERT per odd value (ids 1..n), then an UPDATE of each, in one transaction each."""
+    pad = "repeat('x', 9000)" if big else "NULL"
+    for i, (text, _) in enumerate(ODD_VALUES, start=1):
+        sql(f"INSERT INTO public.{t} (id, label, doc, pad) VALUES (%s, %s, %s::json, {pad})",
+            (i, label, text))
+    for i, (text, _) in enumerate(ODD_VALUES, start=1):
+        sql(f"UPDATE public.{t} SET label = label WHERE id = %s", (i,))
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "overflow"])
+def test_json_values_jsonb_refuses_reach_every_kind_of_subscriber(res, odd_table, big):
+    t = odd_table
+    label = tag()
+    r_cols = res.role()
+    sql(f'GRANT SELECT (id, label, owner, doc, pad) ON public.{t} TO "{r_cols}"')
+    r_rls = res.role()
+    sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+    # the policy reads the json column too: the check sees it as committed
+    sql(f"CREATE POLICY own ON public.{t} FOR SELECT USING "
+        f"(owner = {CLAIMS_SUB} AND doc::text IS NOT NULL)")
+    sql(f'GRANT SELECT ON public.{t} TO "{r_rls}"')
+    pids = worker_pids()
+    n = len(ODD_VALUES)
+
+    async def body():
+        async with client() as plain, authed(token(r_cols, sub="alice")) as cols, \
+                authed(token(r_rls, sub="alice")) as rls, authed(token(r_rls, sub="bob")) as bob:
+            logs = {name: RawLog(c) for name, c in
+                    (("plain", plain), ("cols", cols), ("rls", rls), ("bob", bob))}
+            await plain.subscribe("all", table=f"public.{t}")
+            await plain.subscribe("filtered", table=f"public.{t}", filter={"label": label})
+            await plain.subscribe("other", table=f"public.{t}", filter={"label": "no-" + label})
+            # filters on the json column itself: equal to no odd value but never an error
+            await plain.subscribe("ondoc", table=f"public.{t}", filter={"doc": "\u0001"})
+            await cols.subscribe("cols", table=f"public.{t}")
+            await cols.subscribe("colsf", table=f"public.{t}", filter={"label": label})
+            await rls.subscribe("rls", table=f"public.{t}")
+            await rls.subscribe("rlsf", table=f"public.{t}", filter={"label": label})
+            await bob.subscribe("bob", table=f"public.{t}")
+            await asyncio.to_thread(write_rows, t, label, big)
+            for c, subs in ((plain, ("all", "filtered")), (cols, ("cols", "colsf")),
+                            (rls, ("rls", "rlsf"))):
+                for s in subs:
+                    got = await c.pushes(s, 2 * n, timeout=20)
+                    ops = [m["change"]["op"] for m in got]
+                    assert ops == ["INSERT"] * n + ["UPDATE"] * n, (s, got)
+            await plain.sync()
+            await bob.sync()
+            assert not plain.kept_pushes("other"), plain.kept_pushes("other")
+            assert not plain.kept_pushes("ondoc"), plain.kept_pushes("ondoc")
+            assert not bob.kept_pushes("bob"), "bob sees alice's rows"
+            assert not [m for c in (plain, cols, rls) for m in c.inbox
+                        if m["type"] == "resync_required"]
+            expected = [text for text, _ in ODD_VALUES] * 2
+            for name, sub in (("plain", "all"), ("plain", "filtered"), ("cols", "cols"),
+                              ("cols", "colsf"), ("rls", "rls"), ("rls", "rlsf")):
+                got = doc_texts(logs[name].frames, sub, label)
+                assert got == expected, (sub, got)
+            # column restriction: the secret is cut out, the rest is the committed text
+            for raw in logs["cols"].frames:
+                assert "hidden" not in raw, raw[:300]
+    run(body())
+    assert worker_pids() == pids, "the worker restarted"
+
+
+def test_column_restriction_keeps_the_committed_text(res):
+    """A role restricted to some columns gets the other members exactly as the unrestricted
+    subscriber gets them: same text for every kept member, in the same order."""
+    t = res.table("id int PRIMARY KEY, doc json, f float8, secret text")
+    r = res.role()
+    sql(f'GRANT SELECT (id, doc, f) ON public.{t} TO "{r}"')
+
+    async def body():
+        async with client() as plain, authed(token(r)) as cols:
+            lp, lc = RawLog(plain), RawLog(cols)
+            await plain.subscribe("p", table=f"public.{t}")
+            await cols.subscribe("c", table=f"public.{t}")
+            sql(f"""INSERT INTO public.{t} VALUES (1, '{{"a":1,"a":2,"b":-0,"c":1e2}}', -0.0, 's')""")
+            await plain.next_push("p")
+            await cols.next_push("c")
+            full = [exact(r) for r in lp.frames if '"type":"change"' in r][0]
+            cut = [exact(r) for r in lc.frames if '"type":"change"' in r][0]
+            new_full = member(member(full, "change"), "new")
+            new_cut = member(member(cut, "change"), "new")
+            assert [k for k, _ in new_cut] == ["id", "doc", "f"], new_cut
+            assert new_cut == [(k, v) for k, v in new_full if k != "secret"], (new_full, new_cut)
+            assert member(new_cut, "doc") == [("a", "1"), ("a", "2"), ("b", "-0"), ("c", "1e2")]
+            raw = [r for r in lc.frames if '"type":"change"' in r][0]
+            assert '{"a":1,"a":2,"b":-0,"c":1e2}' in raw, raw
+    run(body())
+
+
+def test_metrics_list_undeliverable_changes():
+    """The counter of changes a subscription could not be sent exactly is exported."""
+    import urllib.request
+    from conftest import PORT
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    lines = [ln for ln in text.splitlines() if ln.startswith("plank_undeliverable_changes_total")]
+    assert lines and float(lines[0].split()[-1]) == 0, lines
+
