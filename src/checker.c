@@ -303,6 +303,9 @@ run_request(const PlankCheckRequest *req, const char *claims, const char *body,
 	set_local("row_security", "on");
 	set_local("request.jwt.claims", claims);
 	set_local("search_path", "pg_catalog, pg_temp");
+	/* rows rendered as the capture renders them (capture.c plank_output_settings) */
+	for (int i = 0; plank_output_settings[i][0] != NULL; i++)
+		set_local(plank_output_settings[i][0], plank_output_settings[i][1]);
 	PushActiveSnapshot(GetTransactionSnapshot());
 
 	/* the authenticator acts only as roles granted to it (PostgREST) */

@@ -285,6 +285,10 @@ extern void plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_
 typedef void (*plank_conn_walker) (PlankConn *conn, void *arg);
 extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 
+/* capture.c */
+extern const char *const plank_output_settings[][2];
+extern int	plank_output_settings_push(void);
+
 /* protocol.c */
 typedef enum PlankReadable
 {

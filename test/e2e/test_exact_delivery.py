@@ -202,3 +202,81 @@ def test_metrics_list_undeliverable_changes():
     lines = [ln for ln in text.splitlines() if ln.startswith("plank_undeliverable_changes_total")]
     assert lines and float(lines[0].split()[-1]) == 0, lines
 
+
+# --------------------------------------------------------------------------- output settings
+
+
+def raw_object_after(raw, marker):
+    """The raw text of the JSON value that follows `marker` in a frame."""
+    start = raw.index(marker) + len(marker)
+    _, end = json.JSONDecoder().raw_decode(raw, start)
+    return raw[start:end]
+
+
+WRITER_SETTINGS = [
+    "SET extra_float_digits = 0",
+    "SET DateStyle = 'SQL, DMY'",
+    "SET IntervalStyle = 'sql_standard'",
+    "SET bytea_output = 'escape'",
+    "SET TimeZone = 'America/New_York'",
+]
+
+
+def test_change_and_snapshot_of_a_row_are_byte_identical_whatever_the_writer_settings(res):
+    """The capture renders rows with fixed output settings (docs/PROTOCOL.md "Exact values"),
+    the snapshot with the same: every setting that changes a value's text is changed in the
+    writer's session, and the change's "new" is compared with the snapshot's row as text."""
+    t = res.table("id int PRIMARY KEY, f float8, r real, ts timestamptz, tl timestamp, "
+                  "d date, iv interval, b bytea, n numeric, doc json, arr float8[]")
+    label = tag()
+
+    def write():
+        conn = connect()
+        try:
+            with conn.cursor() as cur:
+                for s in WRITER_SETTINGS:
+                    cur.execute(s)
+                cur.execute(f"INSERT INTO public.{t} VALUES (1, 0.1::float8 + 0.2::float8, "
+                            "0.1::real, '2024-03-05 06:07:08.123456+02', '2024-03-05 06:07:08', "
+                            "'2024-03-05', '1 year 2 mons 3 days 04:05:06.5', '\\x00ff41'::bytea, "
+                            f"1.50, %s::json, ARRAY[0.1::float8 + 0.2::float8])", (f'"{label}"',))
+        finally:
+            conn.close()
+
+    async def body():
+        async with client() as c:
+            log = RawLog(c)
+            await c.subscribe("live", table=f"public.{t}")
+            await asyncio.to_thread(write)
+            await c.next_push("live")
+            change_raw = [r for r in log.frames if '"type":"change"' in r][0]
+            await c.subscribe("snap", table=f"public.{t}", snapshot=True)
+            snap_raw = [r for r in log.frames if '"type":"snapshot"' in r][0]
+            new_text = raw_object_after(change_raw, '"new":')
+            row_text = raw_object_after(snap_raw, '"rows":[')
+            assert new_text == row_text, (new_text, row_text)
+            # and the values are the fixed settings' texts, not the writer's
+            assert '"f":0.30000000000000004' in new_text, new_text
+            assert '"arr":[0.30000000000000004]' in new_text, new_text
+            assert '"r":0.1' in new_text, new_text
+            assert '"ts":"2024-03-05T04:07:08.123456+00:00"' in new_text, new_text
+            assert '"iv":"1 year 2 mons 3 days 04:05:06.5"' in new_text, new_text
+            assert '"b":"\\\\x00ff41"' in new_text, new_text
+            assert '"d":"2024-03-05"' in new_text, new_text
+    run(body())
+
+
+def test_writer_settings_are_kept_after_the_capture():
+    """The capture's settings end with it: the writer's session keeps its own."""
+    conn = connect(autocommit=False)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET extra_float_digits = 0")
+            cur.execute("SET TimeZone = 'America/New_York'")
+            cur.execute("INSERT INTO public.items (name) VALUES (%s)", (tag(),))
+            cur.execute("SELECT current_setting('extra_float_digits'), current_setting('TimeZone'), "
+                        "(0.1::float8 + 0.2::float8)::text")
+            assert cur.fetchone() == ("0", "America/New_York", "0.3")
+        conn.commit()
+    finally:
+        conn.close()
