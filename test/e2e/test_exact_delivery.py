@@ -280,3 +280,35 @@ def test_writer_settings_are_kept_after_the_capture():
         conn.commit()
     finally:
         conn.close()
+
+
+# --------------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small", "overflow"])
+def test_filtered_resume_replays_odd_values_and_leaves_nothing_linked(odd_table, big):
+    """A filtered resume whose replay holds json values jsonb refuses replays them exactly
+    (answered resumed: true); the subscription is then linked once: unsubscribing it and
+    subscribing again with the same id works."""
+    t = odd_table
+    label = tag()
+    n = len(ODD_VALUES)
+
+    async def body():
+        async with client() as first:
+            ack = await first.subscribe("r", table=f"public.{t}", filter={"label": label})
+            epoch, seq = first.welcome["epoch"], ack["seq"]
+        await asyncio.to_thread(write_rows, t, label, big)
+        async with client() as again:
+            log = RawLog(again)
+            pushed, reply = await again.request_all(
+                {"type": "subscribe", "id": "r", "table": f"public.{t}", "filter": {"label": label},
+                 "since": {"epoch": epoch, "seq": seq}})
+            assert reply["type"] == "ack" and reply["resumed"] is True, reply
+            changes = [m for m in pushed if m["type"] == "change"]
+            got = changes + [await again.next_push("r") for _ in range(2 * n - len(changes))]
+            assert [m["change"]["op"] for m in got] == ["INSERT"] * n + ["UPDATE"] * n, got
+            assert doc_texts(log.frames, "r", label) == [text for text, _ in ODD_VALUES] * 2
+            await again.unsubscribe("r")
+            await again.subscribe("r", table=f"public.{t}", filter={"label": label})
+    run(body())
