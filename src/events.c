@@ -204,6 +204,7 @@ static void
 fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool failed = false;
 	int			i;
 
 	memset(payloads, 0, n * sizeof(char *));
@@ -254,19 +255,27 @@ fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(cxt);
-		ereport(WARNING,
-				(errmsg("plank could not read the payloads of %d oversized rows: %s", n, edata->message),
-				 errdetail("The changes are sent with their key and \"truncated\": true instead.")));
+		if (batches)
+			ereport(WARNING,
+					(errmsg("plank could not read %d stored batches of changes from plank.overflow: %s",
+							n, edata->message),
+					 errdetail("Their changes cannot be sent; every table subscription is sent resync_required with reason \"undeliverable_change\".")));
+		else
+			ereport(WARNING,
+					(errmsg("plank could not read the payloads of %d oversized rows from plank.overflow: %s",
+							n, edata->message),
+					 errdetail("The changes are sent with their key and \"truncated\": true instead.")));
 		memset(payloads, 0, n * sizeof(char *));
+		failed = true;
 	}
 	PG_END_TRY();
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && !failed; i++)
 		if (payloads[i] == NULL)
 			ereport(WARNING,
 					(errmsg("plank could not find the payload of oversized %s " INT64_FORMAT " in plank.overflow",
 							batches ? "batch of changes" : "row", ids[i]),
-					 batches ? errdetail("Those changes are not sent.") :
+					 batches ? errdetail("Its changes cannot be sent; every table subscription is sent resync_required with reason \"undeliverable_change\".") :
 					 errdetail("The change is sent with its key and \"truncated\": true instead.")));
 }
 
@@ -406,6 +415,7 @@ expand_changes(PlankNotification *batch)
 	int			nrefs = 0;
 	int			nmulti = 0;
 	int			i = 0;
+	bool		lost = false;
 
 	for (pn = batch; pn != NULL; pn = pn->next)
 		if (strcmp(pn->channel, channel) == 0 &&
@@ -449,6 +459,8 @@ expand_changes(PlankNotification *batch)
 		{
 			if (fetched[i] != NULL)
 				tail = split_changes(pn, fetched[i], tail);
+			else
+				lost = true;
 			i++;
 			continue;
 		}
@@ -463,6 +475,14 @@ expand_changes(PlankNotification *batch)
 		*tail = copy;
 		tail = &copy->next;
 	}
+
+	/*
+	 * A stored batch that cannot be read: its changes (of a table the
+	 * reference does not name) cannot be sent, so no table subscription may
+	 * go on as if it had them.
+	 */
+	if (lost)
+		plank_subs_resync_tables("undeliverable_change");
 	return result;
 }
 

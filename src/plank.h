@@ -433,6 +433,7 @@ extern void plank_subs_add_pending(PlankSub *sub);
 extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
 extern PlankFrame *plank_subs_commit_frame(const PlankEvent *ev);
 extern void plank_subs_resync(PlankSub *sub, const char *reason);
+extern void plank_subs_resync_tables(const char *reason);
 
 /* protocol.c */
 extern void plank_protocol_snapshot_cancel(PlankSub *sub);

@@ -991,6 +991,26 @@ plank_subs_tables(Oid relid)
 	return out;
 }
 
+/*
+ * plank_subs_resync_tables
+ *		Changes of an unknown table were lost (a stored batch that could not
+ *		be read): every table subscription is counted as having missed a
+ *		change and told to resync with the reason given.
+ */
+void
+plank_subs_resync_tables(const char *reason)
+{
+	List	   *subs = plank_subs_tables(InvalidOid);
+	ListCell   *lc;
+
+	foreach(lc, subs)
+	{
+		plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
+		plank_subs_resync((PlankSub *) lfirst(lc), reason);
+	}
+	list_free(subs);
+}
+
 /* plank_subs_any_table: is there at least one table subscription? */
 bool
 plank_subs_any_table(void)
