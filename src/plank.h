@@ -232,18 +232,7 @@ typedef struct PlankEvent
 	struct PlankPayload *parsed;	/* change: its members, while dispatching */
 } PlankEvent;
 
-/*
- * One member of a JSON object, as spans of the object's text found with
- * PostgreSQL's JSON parser (common/jsonapi.h): nothing is re-serialised.
- */
-typedef struct PlankJsonMember
-{
-	const char *key;			/* the key's string token, with its quotes */
-	int			keylen;
-	const char *value;			/* the value's text */
-	int			valuelen;
-	JsonTokenType type;			/* the value's first token */
-} PlankJsonMember;
+#include "jsonspan.h"
 
 #define PLANK_ROW_NEW	0
 #define PLANK_ROW_OLD	1
@@ -440,8 +429,6 @@ extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
 extern PlankPayload *plank_event_payload(PlankEvent *ev);
-extern bool plank_json_members(const char *json, int len, int encoding,
-							   PlankJsonMember **members, int *nmembers, char **error);
 extern char *plank_json_key(const PlankJsonMember *m, int *len);
 extern char *plank_json_string(const char *tok, int len, int *outlen);
 extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
