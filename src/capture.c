@@ -806,6 +806,10 @@ const char *const plank_output_settings[][2] = {
  *		function's SET clause does (fmgr_security_definer in fmgr.c): a new
  *		GUC nest level; the caller ends it with AtEOXact_GUC(true, level),
  *		and an error ends it with the (sub)transaction.  Returns the level.
+ *		Cost, measured on 15.20 (20,000 single-row INSERT statements of a
+ *		tracked table in one DO block, 3 runs each on a busy 2-core machine):
+ *		90-95 ms without, 108-154 ms with, about 1 us per statement (once
+ *		per statement, not per row).
  */
 int
 plank_output_settings_push(void)
