@@ -225,7 +225,19 @@ fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
-		if (SPI_execute_with_args("DELETE FROM plank.overflow WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
+
+		/*
+		 * Never wait for a lock: the worker ignores SIGINT, through which
+		 * lock_timeout and statement_timeout act, so a wait would stall
+		 * every client of the database for as long as the lock is held.
+		 * Only an administrator's lock conflicts (writers take ROW
+		 * EXCLUSIVE too, autovacuum SHARE UPDATE EXCLUSIVE, pg_dump ACCESS
+		 * SHARE); then the read fails at once, as any other failure.
+		 */
+		if (SPI_execute("LOCK TABLE plank.overflow IN ROW EXCLUSIVE MODE NOWAIT", false, 0) != SPI_OK_UTILITY ||
+			SPI_execute_with_args("DELETE FROM plank.overflow WHERE id OPERATOR(pg_catalog.=) ANY ("
+								  "SELECT plank_o.id FROM plank.overflow AS plank_o "
+								  "WHERE plank_o.id OPERATOR(pg_catalog.=) ANY ($1) FOR UPDATE NOWAIT) "
 								  "RETURNING id, payload",
 								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not read plank.overflow");

@@ -313,3 +313,62 @@ def test_filtered_resume_replays_odd_values_and_leaves_nothing_linked(odd_table,
             await again.subscribe("r", table=f"public.{t}", filter={"label": label})
     run(body())
 
+
+
+# --------------------------------------------------------------------------- unreadable batch
+
+
+def undeliverable_total():
+    import urllib.request
+    from conftest import PORT
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return float([ln for ln in text.splitlines()
+                  if ln.startswith("plank_undeliverable_changes_total")][0].split()[-1])
+
+
+def test_a_stored_batch_that_cannot_be_read_is_never_skipped_silently(res):
+    """A statement's changes stored in plank.overflow that the worker cannot read (an
+    administrator holds a lock on plank.overflow) cannot be sent: the worker does not wait
+    for the lock (every client would stall), every table subscription is told
+    resync_required undeliverable_change, the counter counts it, and later changes flow."""
+    import threading
+    t = res.table("id int PRIMARY KEY, body text")
+    other = res.table("id int PRIMARY KEY")
+    before = undeliverable_total()
+
+    async def body():
+        async with client() as c:
+            await c.subscribe("big", table=f"public.{t}")
+            await c.subscribe("other", table=f"public.{other}")
+            writer = connect(autocommit=False)
+            locker = connect(autocommit=False)
+            try:
+                with writer.cursor() as w, locker.cursor() as lk:
+                    w.execute(f"INSERT INTO public.{t} SELECT g, repeat('x', 200) "
+                              "FROM generate_series(1, 3000) g")
+                    # queued behind the writer's ROW EXCLUSIVE: granted as it commits,
+                    # before the worker reads the batch
+                    th = threading.Thread(target=lk.execute,
+                                          args=("LOCK TABLE plank.overflow IN SHARE MODE",))
+                    th.start()
+                    await asyncio.sleep(0.3)
+                    writer.commit()
+                    th.join(10)
+                    assert not th.is_alive()
+                    for sub in ("big", "other"):
+                        m = await c.wait_for(lambda m, sub=sub: m["type"] == "resync_required"
+                                             and m.get("sub") == sub, timeout=15,
+                                             what=f"resync_required for {sub}")
+                        assert m["reason"] == "undeliverable_change", m
+                    locker.rollback()
+            finally:
+                writer.close()
+                locker.close()
+            assert not c.kept_pushes("big"), "changes of an unreadable batch were sent"
+            sql(f"INSERT INTO public.{other} VALUES (1)")
+            m = await c.next_push("other")
+            assert m["change"]["new"] == {"id": 1}, m
+    run(body(), timeout=60)
+    assert undeliverable_total() >= before + 2
+    sql("DELETE FROM plank.overflow")
