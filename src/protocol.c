@@ -723,10 +723,10 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 
 		initStringInfo(&value);
 		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
+		/* the filtered column alone: other columns may hold json that jsonb refuses */
 		appendStringInfo(&query,
-						 " AND (pg_catalog.to_jsonb(plank_row.*) OPERATOR(pg_catalog.->) %s::pg_catalog.text) "
-						 "OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
-						 quote_literal_cstr(filters[f].column), quote_literal_cstr(value.data));
+						 " AND pg_catalog.to_jsonb(plank_row.%s) OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
+						 quote_identifier(filters[f].column), quote_literal_cstr(value.data));
 	}
 	return query.data;
 }
