@@ -143,114 +143,89 @@ is_key_column(const PlankSub *sub, const char *name, int len)
 	return false;
 }
 
-/* Push a row image keeping the columns the subscriber may see. */
+/*
+ * Append a row image keeping the members the subscriber may see, each cut
+ * out of the payload's text exactly as committed (key, ':', value).
+ */
 static void
-push_row(JsonbParseState **st, const PlankSub *sub, JsonbContainer *row, bool key_only)
+append_row(StringInfo buf, const PlankSub *sub, const PlankJsonMember *row, int n, bool key_only)
 {
-	JsonbIterator *it = JsonbIteratorInit(row);
-	JsonbIteratorToken tok;
-	JsonbValue	v;
-	JsonbValue	k;
-	bool		keep = false;
+	bool		first = true;
 
-	pushJsonbValue(st, WJB_BEGIN_OBJECT, NULL);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	appendStringInfoChar(buf, '{');
+	for (int i = 0; i < n; i++)
 	{
-		if (tok == WJB_KEY)
-		{
-			k = v;
-			/* a table without a key gives away nothing of its rows here */
-			keep = column_allowed(sub, v.val.string.val, v.val.string.len) &&
-				(!key_only || is_key_column(sub, v.val.string.val, v.val.string.len));
-		}
-		else if (tok == WJB_VALUE && keep)
-		{
-			pushJsonbValue(st, WJB_KEY, &k);
-			pushJsonbValue(st, WJB_VALUE, &v);
-		}
+		int			len;
+		char	   *name = plank_json_key(&row[i], &len);
+
+		/* a table without a key gives away nothing of its rows here */
+		if (!column_allowed(sub, name, len) || (key_only && !is_key_column(sub, name, len)))
+			continue;
+		if (!first)
+			appendStringInfoChar(buf, ',');
+		first = false;
+		appendBinaryStringInfo(buf, row[i].key, row[i].keylen);
+		appendStringInfoChar(buf, ':');
+		appendBinaryStringInfo(buf, row[i].value, row[i].valuelen);
 	}
-	pushJsonbValue(st, WJB_END_OBJECT, NULL);
+	appendStringInfoChar(buf, '}');
 }
 
-static bool
-key_is(const JsonbValue *k, const char *name)
-{
-	return k->val.string.len == strlen(name) && memcmp(k->val.string.val, name, k->val.string.len) == 0;
-}
-
-/* Serialise a rewritten payload of an event for one subscriber. */
+/*
+ * The payload of an event for one subscriber, cut out of the committed
+ * text without re-serialising (docs/PROTOCOL.md "Column privileges"): row
+ * images keep the subscriber's columns; MODE_HIDDEN replaces them with
+ * "visible": false and the key.  Raises ERROR only when the payload cannot
+ * be read (the callers catch it) or out of memory.
+ */
 static PlankFrame *
 rewrite(PlankEvent *ev, const PlankSub *sub, char mode)
 {
-	Jsonb	   *jb = plank_event_payload(ev);
-	JsonbParseState *st = NULL;
-	JsonbIterator *it = JsonbIteratorInit(&jb->root);
-	JsonbIteratorToken tok;
-	JsonbValue	v;
-	JsonbValue	k;
-	JsonbValue *res;
+	PlankPayload *p = plank_event_payload(ev);
 	StringInfoData buf;
-	Jsonb	   *out;
+	bool		first = true;
 
-	pushJsonbValue(&st, WJB_BEGIN_OBJECT, NULL);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < p->nmembers; i++)
 	{
-		bool		is_row;
+		const PlankJsonMember *m = &p->members[i];
+		int			row = -1;
 
-		if (tok == WJB_KEY)
-		{
-			k = v;
+		for (int r = 0; r < 3; r++)
+			if (p->row_member[r] == i)
+				row = r;
+		if (mode == MODE_HIDDEN &&
+			(row >= 0 || plank_json_key_is(m, "truncated") || plank_json_key_is(m, "overflow")))
 			continue;
-		}
-		if (tok != WJB_VALUE)
-			continue;
-		is_row = key_is(&k, "new") || key_is(&k, "old") || key_is(&k, "key");
-		if (mode == MODE_HIDDEN && (is_row || key_is(&k, "truncated") || key_is(&k, "overflow")))
-			continue;
-		if (is_row && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
-		{
-			pushJsonbValue(&st, WJB_KEY, &k);
-			push_row(&st, sub, v.val.binary.data, mode == MODE_KEY_OLD && key_is(&k, "old"));
-		}
+		if (!first)
+			appendStringInfoChar(&buf, ',');
+		first = false;
+		appendBinaryStringInfo(&buf, m->key, m->keylen);
+		appendStringInfoChar(&buf, ':');
+		if (row >= 0 && p->rows[row] != NULL)
+			append_row(&buf, sub, p->rows[row], p->nrows[row],
+					   mode == MODE_KEY_OLD && row == PLANK_ROW_OLD);
 		else
-		{
-			pushJsonbValue(&st, WJB_KEY, &k);
-			pushJsonbValue(&st, WJB_VALUE, &v);
-		}
+			appendBinaryStringInfo(&buf, m->value, m->valuelen);
 	}
 	if (mode == MODE_HIDDEN)
 	{
-		/* "this row is no longer visible to you", with its key */
-		JsonbValue	fv;
-		JsonbValue	row;
+		/* "this row is no longer visible to you", with the key it knows: the old row's */
+		int			row = p->row_member[PLANK_ROW_OLD] >= 0 ? PLANK_ROW_OLD : PLANK_ROW_NEW;
 
-		fv.type = jbvString;
-		fv.val.string.val = "visible";
-		fv.val.string.len = 7;
-		pushJsonbValue(&st, WJB_KEY, &fv);
-		fv.type = jbvBool;
-		fv.val.boolean = false;
-		pushJsonbValue(&st, WJB_VALUE, &fv);
-		/* the key the subscriber knows: the old row's */
-		if ((getKeyJsonValueFromContainer(&jb->root, "old", 3, &row) != NULL ||
-			 getKeyJsonValueFromContainer(&jb->root, "new", 3, &row) != NULL) &&
-			row.type == jbvBinary)
+		if (!first)
+			appendStringInfoChar(&buf, ',');
+		appendStringInfoString(&buf, "\"visible\":false");
+		if (p->row_member[row] >= 0 && p->rows[row] != NULL)
 		{
-			fv.type = jbvString;
-			fv.val.string.val = "key";
-			fv.val.string.len = 3;
-			pushJsonbValue(&st, WJB_KEY, &fv);
-			push_row(&st, sub, row.val.binary.data, true);
+			appendStringInfoString(&buf, ",\"key\":");
+			append_row(&buf, sub, p->rows[row], p->nrows[row], true);
 		}
 	}
-	res = pushJsonbValue(&st, WJB_END_OBJECT, NULL);
-	out = JsonbValueToJsonb(res);
-
-	initStringInfo(&buf);
-	JsonbToCString(&buf, &out->root, VARSIZE(out));
+	appendStringInfoChar(&buf, '}');
 	return plank_change_frame(ev, buf.data, buf.len, NULL);
 }
-
 
 /* The rewritten frame of an event for a subscriber, cached for the event. */
 static PlankFrame *
@@ -299,7 +274,7 @@ plank_access_frame(PlankSub *sub, PlankEvent *ev)
  */
 typedef struct RlsEvent
 {
-	PlankEvent	ev;				/* a copy: frame referenced, jb owned */
+	PlankEvent	ev;				/* a copy: frame referenced */
 	int			refcount;
 } RlsEvent;
 
@@ -391,8 +366,6 @@ rev_unref(RlsEvent *rev)
 	if (--rev->refcount > 0)
 		return;
 	plank_frame_unref(rev->ev.frame);
-	if (rev->ev.jb)
-		pfree(rev->ev.jb);
 	pfree(rev);
 }
 
@@ -466,26 +439,9 @@ rev_make(PlankEvent *ev)
 {
 	RlsEvent   *rev = MemoryContextAlloc(rls_cxt, sizeof(RlsEvent));
 
-	Jsonb	   *jb = ev->jb;
-	MemoryContext tmp = NULL;
-
 	rev->ev = *ev;
 	rev->ev.frame->refcount++;
-	/* its parsed payload lives as long as it does (replayed events have none yet) */
-	if (jb == NULL)
-	{
-		MemoryContext old;
-
-		tmp = AllocSetContextCreate(CurrentMemoryContext, "plank payload", ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(tmp);
-		rev->ev.jb = NULL;
-		jb = plank_event_payload(&rev->ev);
-		MemoryContextSwitchTo(old);
-	}
-	rev->ev.jb = MemoryContextAlloc(rls_cxt, VARSIZE(jb));
-	memcpy(rev->ev.jb, jb, VARSIZE(jb));
-	if (tmp)
-		MemoryContextDelete(tmp);
+	rev->ev.parsed = NULL;		/* parsed again, briefly, when needed */
 	rev->refcount = 0;
 	return rev;
 }
@@ -637,9 +593,17 @@ check_frame(RlsCheck *check, PlankSub *sub, char mode)
 
 	tmp = AllocSetContextCreate(CurrentMemoryContext, "plank rewrite", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(tmp);
-	frame = rewrite(&check->rev->ev, sub, mode);
-	MemoryContextSwitchTo(old);
-	MemoryContextDelete(tmp);
+	PG_TRY();
+	{
+		frame = rewrite(&check->rev->ev, sub, mode);
+	}
+	PG_FINALLY();
+	{
+		check->rev->ev.parsed = NULL;	/* it was parsed in tmp */
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(tmp);
+	}
+	PG_END_TRY();
 
 	if (check->nframes < lengthof(check->frames))
 	{
@@ -668,14 +632,85 @@ send_commit_marker(PlankSub *sub, PlankEvent *ev)
 	plank_frame_unref(frame);
 }
 
+/*
+ * Send one decided change to a subscription, if it may see it and its
+ * filters match; *sent: whether it was sent.  Returns false when the change
+ * could not be sent exactly (the subscription was told to resync): an
+ * error never leaves the dispatch path.
+ */
+static bool
+deliver_change(PlankSub *sub, RlsEntry *e, volatile bool *sent)
+{
+	PlankEvent *ev = &e->rev->ev;
+	RlsCheck   *c = e->check;
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext tmp = AllocSetContextCreate(cxt, "plank filters", ALLOCSET_SMALL_SIZES);
+	volatile bool ok = true;
+
+	PG_TRY();
+	{
+		char		mode = 0;
+
+		MemoryContextSwitchTo(tmp);
+		switch (ev->op)
+		{
+			case PLANK_OP_TRUNCATE:
+				mode = MODE_PLAIN;
+				break;
+			case PLANK_OP_INSERT:
+				if (c->new_visible && plank_subs_filters_match(sub, ev, false))
+					mode = MODE_PLAIN;
+				break;
+			case PLANK_OP_UPDATE:
+				/* filters see the old row only when the role could see it */
+				if (c->new_visible)
+				{
+					if (plank_subs_filters_match(sub, ev, !c->old_visible))
+						mode = MODE_KEY_OLD;
+				}
+				else if (c->old_visible)
+					mode = MODE_HIDDEN;
+				break;
+			case PLANK_OP_DELETE:
+				if (c->old_visible)
+					mode = MODE_KEY_OLD;
+				break;
+		}
+		ev->parsed = NULL;		/* parsed in tmp */
+		MemoryContextSwitchTo(cxt);
+		if (mode)
+		{
+			PlankFrame *frame = check_frame(c, sub, mode);
+
+			if (frame)
+				plank_conn_send(sub->conn, frame, sub);
+			*sent = true;
+			sub->rls_sent_xid = ev->tx_last ? 0 : ev->xid;
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		ev->parsed = NULL;
+		edata = CopyErrorData();
+		FlushErrorState();
+		plank_subs_undeliverable(sub, ev, edata->message);
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextDelete(tmp);
+	return ok;
+}
+
 /* Deliver one decided change: docs/SECURITY.md "Row-level security". */
 static void
 deliver(PlankSub *sub, RlsEntry *e)
 {
 	PlankEvent *ev = &e->rev->ev;
-	RlsCheck   *c = e->check;
-	char		mode = 0;
-	bool		sent = false;
+	volatile bool sent = false;
 
 	if (e->is_commit)
 	{
@@ -686,39 +721,8 @@ deliver(PlankSub *sub, RlsEntry *e)
 		}
 		return;
 	}
-	switch (ev->op)
-	{
-		case PLANK_OP_TRUNCATE:
-			mode = MODE_PLAIN;
-			break;
-		case PLANK_OP_INSERT:
-			if (c->new_visible && plank_subs_filters_match(sub, ev, false))
-				mode = MODE_PLAIN;
-			break;
-		case PLANK_OP_UPDATE:
-			/* filters see the old row only when the role could see it */
-			if (c->new_visible)
-			{
-				if (plank_subs_filters_match(sub, ev, !c->old_visible))
-					mode = MODE_KEY_OLD;
-			}
-			else if (c->old_visible)
-				mode = MODE_HIDDEN;
-			break;
-		case PLANK_OP_DELETE:
-			if (c->old_visible)
-				mode = MODE_KEY_OLD;
-			break;
-	}
-	if (mode)
-	{
-		PlankFrame *frame = check_frame(c, sub, mode);
-
-		if (frame)
-			plank_conn_send(sub->conn, frame, sub);
-		sent = true;
-		sub->rls_sent_xid = ev->tx_last ? 0 : ev->xid;
-	}
+	/* on failure the subscription was told to resync; its commit marker still goes */
+	(void) deliver_change(sub, e, &sent);
 	if (!sent && ev->tx_last && sub->rls_sent_xid == ev->xid)
 	{
 		send_commit_marker(sub, ev);
@@ -761,30 +765,53 @@ clear_queue(PlankSub *sub)
 	sub->rls_sent_xid = 0;
 }
 
-/* The images a check needs, appended to a JSON array; their places. */
+/*
+ * A row image for a check, as the JSON array [key, value, key, value, ...]
+ * of its members' committed text: the check worker takes each element
+ * apart with json_array_elements, which does not de-escape, so that a json
+ * column holding "\u0000" reaches the policy as committed (checker.c).
+ */
+static void
+append_image(StringInfo body, const PlankJsonMember *row, int n)
+{
+	appendStringInfoChar(body, '[');
+	for (int i = 0; i < n; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(body, ',');
+		appendBinaryStringInfo(body, row[i].key, row[i].keylen);
+		appendStringInfoChar(body, ',');
+		appendBinaryStringInfo(body, row[i].value, row[i].valuelen);
+	}
+	appendStringInfoChar(body, ']');
+}
+
+/*
+ * The images a check needs, appended to a JSON array exactly as committed;
+ * their places.  Raises ERROR only when the payload cannot be read.
+ */
 static void
 add_images(StringInfo body, int *nimages, RlsCheck *check)
 {
 	PlankEvent *ev = &check->rev->ev;
-	Jsonb	   *jb = plank_event_payload(ev);
-	JsonbValue	v;
-	bool		truncated = getKeyJsonValueFromContainer(&jb->root, "truncated", 9, &v) != NULL;
+	PlankPayload *p = plank_event_payload(ev);
+	int			m;
 
 	/* a row sent truncated (its stored payload lost) shows nobody anything */
-	if (truncated)
+	if (p->truncated)
 		return;
 	if ((ev->op == PLANK_OP_INSERT || ev->op == PLANK_OP_UPDATE) &&
-		getKeyJsonValueFromContainer(&jb->root, "new", 3, &v) != NULL && v.type == jbvBinary)
+		(m = p->row_member[PLANK_ROW_NEW]) >= 0 && p->rows[PLANK_ROW_NEW] != NULL)
 	{
 		appendStringInfoChar(body, *nimages ? ',' : '[');
-		(void) JsonbToCString(body, v.val.binary.data, v.val.binary.len);
+		append_image(body, p->rows[PLANK_ROW_NEW], p->nrows[PLANK_ROW_NEW]);
 		check->new_idx = (*nimages)++;
 	}
 	if ((ev->op == PLANK_OP_UPDATE || ev->op == PLANK_OP_DELETE) &&
-		getKeyJsonValueFromContainer(&jb->root, "old", 3, &v) != NULL && v.type == jbvBinary)
+		(m = p->row_member[PLANK_ROW_OLD]) >= 0 && p->rows[PLANK_ROW_OLD] != NULL)
 	{
 		appendStringInfoChar(body, *nimages ? ',' : '[');
-		(void) JsonbToCString(body, v.val.binary.data, v.val.binary.len);
+		append_image(body, p->rows[PLANK_ROW_OLD], p->nrows[PLANK_ROW_OLD]);
 		check->old_idx = (*nimages)++;
 	}
 }
@@ -826,6 +853,8 @@ send_batch(RlsGroup *g)
 		RlsCheck   *check = dlist_head_element(RlsCheck, node, &g->unsent);
 		MemoryContext tmp;
 		MemoryContext old;
+		int			body_len = job->body.len;
+		int			images_before = nimages;
 
 		/* a check whose batch failed goes alone, so that only its own row is hidden */
 		if (check->alone && g->nsent > 0)
@@ -833,9 +862,30 @@ send_batch(RlsGroup *g)
 		dlist_delete(&check->node);
 		tmp = AllocSetContextCreate(CurrentMemoryContext, "plank images", ALLOCSET_SMALL_SIZES);
 		old = MemoryContextSwitchTo(tmp);
-		add_images(&job->body, &nimages, check);
+		PG_TRY();
+		{
+			add_images(&job->body, &nimages, check);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			/* its images cannot be read: nothing of it is visible (logged) */
+			MemoryContextSwitchTo(tmp);
+			edata = CopyErrorData();
+			FlushErrorState();
+			ereport(WARNING,
+					(errmsg("plank hides change " UINT64_FORMAT " from role \"%s\": %s",
+							check->rev->ev.seq, g->ident.role, edata->message)));
+			job->body.len = body_len;
+			job->body.data[body_len] = '\0';
+			nimages = images_before;
+			check->new_idx = check->old_idx = -1;
+		}
+		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(tmp);
+		check->rev->ev.parsed = NULL;	/* it was parsed in tmp */
 		g->sent[g->nsent++] = check;
 		if (check->alone)
 			break;

@@ -144,7 +144,7 @@ policy_condition(Relation rel, Oid roleid)
  * see NULL in them.
  */
 static char *
-unreadable_columns(Relation rel)
+unreadable_columns(Relation rel, bool json_only)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	StringInfoData buf;
@@ -157,10 +157,12 @@ unreadable_columns(Relation rel)
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 		Oid			type = getBaseType(att->atttypid);
 
-		if (att->attisdropped || type < FirstNormalObjectId)
+		if (att->attisdropped)
 			continue;
-		if (!SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONOID)) &&
-			!SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONBOID)))
+		if (json_only ? type != JSONOID :
+			(type < FirstNormalObjectId ||
+			 (!SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONOID)) &&
+			  !SearchSysCacheExists2(CASTSOURCETARGET, ObjectIdGetDatum(type), ObjectIdGetDatum(JSONBOID)))))
 			continue;
 		if (any)
 			appendStringInfoChar(&buf, ',');
@@ -176,6 +178,69 @@ unreadable_columns(Relation rel)
 	}
 	appendStringInfoChar(&buf, '}');
 	return any ? quote_literal_cstr(buf.data) : NULL;
+}
+
+/*
+ * The SQL of a row-level security check: one boolean per image of the
+ * json array $1, in order.  Each image is a JSON array [key, value, ...]
+ * of the row's members as committed (access.c append_image()), taken apart
+ * with json_array_elements, the one json function that does not de-escape
+ * strings: columns of type json (or a domain over it) get their value's
+ * text as it is, even a string holding "\u0000" that every other json
+ * function refuses; the other columns go through json_populate_record; the
+ * unreadable columns are left out (NULL).
+ */
+static char *
+rls_check_sql(Relation rel, const char *cond)
+{
+	char	   *unreadable = unreadable_columns(rel, false);
+	char	   *jsoncols = unreadable_columns(rel, true);
+	char	   *qualified = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+													   RelationGetRelationName(rel));
+	const char *members =
+		"(SELECT CASE WHEN plank_e.i OPERATOR(pg_catalog.%) 2 OPERATOR(pg_catalog.=) 0 "
+		"THEN pg_catalog.lag(plank_e.e) OVER (ORDER BY plank_e.i) "
+		"OPERATOR(pg_catalog.#>>) '{}'::pg_catalog.text[] END AS k, plank_e.e AS v, plank_e.i "
+		"FROM pg_catalog.json_array_elements(plank_images.image) WITH ORDINALITY AS plank_e(e, i)) AS plank_m";
+	TupleDesc	desc = RelationGetDescr(rel);
+	StringInfoData row;
+	bool		first = true;
+
+	initStringInfo(&row);
+	appendStringInfoString(&row, "(SELECT ");
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *name = quote_identifier(NameStr(att->attname));
+
+		if (att->attisdropped)
+			continue;
+		if (!first)
+			appendStringInfoString(&row, ", ");
+		first = false;
+		if (getBaseType(att->atttypid) == JSONOID)
+			appendStringInfo(&row,
+							 "(SELECT plank_m.v FROM %s WHERE plank_m.i OPERATOR(pg_catalog.%%) 2 OPERATOR(pg_catalog.=) 0 "
+							 "AND plank_m.k OPERATOR(pg_catalog.=) %s LIMIT 1)::%s AS %s",
+							 members, quote_literal_cstr(NameStr(att->attname)),
+							 format_type_be_qualified(att->atttypid), name);
+		else
+			appendStringInfo(&row, "plank_r.%s", name);
+	}
+	appendStringInfo(&row,
+					 " FROM pg_catalog.json_populate_record(NULL::%s, "
+					 "(SELECT pg_catalog.json_object_agg(plank_m.k, plank_m.v) FROM %s "
+					 "WHERE plank_m.i OPERATOR(pg_catalog.%%) 2 OPERATOR(pg_catalog.=) 0 "
+					 "AND plank_m.k OPERATOR(pg_catalog.<>) ALL (%s::pg_catalog.text[]%s%s%s))) AS plank_r)",
+					 qualified, members,
+					 unreadable ? unreadable : "'{}'",
+					 jsoncols ? " OPERATOR(pg_catalog.||) " : "",
+					 jsoncols ? jsoncols : "",
+					 jsoncols ? "::pg_catalog.text[]" : "");
+	return psprintf("SELECT EXISTS (SELECT FROM %s AS %s WHERE %s) "
+					"FROM pg_catalog.json_array_elements($1) WITH ORDINALITY AS plank_images(image, n) "
+					"ORDER BY plank_images.n",
+					row.data, quote_identifier(RelationGetRelationName(rel)), cond);
 }
 
 /* Run a prepared plan as a cursor, appending rows to out (snapshot). */
@@ -228,7 +293,7 @@ run_request(const PlankCheckRequest *req, const char *claims, const char *body,
 	char	   *default_path = pstrdup(GetConfigOptionResetString("search_path"));
 	char	   *sql;
 	SPIPlanPtr	plan;
-	Oid			argtypes[1] = {JSONBOID};
+	Oid			argtypes[1] = {JSONOID};
 	Datum		args[1];
 	Oid			save_userid;
 	int			save_sec_context;
@@ -238,6 +303,9 @@ run_request(const PlankCheckRequest *req, const char *claims, const char *body,
 	set_local("row_security", "on");
 	set_local("request.jwt.claims", claims);
 	set_local("search_path", "pg_catalog, pg_temp");
+	/* rows rendered as the capture renders them (capture.c plank_output_settings) */
+	for (int i = 0; plank_output_settings[i][0] != NULL; i++)
+		set_local(plank_output_settings[i][0], plank_output_settings[i][1]);
 	PushActiveSnapshot(GetTransactionSnapshot());
 
 	/* the authenticator acts only as roles granted to it (PostgREST) */
@@ -264,26 +332,17 @@ run_request(const PlankCheckRequest *req, const char *claims, const char *body,
 	{
 		Relation	rel = relation_open(req->relid, AccessShareLock);
 		char	   *cond = policy_condition(rel, req->roleid);
-		char	   *unreadable = unreadable_columns(rel);
 		uint64		i;
 
 		if (cond == NULL)
 			cond = "false";
-		sql = psprintf("SELECT EXISTS (SELECT FROM pg_catalog.jsonb_populate_record(NULL::%s, plank_images.image%s%s%s) AS %s "
-					   "WHERE %s) FROM pg_catalog.jsonb_array_elements($1) WITH ORDINALITY AS plank_images(image, n) "
-					   "ORDER BY plank_images.n",
-					   quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												  RelationGetRelationName(rel)),
-					   unreadable ? " OPERATOR(pg_catalog.-) " : "",
-					   unreadable ? unreadable : "",
-					   unreadable ? "::pg_catalog.text[]" : "",
-					   quote_identifier(RelationGetRelationName(rel)), cond);
+		sql = rls_check_sql(rel, cond);
 		relation_close(rel, NoLock);
 		plan = SPI_prepare(sql, 1, argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare a row-level security check: %s", SPI_result_code_string(SPI_result));
 		set_local("search_path", default_path);
-		args[0] = DirectFunctionCall1(jsonb_in, CStringGetDatum(body));
+		args[0] = CStringGetTextDatum(body);	/* json: text, checked by json_array_elements */
 		if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not run a row-level security check");
 		for (i = 0; i < SPI_processed; i++)

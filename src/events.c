@@ -77,19 +77,6 @@ plank_events_cleanup_overflow(void)
 }
 
 static bool
-get_string(Jsonb *jb, const char *key, char *dst, int dstlen)
-{
-	JsonbValue	v;
-
-	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvString || v.val.string.len >= dstlen)
-		return false;
-	memcpy(dst, v.val.string.val, v.val.string.len);
-	dst[v.val.string.len] = '\0';
-	return true;
-}
-
-static bool
 get_int64(Jsonb *jb, const char *key, int64 *result)
 {
 	JsonbValue	v;
@@ -115,47 +102,94 @@ op_from_name(const char *op)
 	return 0;
 }
 
+/* A routing member's string value, de-escaped, into dst (dstlen bytes). */
+static bool
+member_string(const PlankJsonMember *m, char *dst, int dstlen)
+{
+	int			len;
+	char	   *str;
+
+	if (m == NULL || m->type != JSON_TOKEN_STRING)
+		return false;
+	str = plank_json_string(m->value, m->valuelen, &len);
+	if (str == NULL || len >= dstlen || memchr(str, '\0', len) != NULL)
+		return false;
+	memcpy(dst, str, len);
+	dst[len] = '\0';
+	return true;
+}
+
+/* A routing member's integer value (a JSON number without fraction). */
+static bool
+member_int64(const PlankJsonMember *m, int64 *result)
+{
+	char		buf[32];
+	char	   *end;
+
+	if (m == NULL || m->type != JSON_TOKEN_NUMBER || m->valuelen >= (int) sizeof(buf))
+		return false;
+	memcpy(buf, m->value, m->valuelen);
+	buf[m->valuelen] = '\0';
+	errno = 0;
+	*result = strtoi64(buf, &end, 10);
+	return errno == 0 && *end == '\0' && end != buf;
+}
+
 /*
- * Parse a change payload into an event's routing fields.  Returns false
- * (after a WARNING) for a notification on channel "plank" that is not a
- * change from plank.capture().
+ * Parse a change payload into an event's routing fields ("schema",
+ * "table", "op", "xid", and "overflow" for a truncated oversized row) with
+ * PostgreSQL's JSON parser, which accepts every value the json type accepts
+ * (docs/PROTOCOL.md, "Change payload"); the rest of the payload is never
+ * converted.  Returns false (after a WARNING that says why) for a
+ * notification on channel "plank" that is not a change from
+ * plank.capture().
  */
 static bool
 parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	Jsonb	   *volatile jb = NULL;
+	static const char *const names[5] = {"schema", "table", "op", "xid", "overflow"};
+	const PlankJsonMember *found[5] = {NULL};
+	PlankJsonMember *members;
+	int			nmembers;
+	char	   *error = NULL;
 	char		opname[16];
 	int64		xid = 0;
+	const char *bad = NULL;
 
-	PG_TRY();
-	{
-		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(payload)));
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		jb = NULL;
-	}
-	PG_END_TRY();
-
-	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb) ||
-		!get_string(jb, "schema", NameStr(ev->schema), NAMEDATALEN) ||
-		!get_string(jb, "table", NameStr(ev->table), NAMEDATALEN) ||
-		!get_string(jb, "op", opname, sizeof(opname)) ||
-		(ev->op = op_from_name(opname)) == 0 ||
-		!get_int64(jb, "xid", &xid))
+	if (!plank_json_members(payload, strlen(payload), GetDatabaseEncoding(),
+							&members, &nmembers, &error))
 	{
 		ereport(WARNING,
 				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
-				 errmsg("plank ignoring a notification on its change channel that is not a change payload"),
+				 errmsg("plank ignoring a notification on its change channel that is not a JSON object: %s",
+						error),
+				 errhint("The channel of plank.change_channel() is reserved for plank.capture().")));
+		return false;
+	}
+	for (int i = 0; i < nmembers; i++)
+		for (int f = 0; f < 5; f++)
+			if (found[f] == NULL && plank_json_key_is(&members[i], names[f]))
+				found[f] = &members[i];
+	if (!member_string(found[0], NameStr(ev->schema), NAMEDATALEN))
+		bad = "schema";
+	else if (!member_string(found[1], NameStr(ev->table), NAMEDATALEN))
+		bad = "table";
+	else if (!member_string(found[2], opname, sizeof(opname)) ||
+			 (ev->op = op_from_name(opname)) == 0)
+		bad = "op";
+	else if (!member_int64(found[3], &xid))
+		bad = "xid";
+	if (bad != NULL)
+	{
+		ereport(WARNING,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank ignoring a notification on its change channel whose member \"%s\" is missing or invalid",
+						bad),
 				 errhint("The channel of plank.change_channel() is reserved for plank.capture().")));
 		return false;
 	}
 	ev->xid = (uint64) xid;
-	ev->jb = jb;
-	if (!get_int64(jb, "overflow", overflow_id))
+	if (!member_int64(found[4], overflow_id))
 		*overflow_id = 0;
 	return true;
 }
@@ -170,6 +204,7 @@ static void
 fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool failed = false;
 	int			i;
 
 	memset(payloads, 0, n * sizeof(char *));
@@ -190,7 +225,19 @@ fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 		StartTransactionCommand();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		SPI_connect();
-		if (SPI_execute_with_args("DELETE FROM plank.overflow WHERE id OPERATOR(pg_catalog.=) ANY ($1) "
+
+		/*
+		 * Never wait for a lock: the worker ignores SIGINT, through which
+		 * lock_timeout and statement_timeout act, so a wait would stall
+		 * every client of the database for as long as the lock is held.
+		 * Only an administrator's lock conflicts (writers take ROW
+		 * EXCLUSIVE too, autovacuum SHARE UPDATE EXCLUSIVE, pg_dump ACCESS
+		 * SHARE); then the read fails at once, as any other failure.
+		 */
+		if (SPI_execute("LOCK TABLE plank.overflow IN ROW EXCLUSIVE MODE NOWAIT", false, 0) != SPI_OK_UTILITY ||
+			SPI_execute_with_args("DELETE FROM plank.overflow WHERE id OPERATOR(pg_catalog.=) ANY ("
+								  "SELECT plank_o.id FROM plank.overflow AS plank_o "
+								  "WHERE plank_o.id OPERATOR(pg_catalog.=) ANY ($1) FOR UPDATE NOWAIT) "
 								  "RETURNING id, payload",
 								  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE_RETURNING)
 			elog(ERROR, "could not read plank.overflow");
@@ -220,19 +267,27 @@ fetch_overflow(int64 *ids, char **payloads, int n, bool batches)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(cxt);
-		ereport(WARNING,
-				(errmsg("plank could not read the payloads of %d oversized rows: %s", n, edata->message),
-				 errdetail("The changes are sent with their key and \"truncated\": true instead.")));
+		if (batches)
+			ereport(WARNING,
+					(errmsg("plank could not read %d stored batches of changes from plank.overflow: %s",
+							n, edata->message),
+					 errdetail("Their changes cannot be sent; every table subscription is sent resync_required with reason \"undeliverable_change\".")));
+		else
+			ereport(WARNING,
+					(errmsg("plank could not read the payloads of %d oversized rows from plank.overflow: %s",
+							n, edata->message),
+					 errdetail("The changes are sent with their key and \"truncated\": true instead.")));
 		memset(payloads, 0, n * sizeof(char *));
+		failed = true;
 	}
 	PG_END_TRY();
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n && !failed; i++)
 		if (payloads[i] == NULL)
 			ereport(WARNING,
 					(errmsg("plank could not find the payload of oversized %s " INT64_FORMAT " in plank.overflow",
 							batches ? "batch of changes" : "row", ids[i]),
-					 batches ? errdetail("Those changes are not sent.") :
+					 batches ? errdetail("Its changes cannot be sent; every table subscription is sent resync_required with reason \"undeliverable_change\".") :
 					 errdetail("The change is sent with its key and \"truncated\": true instead.")));
 }
 
@@ -372,6 +427,7 @@ expand_changes(PlankNotification *batch)
 	int			nrefs = 0;
 	int			nmulti = 0;
 	int			i = 0;
+	bool		lost = false;
 
 	for (pn = batch; pn != NULL; pn = pn->next)
 		if (strcmp(pn->channel, channel) == 0 &&
@@ -415,6 +471,8 @@ expand_changes(PlankNotification *batch)
 		{
 			if (fetched[i] != NULL)
 				tail = split_changes(pn, fetched[i], tail);
+			else
+				lost = true;
 			i++;
 			continue;
 		}
@@ -429,6 +487,14 @@ expand_changes(PlankNotification *batch)
 		*tail = copy;
 		tail = &copy->next;
 	}
+
+	/*
+	 * A stored batch that cannot be read: its changes (of a table the
+	 * reference does not name) cannot be sent, so no table subscription may
+	 * go on as if it had them.
+	 */
+	if (lost)
+		plank_subs_resync_tables("undeliverable_change");
 	return result;
 }
 
@@ -513,7 +579,7 @@ deliver(PlankEvent *ev, const char *payload)
 	plank_subs_dispatch(ev);
 	plank_ring_push(ev);
 	plank_frame_unref(ev->frame);
-	ev->jb = NULL;
+	ev->parsed = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(event_cxt);
 }
@@ -558,7 +624,7 @@ plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 
 		MemoryContextSwitchTo(event_cxt);
 		valid = parse_change(&ev, payload, &overflow_id);
-		ev.jb = NULL;
+		ev.parsed = NULL;
 		MemoryContextSwitchTo(batch_cxt);
 		MemoryContextReset(event_cxt);
 		ev.tx_last = tx_last;
@@ -633,7 +699,7 @@ plank_events_process(PlankNotification *batch)
 			/* only the routing fields are kept; the payload is parsed again if needed */
 			MemoryContextSwitchTo(event_cxt);
 			valid = parse_change(ev, pn->payload, &overflow_id);
-			ev->jb = NULL;
+			ev->parsed = NULL;
 			MemoryContextSwitchTo(batch_cxt);
 			MemoryContextReset(event_cxt);
 			if (!valid)

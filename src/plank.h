@@ -87,6 +87,7 @@ extern int	plank_worker_port;
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+#include "common/jsonapi.h"
 #include "utils/timestamp.h"
 
 #include <libwebsockets.h>
@@ -215,7 +216,7 @@ typedef struct PlankNotification
 /*
  * An event: one received notification with its sequence number, routing
  * information and shared message body.  The replay ring keeps copies of
- * these (with jb = NULL).
+ * these (with parsed = NULL).
  */
 typedef struct PlankEvent
 {
@@ -231,8 +232,25 @@ typedef struct PlankEvent
 	PlankFrame *frame;			/* message body, without the "{" or sub prefix */
 	uint32		payload_off;	/* change: the payload's place in frame->data */
 	uint32		payload_len;
-	Jsonb	   *jb;				/* change: parsed payload, while dispatching */
+	struct PlankPayload *parsed;	/* change: its members, while dispatching */
 } PlankEvent;
+
+#include "jsonspan.h"
+
+#define PLANK_ROW_NEW	0
+#define PLANK_ROW_OLD	1
+#define PLANK_ROW_KEY	2
+
+/* A change payload's members, and the members of its row images. */
+typedef struct PlankPayload
+{
+	PlankJsonMember *members;
+	int			nmembers;
+	bool		truncated;		/* it has a "truncated" member */
+	int			row_member[3];	/* index of "new", "old", "key"; -1: none */
+	PlankJsonMember *rows[3];	/* their members, when the value is an object */
+	int			nrows[3];
+} PlankPayload;
 
 /* worker.c */
 extern uint64 plank_seq;
@@ -258,6 +276,10 @@ extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
 extern void plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 typedef void (*plank_conn_walker) (PlankConn *conn, void *arg);
 extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
+
+/* capture.c */
+extern const char *const plank_output_settings[][2];
+extern int	plank_output_settings_push(void);
 
 /* protocol.c */
 typedef enum PlankReadable
@@ -314,7 +336,8 @@ typedef enum PlankCounter
 	PLANK_STAT_DROPPED_SLOW,
 	PLANK_STAT_RESYNCS,
 	PLANK_STAT_PROTOCOL_ERRORS,
-	PLANK_STAT_AUTH_FAILURES
+	PLANK_STAT_AUTH_FAILURES,
+	PLANK_STAT_UNDELIVERABLE
 } PlankCounter;
 
 extern void plank_stats_init(int nworkers);
@@ -402,12 +425,17 @@ extern void plank_subs_add_pending(PlankSub *sub);
 extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
 extern PlankFrame *plank_subs_commit_frame(const PlankEvent *ev);
 extern void plank_subs_resync(PlankSub *sub, const char *reason);
+extern void plank_subs_resync_tables(const char *reason);
 
 /* protocol.c */
 extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
-extern Jsonb *plank_event_payload(PlankEvent *ev);
+extern PlankPayload *plank_event_payload(PlankEvent *ev);
+extern char *plank_json_key(const PlankJsonMember *m, int *len);
+extern char *plank_json_string(const char *tok, int len, int *outlen);
+extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
+extern void plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
 
 /* recheck.c */
 extern void plank_recheck_init(void);

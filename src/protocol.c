@@ -49,6 +49,8 @@ static JsonbValue *member(Jsonb *jb, const char *key, JsonbValue *res);
 static char *request_id = NULL;
 /* the request is answered later (a subscribe waiting for its snapshot) */
 static bool request_deferred = false;
+/* the subscription the request being handled made, if any: unlinked if it fails */
+static PlankSub *request_sub = NULL;
 
 /*
  * The outcome of a request that failed: a stable code from docs/PROTOCOL.md
@@ -328,7 +330,35 @@ new_sub(PlankConn *conn, const char *id, bool is_channel)
 	sub->prefix = MemoryContextStrdup(conn->mcxt, prefix.data);
 	sub->prefix_len = prefix.len;
 	pfree(prefix.data);
+	request_sub = sub;
 	return sub;
+}
+
+/*
+ * A request failed with an error after it made a subscription: if that
+ * subscription was linked (to its connection, its table or channel), take
+ * it out again, with whatever it had queued (a replay cut short), so that
+ * the failure leaves nothing behind: a retry with the same id is a new
+ * subscription.
+ */
+static void
+unlink_failed_sub(PlankConn *conn)
+{
+	PlankSub   *sub = request_sub;
+	dlist_iter	iter;
+
+	request_sub = NULL;
+	if (sub == NULL)
+		return;
+	dlist_foreach(iter, &conn->subs)
+	{
+		if (dlist_container(PlankSub, conn_node, iter.cur) == sub)
+		{
+			plank_conn_drop_sub_messages(conn, sub);
+			plank_subs_remove(sub);
+			return;
+		}
+	}
 }
 
 /* Parse "ops": NULL means all; otherwise a non-empty array of op names. */
@@ -693,10 +723,10 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 
 		initStringInfo(&value);
 		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
+		/* the filtered column alone: other columns may hold json that jsonb refuses */
 		appendStringInfo(&query,
-						 " AND (pg_catalog.to_jsonb(plank_row.*) OPERATOR(pg_catalog.->) %s::pg_catalog.text) "
-						 "OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
-						 quote_literal_cstr(filters[f].column), quote_literal_cstr(value.data));
+						 " AND pg_catalog.to_jsonb(plank_row.%s) OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
+						 quote_identifier(filters[f].column), quote_literal_cstr(value.data));
 	}
 	return query.data;
 }
@@ -1170,6 +1200,7 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 											ALLOCSET_DEFAULT_SIZES);
 	oldcxt = MemoryContextSwitchTo(request_cxt);
 
+	request_sub = NULL;
 	PG_TRY();
 	{
 		handle_request(conn, msg, len);
@@ -1184,6 +1215,7 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(request_cxt);
+		unlink_failed_sub(conn);
 
 		if (edata->sqlerrcode == ERRCODE_INVALID_NAME ||
 			edata->sqlerrcode == ERRCODE_SYNTAX_ERROR ||
@@ -1203,6 +1235,7 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 	PG_END_TRY();
 
 	request_id = NULL;
+	request_sub = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_cxt);
 }

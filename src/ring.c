@@ -71,7 +71,7 @@ plank_ring_push(const PlankEvent *ev)
 	}
 
 	ring[(ring_head + ring_len) % ring_cap] = *ev;
-	ring[(ring_head + ring_len) % ring_cap].jb = NULL;
+	ring[(ring_head + ring_len) % ring_cap].parsed = NULL;
 	ev->frame->refcount++;
 	ring_len++;
 	ring_bytes += event_cost(ev);

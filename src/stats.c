@@ -108,6 +108,7 @@ typedef struct PlankShared
 	pg_atomic_uint64 resyncs;
 	pg_atomic_uint64 protocol_errors;
 	pg_atomic_uint64 auth_failures;
+	pg_atomic_uint64 undeliverable;	/* changes a subscription could not get exactly */
 	pg_atomic_uint64 ring_bytes;
 	pg_atomic_uint64 ring_events;
 	pg_atomic_uint32 connections;
@@ -274,6 +275,7 @@ stats_shmem_startup(void)
 		pg_atomic_init_u64(&shared->resyncs, 0);
 		pg_atomic_init_u64(&shared->protocol_errors, 0);
 		pg_atomic_init_u64(&shared->auth_failures, 0);
+		pg_atomic_init_u64(&shared->undeliverable, 0);
 		pg_atomic_init_u64(&shared->ring_bytes, 0);
 		pg_atomic_init_u64(&shared->ring_events, 0);
 		pg_atomic_init_u32(&shared->connections, 0);
@@ -405,6 +407,9 @@ plank_stats_count(PlankCounter counter, uint64 n)
 			break;
 		case PLANK_STAT_AUTH_FAILURES:
 			c = &shared->auth_failures;
+			break;
+		case PLANK_STAT_UNDELIVERABLE:
+			c = &shared->undeliverable;
 			break;
 		default:
 			return;
@@ -1184,6 +1189,9 @@ plank_stats_metrics(StringInfo buf)
 		   "Requests answered with an error.", (double) db_u64(offsetof(PlankShared, protocol_errors)));
 	metric(buf, "plank_auth_failures_total", "counter",
 		   "Tokens refused.", (double) db_u64(offsetof(PlankShared, auth_failures)));
+	metric(buf, "plank_undeliverable_changes_total", "counter",
+		   "Changes a subscription could not be sent exactly (it was sent resync_required instead).",
+		   (double) db_u64(offsetof(PlankShared, undeliverable)));
 	metric(buf, "plank_connections", "gauge",
 		   "Connected WebSocket clients.", (double) db_connections());
 	metric(buf, "plank_subscriptions", "gauge",

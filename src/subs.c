@@ -340,25 +340,141 @@ plank_subs_unlisten_idle(void)
 	list_free(idle);
 }
 
-/* JSON equality of two scalars (jsonb's rules: 1 = 1.0, "1" <> 1). */
-static bool
-scalar_equal(const JsonbValue *a, const JsonbValue *b)
+/*
+ * Change payloads are read with PostgreSQL's own JSON parser (common/
+ * jsonapi.h) without de-escaping, as the json type's input function does:
+ * every value the json type accepts (strings holding "\u0000", numbers such
+ * as 1e1000000) is accepted, and members are found as spans of the text, so
+ * that nothing is re-serialised.  Only the members a filter compares, and
+ * keys, are de-escaped, one token at a time, with the same lexer.
+ */
+/*
+ * plank_json_string
+ *		De-escape one JSON string token (len bytes, with its quotes) with
+ *		PostgreSQL's JSON lexer: a palloc'd NUL-terminated copy, *outlen
+ *		bytes.  Returns NULL, never raising, when it cannot be de-escaped
+ *		(it holds \u0000, or a character the database encoding lacks).
+ */
+char *
+plank_json_string(const char *tok, int len, int *outlen)
 {
-	if (a->type != b->type)
-		return false;
-	switch (a->type)
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile result = NULL;
+
+	if (len < 2 || tok[0] != '"')
+		return NULL;
+	if (memchr(tok, '\\', len) == NULL)
 	{
-		case jbvNull:
-			return true;
-		case jbvBool:
-			return a->val.boolean == b->val.boolean;
-		case jbvString:
-			return a->val.string.len == b->val.string.len &&
-				memcmp(a->val.string.val, b->val.string.val, a->val.string.len) == 0;
-		case jbvNumeric:
-			return DatumGetBool(DirectFunctionCall2(numeric_eq,
-													NumericGetDatum(a->val.numeric),
-													NumericGetDatum(b->val.numeric)));
+		*outlen = len - 2;
+		return pnstrdup(tok + 1, len - 2);
+	}
+	PG_TRY();
+	{
+		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) tok, len,
+														   GetDatabaseEncoding(), true);
+
+		if (json_lex(lex) == JSON_SUCCESS && lex->token_type == JSON_TOKEN_STRING &&
+			lex->token_terminator == tok + len)
+		{
+			*outlen = lex->strval->len;
+			result = lex->strval->data;
+		}
+	}
+	PG_CATCH();
+	{
+		/* a \u escape the database encoding cannot hold */
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * plank_json_key
+ *		A member's key, de-escaped (NUL-terminated, *len bytes); raises
+ *		ERROR (22P05) for a key that cannot be de-escaped (change payloads
+ *		have column names as keys, which cannot).
+ */
+char *
+plank_json_key(const PlankJsonMember *m, int *len)
+{
+	char	   *key = plank_json_string(m->key, m->keylen, len);
+
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("plank cannot read the member name %.*s of a change payload",
+						Min(m->keylen, 200), m->key)));
+	return key;
+}
+
+/* plank_json_key_is: is a member's key the plain name (no escapes in name)? */
+bool
+plank_json_key_is(const PlankJsonMember *m, const char *name)
+{
+	int			len = strlen(name);
+
+	return m->keylen == len + 2 && m->key[0] == '"' && memcmp(m->key + 1, name, len) == 0;
+}
+
+/*
+ * JSON equality of a member's value and a filter's scalar, with jsonb's
+ * rules (1 = 1.0, "1" <> 1).  A value that has no jsonb form (a string
+ * holding \u0000, a number outside numeric's range) equals no filter value,
+ * since every filter value has one.
+ */
+static bool
+member_equals(const PlankJsonMember *m, const JsonbValue *fv)
+{
+	switch (m->type)
+	{
+		case JSON_TOKEN_NULL:
+			return fv->type == jbvNull;
+		case JSON_TOKEN_TRUE:
+			return fv->type == jbvBool && fv->val.boolean;
+		case JSON_TOKEN_FALSE:
+			return fv->type == jbvBool && !fv->val.boolean;
+		case JSON_TOKEN_STRING:
+			{
+				int			len;
+				char	   *str;
+
+				if (fv->type != jbvString)
+					return false;
+				str = plank_json_string(m->value, m->valuelen, &len);
+				return str != NULL && len == fv->val.string.len &&
+					memcmp(str, fv->val.string.val, len) == 0;
+			}
+		case JSON_TOKEN_NUMBER:
+			{
+				MemoryContext cxt = CurrentMemoryContext;
+				char	   *num;
+				volatile bool equal = false;
+
+				if (fv->type != jbvNumeric)
+					return false;
+				num = pnstrdup(m->value, m->valuelen);
+				PG_TRY();
+				{
+					Datum		d = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
+														ObjectIdGetDatum(InvalidOid),
+														Int32GetDatum(-1));
+
+					equal = DatumGetBool(DirectFunctionCall2(numeric_eq, d,
+															 NumericGetDatum(fv->val.numeric)));
+				}
+				PG_CATCH();
+				{
+					/* out of numeric's range: no filter value equals it */
+					MemoryContextSwitchTo(cxt);
+					FlushErrorState();
+					equal = false;
+				}
+				PG_END_TRY();
+				return equal;
+			}
 		default:
 			return false;
 	}
@@ -368,106 +484,177 @@ scalar_equal(const JsonbValue *a, const JsonbValue *b)
 #define MATCH_YES		1
 #define MATCH_UNKNOWN	2		/* the row image lacks a filtered column */
 
-/* Compare a row image (a JSON object, or NULL when absent) with the filters. */
+/* The member of a row image named like a filter's column, or NULL. */
+static const PlankJsonMember *
+row_member(const PlankJsonMember *row, int n, const char *name, int len)
+{
+	for (int i = 0; i < n; i++)
+	{
+		const PlankJsonMember *m = &row[i];
+		int			klen;
+		char	   *key;
+
+		if (m->keylen == len + 2 && memcmp(m->key + 1, name, len) == 0 && m->key[0] == '"')
+			return m;
+		if (memchr(m->key, '\\', m->keylen) == NULL)
+			continue;
+		key = plank_json_string(m->key, m->keylen, &klen);
+		if (key != NULL && klen == len && memcmp(key, name, len) == 0)
+			return m;
+	}
+	return NULL;
+}
+
+/* Compare a row image (NULL when absent) with the filters. */
 static int
-match_image(const PlankSub *sub, JsonbContainer *image)
+match_image(const PlankSub *sub, const PlankPayload *p, int which)
 {
 	int			result = MATCH_YES;
 	int			i;
 
-	if (image == NULL)
+	if (p->rows[which] == NULL)
 		return MATCH_UNKNOWN;
 	for (i = 0; i < sub->nfilters; i++)
 	{
-		JsonbValue	v;
+		const PlankJsonMember *m = row_member(p->rows[which], p->nrows[which],
+											  sub->filters[i].column,
+											  sub->filters[i].column_len);
 
-		if (getKeyJsonValueFromContainer(image, sub->filters[i].column,
-										 sub->filters[i].column_len, &v) == NULL)
+		if (m == NULL)
 			result = MATCH_UNKNOWN;
-		else if (!scalar_equal(&v, &sub->filters[i].value))
+		else if (!member_equals(m, &sub->filters[i].value))
 			return MATCH_NO;
 	}
 	return result;
 }
 
-/* The row images of a change that filters compare with. */
-typedef struct Change
-{
-	bool		truncated;
-	JsonbContainer *newrow;
-	JsonbContainer *oldrow;
-	JsonbContainer *key;
-} Change;
-
-static JsonbContainer *
-object_member(Jsonb *jb, const char *key)
-{
-	JsonbValue	v;
-
-	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		return NULL;
-	return v.val.binary.data;
-}
-
 /*
  * plank_event_payload
- *		An event's change payload as jsonb, parsed from its frame the first
- *		time it is needed (ring events, and oversized rows whose full payload
- *		was fetched), in the current memory context.
+ *		An event's change payload as members, parsed from its frame the first
+ *		time it is needed, in the current memory context.  Raises ERROR
+ *		(22P02) when the frame's payload is not a JSON object, which
+ *		parse_change() has already ruled out for every change event.
  */
-Jsonb *
+PlankPayload *
 plank_event_payload(PlankEvent *ev)
 {
-	if (ev->jb == NULL)
+	static const char *const row_names[3] = {"new", "old", "key"};
+	PlankPayload *p;
+	char	   *error;
+
+	if (ev->parsed != NULL)
+		return ev->parsed;
+	p = palloc0(sizeof(PlankPayload));
+	if (!plank_json_members(ev->frame->data + ev->payload_off, ev->payload_len, PG_UTF8,
+							&p->members, &p->nmembers, &error))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank cannot read the payload of change " UINT64_FORMAT ": %s",
+						ev->seq, error)));
+	for (int r = 0; r < 3; r++)
+		p->row_member[r] = -1;
+	for (int i = 0; i < p->nmembers; i++)
 	{
-		char	   *text = pnstrdup(ev->frame->data + ev->payload_off, ev->payload_len);
+		PlankJsonMember *m = &p->members[i];
 
-		ev->jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+		if (plank_json_key_is(m, "truncated"))
+			p->truncated = true;
+		for (int r = 0; r < 3; r++)
+			if (p->row_member[r] < 0 && plank_json_key_is(m, row_names[r]))
+			{
+				p->row_member[r] = i;
+				if (m->type == JSON_TOKEN_OBJECT_START &&
+					!plank_json_members(m->value, m->valuelen, PG_UTF8,
+										&p->rows[r], &p->nrows[r], &error))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+							 errmsg("plank cannot read the row images of change " UINT64_FORMAT ": %s",
+									ev->seq, error)));
+			}
 	}
-	return ev->jb;
-}
-
-/* The row images of a change that filters compare with. */
-static void
-event_images(PlankEvent *ev, Change *c)
-{
-	Jsonb	   *jb = plank_event_payload(ev);
-	JsonbValue	v;
-
-	c->truncated = getKeyJsonValueFromContainer(&jb->root, "truncated", 9, &v) != NULL;
-	c->newrow = object_member(jb, "new");
-	c->oldrow = object_member(jb, "old");
-	c->key = object_member(jb, "key");
+	ev->parsed = p;
+	return p;
 }
 
 /*
  * plank_subs_filters_match
  *		Apply a subscription's filters to a change: docs/PROTOCOL.md rules.
  *		new_only: an UPDATE is judged by its new row alone (row-level
- *		security: the role could not see the old one).
+ *		security: the role could not see the old one).  May raise ERROR
+ *		(out of memory, an unreadable payload): callers in the dispatch path
+ *		catch it (plank_subs_undeliverable()).
  */
 bool
 plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only)
 {
-	Change		c;
+	PlankPayload *p;
 
 	if (sub->nfilters == 0 || ev->op == PLANK_OP_TRUNCATE)
 		return true;
-	event_images(ev, &c);
-	if (c.truncated)
-		return match_image(sub, c.key) != MATCH_NO ||
-			(!new_only && match_image(sub, c.oldrow) != MATCH_NO);
+	p = plank_event_payload(ev);
+	if (p->truncated)
+		return match_image(sub, p, PLANK_ROW_KEY) != MATCH_NO ||
+			(!new_only && match_image(sub, p, PLANK_ROW_OLD) != MATCH_NO);
 	switch (ev->op)
 	{
 		case PLANK_OP_INSERT:
-			return match_image(sub, c.newrow) == MATCH_YES;
+			return match_image(sub, p, PLANK_ROW_NEW) == MATCH_YES;
 		case PLANK_OP_UPDATE:
-			return match_image(sub, c.newrow) == MATCH_YES ||
-				(!new_only && match_image(sub, c.oldrow) == MATCH_YES);
+			return match_image(sub, p, PLANK_ROW_NEW) == MATCH_YES ||
+				(!new_only && match_image(sub, p, PLANK_ROW_OLD) == MATCH_YES);
 		default:
-			return match_image(sub, c.oldrow) != MATCH_NO;
+			return match_image(sub, p, PLANK_ROW_OLD) != MATCH_NO;
 	}
+}
+
+/*
+ * plank_subs_undeliverable
+ *		A change could not be sent to a subscription exactly (why: the
+ *		error's message): count it, log it, and tell the client to resync
+ *		with reason "undeliverable_change" (docs/PROTOCOL.md).  Never raises.
+ */
+void
+plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why)
+{
+	plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
+	ereport(WARNING,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("plank could not send change " UINT64_FORMAT " of table %s.%s to subscription \"%s\": %s",
+					ev->seq, NameStr(ev->schema), NameStr(ev->table), sub->id, why),
+			 errdetail("The subscription was sent resync_required with reason \"undeliverable_change\".")));
+	plank_subs_resync(sub, "undeliverable_change");
+}
+
+/*
+ * The frame a subscription without row-level security gets for a change of
+ * its table, or NULL when its filters do not match.  An error (the payload
+ * cannot be read, out of memory) never leaves the dispatch path: the
+ * subscription is told to resync instead.
+ */
+static PlankFrame *
+sub_frame(PlankSub *sub, PlankEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	PlankFrame *volatile frame = NULL;
+
+	PG_TRY();
+	{
+		if (plank_subs_filters_match(sub, ev, false))
+			frame = plank_access_frame(sub, ev);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		plank_subs_undeliverable(sub, ev, edata->message);
+		FreeErrorData(edata);
+		frame = NULL;
+	}
+	PG_END_TRY();
+	return frame;
 }
 
 /* Is an event on a subscription's channel, or a change of its table it wants? */
@@ -540,9 +727,8 @@ plank_subs_dispatch(PlankEvent *ev)
 					plank_access_enqueue(sub, ev);
 					continue;
 				}
-				if (!plank_subs_filters_match(sub, ev, false))
+				if ((frame = sub_frame(sub, ev)) == NULL)
 					continue;
-				frame = plank_access_frame(sub, ev);
 				plank_conn_send(sub->conn, frame, sub);
 				if (ev->tx_last)
 				{
@@ -613,7 +799,7 @@ replay_one(PlankEvent *ev, void *arg)
 			plank_access_enqueue(sub, ev);
 		else if (ev->is_change && ev->tx_last && sub->rls_tx_xid == ev->xid)
 			plank_access_enqueue_commit(sub, ev);
-		ev->jb = NULL;
+		ev->parsed = NULL;
 		return !sub->conn->closing;
 	}
 	if (sub_targets(sub, ev))
@@ -621,7 +807,7 @@ replay_one(PlankEvent *ev, void *arg)
 		PlankFrame *frame = ev->frame;
 
 		if (ev->is_change)
-			frame = plank_subs_filters_match(sub, ev, false) ? plank_access_frame(sub, ev) : NULL;
+			frame = sub_frame(sub, ev);
 		if (frame)
 		{
 			plank_conn_send(sub->conn, frame, sub);
@@ -640,7 +826,7 @@ replay_one(PlankEvent *ev, void *arg)
 		rs->open_xid = 0;
 	}
 	/* row images parsed for filters are not kept in the ring */
-	ev->jb = NULL;
+	ev->parsed = NULL;
 	return !sub->conn->closing;
 }
 
@@ -691,6 +877,26 @@ plank_subs_tables(Oid relid)
 		}
 	}
 	return out;
+}
+
+/*
+ * plank_subs_resync_tables
+ *		Changes of an unknown table were lost (a stored batch that could not
+ *		be read): every table subscription is counted as having missed a
+ *		change and told to resync with the reason given.
+ */
+void
+plank_subs_resync_tables(const char *reason)
+{
+	List	   *subs = plank_subs_tables(InvalidOid);
+	ListCell   *lc;
+
+	foreach(lc, subs)
+	{
+		plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
+		plank_subs_resync((PlankSub *) lfirst(lc), reason);
+	}
+	list_free(subs);
 }
 
 /* plank_subs_any_table: is there at least one table subscription? */

@@ -5,6 +5,8 @@
 #               on each decoded header and payload
 #   fuzz_json   PostgreSQL's JSON parser (pg_parse_json), the parser behind jsonb_in,
 #               walked the way src/protocol.c reads a client message
+#   fuzz_payload  plank_json_members() (src/jsonspan.c), which reads every change payload
+#               the worker delivers (routing, filters, column restriction, RLS images)
 #
 # Built with clang 14 -fsanitize=fuzzer,address,undefined (UBSan findings abort, so they
 # count as crashes).  The parser under test is PostgreSQL's own src/common code: by
@@ -20,7 +22,7 @@
 #
 # Environment:
 #   PLANK_FUZZ_SECONDS    seconds per harness (default 60)
-#   PLANK_FUZZ_HARNESSES  which to run (default "jws json")
+#   PLANK_FUZZ_HARNESSES  which to run (default "jws json payload")
 #   PLANK_FUZZ_PGSRC      auto (default): Debian source package, cached; lib: libpgcommon.a
 #                         only; or the path of a PostgreSQL 15 source tree
 #   PLANK_FUZZ_CACHE      where the source package is kept (default $TMPDIR/plank-fuzz-cache)
@@ -31,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FUZZ=$ROOT/test/fuzz
 SECS=${PLANK_FUZZ_SECONDS:-60}
-HARNESSES=${PLANK_FUZZ_HARNESSES:-"jws json"}
+HARNESSES=${PLANK_FUZZ_HARNESSES:-"jws json payload"}
 PGSRC=${PLANK_FUZZ_PGSRC:-auto}
 TMP=${TMPDIR:-/tmp}
 CACHE=${PLANK_FUZZ_CACHE:-$TMP/plank-fuzz-cache}
@@ -175,11 +177,13 @@ else
     log "parser: $parser_mode"
 fi
 $CC "${CFLAGS[@]}" -fsanitize=fuzzer-no-link -I"$ROOT/src" -c "$ROOT/src/jws.c" -o "$BUILD/jws.o"
+$CC "${CFLAGS[@]}" -fsanitize=fuzzer-no-link -I"$ROOT/src" -c "$ROOT/src/jsonspan.c" -o "$BUILD/jsonspan.o"
 
 build_ok=1
 for h in $HARNESSES; do
     extra=()
     [ "$h" = jws ] && extra=("$BUILD/jws.o")
+    [ "$h" = payload ] && extra=("$BUILD/jsonspan.o")
     if ! $CC "${CFLAGS[@]}" -fsanitize=fuzzer -I"$ROOT/src" -I"$FUZZ" "$FUZZ/fuzz_$h.c" \
             "${extra[@]}" "${objs[@]}" "$PGLIB/libpgcommon.a" "$PGLIB/libpgport.a" -lm \
             -o "$BUILD/fuzz_$h"; then
@@ -201,6 +205,7 @@ for h in $HARNESSES; do
     # takes them back), so leak detection is for the harnesses whose code frees everything
     leaks=1
     [ "$h" = json ] && leaks=0
+    [ "$h" = payload ] && leaks=0
     log "fuzz_$h: ${SECS}s"
     set +e
     # shellcheck disable=SC2086

@@ -1,0 +1,141 @@
+/*-------------------------------------------------------------------------
+ *
+ * jsonspan.c
+ *		The members of a JSON object as spans of its text, found with
+ *		PostgreSQL's own JSON parser (common/jsonapi.h) in the mode the json
+ *		type's input function uses (no de-escaping): every value the json
+ *		type accepts is accepted, including those jsonb refuses (a string
+ *		holding \u0000, a number such as 1e1000000), and nothing is
+ *		re-serialised.  The worker routes, filters and cuts change payloads
+ *		with it (events.c, subs.c, access.c).
+ *
+ * Compiles in the server and, with -DFRONTEND, in the fuzz harness
+ * test/fuzz/fuzz_payload.c.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifdef FRONTEND
+#include "postgres_fe.h"
+#else
+#include "postgres.h"
+#endif
+
+#include "common/jsonapi.h"
+
+#include "jsonspan.h"
+
+typedef struct MembersState
+{
+	JsonLexContext *lex;
+	char	   *next_key;		/* the next key's token starts here (after spaces) */
+	PlankJsonMember *members;
+	int			n;
+	int			cap;
+	bool		is_object;
+} MembersState;
+
+static inline bool
+json_space(char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void
+members_object_start(void *state)
+{
+	MembersState *st = (MembersState *) state;
+
+	if (st->lex->lex_level == 0)
+	{
+		st->is_object = true;
+		st->next_key = st->lex->token_terminator;	/* past the '{' */
+	}
+}
+
+static void
+members_field_start(void *state, char *fname, bool isnull)
+{
+	MembersState *st = (MembersState *) state;
+	PlankJsonMember *m;
+	char	   *p;
+	char	   *e;
+
+	if (st->lex->lex_level != 1)
+		return;
+	if (st->n == st->cap)
+	{
+		st->cap = st->cap ? st->cap * 2 : 16;
+		st->members = st->members ? repalloc(st->members, st->cap * sizeof(PlankJsonMember)) :
+			palloc(st->cap * sizeof(PlankJsonMember));
+	}
+	m = &st->members[st->n++];
+	m->value = st->lex->token_start;
+	m->valuelen = 0;
+	m->type = st->lex->token_type;
+	/* the key: the string token between the '{' or ',' and the ':' */
+	p = st->next_key;
+	while (json_space(*p))
+		p++;
+	e = st->lex->prev_token_terminator - 1;	/* the ':' */
+	while (e > p && json_space(e[-1]))
+		e--;
+	m->key = p;
+	m->keylen = e - p;
+}
+
+static void
+members_field_end(void *state, char *fname, bool isnull)
+{
+	MembersState *st = (MembersState *) state;
+	PlankJsonMember *m;
+
+	if (st->lex->lex_level != 1)
+		return;
+	m = &st->members[st->n - 1];
+	m->valuelen = st->lex->prev_token_terminator - m->value;
+	st->next_key = st->lex->token_terminator;	/* past the ',' or '}' */
+}
+
+/*
+ * plank_json_members
+ *		The members of the JSON object text json (len bytes in the given
+ *		encoding), in order, as spans of the text: PostgreSQL's JSON parser
+ *		without de-escaping, which accepts exactly what the json type
+ *		accepts.  Returns false, with *error set to the parser's message, when
+ *		the text is not JSON or not an object.  Allocates in the current
+ *		memory context; raises only out-of-memory errors.
+ */
+bool
+plank_json_members(const char *json, int len, int encoding,
+				   PlankJsonMember **members, int *nmembers, char **error)
+{
+	JsonSemAction sem;
+	MembersState st;
+	JsonParseErrorType rc;
+
+	memset(&sem, 0, sizeof(sem));
+	memset(&st, 0, sizeof(st));
+	st.lex = makeJsonLexContextCstringLen((char *) json, len, encoding, false);
+	sem.semstate = &st;
+	sem.object_start = members_object_start;
+	sem.object_field_start = members_field_start;
+	sem.object_field_end = members_field_end;
+	rc = pg_parse_json(st.lex, &sem);
+	if (rc != JSON_SUCCESS)
+	{
+#ifndef FRONTEND
+		*error = json_errdetail(rc, st.lex);
+#else
+		*error = "it is not valid JSON";	/* no json_errdetail in 15's frontend library */
+#endif
+		return false;
+	}
+	if (!st.is_object)
+	{
+		*error = "it is not a JSON object";
+		return false;
+	}
+	*members = st.members;
+	*nmembers = st.n;
+	return true;
+}

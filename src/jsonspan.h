@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * jsonspan.h
+ *		The members of a JSON object as spans of its text (jsonspan.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PLANK_JSONSPAN_H
+#define PLANK_JSONSPAN_H
+
+#include "common/jsonapi.h"
+
+/*
+ * One member of a JSON object, as spans of the object's text found with
+ * PostgreSQL's JSON parser (common/jsonapi.h): nothing is re-serialised.
+ */
+typedef struct PlankJsonMember
+{
+	const char *key;			/* the key's string token, with its quotes */
+	int			keylen;
+	const char *value;			/* the value's text */
+	int			valuelen;
+	JsonTokenType type;			/* the value's first token */
+} PlankJsonMember;
+
+extern bool plank_json_members(const char *json, int len, int encoding,
+							   PlankJsonMember **members, int *nmembers, char **error);
+
+#endif							/* PLANK_JSONSPAN_H */
