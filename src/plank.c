@@ -64,6 +64,7 @@ char	   *plank_authenticator = NULL;
 bool		plank_allow_privileged_roles = false;
 int			plank_check_workers = 2;
 int			plank_check_timeout = 5000;
+int			plank_max_backlog_memory = 262144;
 
 void		_PG_init(void);
 static void register_worker(int index, const char *dbname);
@@ -329,6 +330,16 @@ define_settings(void)
 							2, 1, 32,
 							PGC_POSTMASTER,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_backlog_memory",
+							"Sets the memory the backlogs of all clients of a worker may take.",
+							"A backlog is one 24-byte entry per queued message and client; past this, the "
+							"client furthest behind is closed with 1013.",
+							&plank_max_backlog_memory,
+							262144, 1024, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("plank.check_timeout",

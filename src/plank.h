@@ -58,6 +58,7 @@ extern char *plank_authenticator;
 extern bool plank_allow_privileged_roles;
 extern int	plank_check_workers;
 extern int	plank_check_timeout;	/* ms */
+extern int	plank_max_backlog_memory;	/* kB */
 
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);

@@ -134,9 +134,13 @@ plank_frame_unref(PlankFrame *frame)
 
 /* ---------- outgoing queue ---------- */
 
+/* queue entries of all connections' backlogs (one per message and client) */
+static uint64 backlog_entries = 0;
+
 static void
 conn_purge_queue(PlankConn *conn)
 {
+	backlog_entries -= conn->q_len;
 	while (conn->q_len > 0)
 	{
 		plank_frame_unref(conn->queue[conn->q_head].frame);
@@ -301,15 +305,55 @@ stall_sweep(lws_sorted_usec_list_t *sul)
 }
 
 /*
+ * The worker's memory bound.  Every connection's backlog is a queue of
+ * references to shared messages, one entry per message and client, so under
+ * a sustained load the worker cannot keep up with (a writer committing
+ * faster than the fan-out can deliver) the entries grow with events x
+ * clients even though every client reads.  Past plank.max_backlog_memory of
+ * entries, the client furthest behind (the longest queue) is closed with
+ * 1013, and so on until the backlogs fit: it reconnects and resumes from
+ * the replay ring, or is told to resync.  The scan runs only over the bound.
+ */
+static bool
+shed_backlog(PlankConn *sending)
+{
+	bool		sending_closed = false;
+
+	while ((backlog_entries + 1) * sizeof(PlankOutMsg) > (uint64) plank_max_backlog_memory * 1024)
+	{
+		dlist_iter	iter;
+		PlankConn  *furthest = NULL;
+
+		dlist_foreach(iter, &all_conns)
+		{
+			PlankConn  *c = dlist_container(PlankConn, node, iter.cur);
+
+			if (!c->closing && c->q_len > 0 && (furthest == NULL || c->q_len > furthest->q_len))
+				furthest = c;
+		}
+		if (furthest == NULL)
+			break;
+		ereport(plank_log_level,
+				(errmsg("plank closing connection %llu from %s: the backlogs of all clients exceed plank.max_backlog_memory and it is the furthest behind (%d messages)",
+						(unsigned long long) furthest->id, furthest->peer, furthest->q_len)));
+		plank_conn_close(furthest, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
+		plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
+		if (furthest == sending)
+			sending_closed = true;
+	}
+	return sending_closed;
+}
+
+/*
  * plank_conn_send
  *		Queue a frame for a connection (taking a reference).  sub, when not
  *		NULL, names the subscription the message answers: its prefix is
  *		written before the frame.  A client whose backlog is over
  *		plank.max_client_buffer while its socket has stopped draining for
  *		plank.max_client_lag is closed with 1013 (try again later); see the
- *		slow-client rule above.  So is one whose backlog (not counting its
- *		largest message) would exceed plank.replay_buffer: the bound of a
- *		connection's memory.
+ *		slow-client rule above.  When the backlogs of all connections would
+ *		take more than plank.max_backlog_memory, the client furthest behind
+ *		is closed with 1013 (shed_backlog).
  */
 void
 plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
@@ -317,6 +361,9 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	PlankOutMsg *slot;
 
 	if (conn->closing || conn->close_when_drained)
+		return;
+	if ((backlog_entries + 1) * sizeof(PlankOutMsg) > (uint64) plank_max_backlog_memory * 1024 &&
+		shed_backlog(conn))
 		return;
 
 	/*
@@ -327,20 +374,6 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	{
 		size_t		big = Max(conn->q_big, (size_t) frame->len);
 
-		/*
-		 * The memory bound, whatever the socket does: a backlog larger than
-		 * the replay ring is further behind than any resume could reach, so
-		 * the client is closed and, reconnecting, told to resync.
-		 */
-		if (conn->q_bytes + frame->len > big + (size_t) plank_replay_buffer * 1024)
-		{
-			ereport(plank_log_level,
-					(errmsg("plank closing connection %llu from %s: its backlog exceeded plank.replay_buffer",
-							(unsigned long long) conn->id, conn->peer)));
-			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
-			plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
-			return;
-		}
 		if (conn->q_bytes + frame->len > big + (size_t) plank_max_client_buffer * 1024)
 		{
 			if (conn_stalled(conn))
@@ -384,6 +417,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	slot->queued_at = plank_now;
 	frame->refcount++;
 	conn->q_bytes += frame->len;
+	backlog_entries++;
 	if (conn->q_len++ == 0)
 	{
 		/* the backlog starts: the stall clock starts from here */
@@ -884,6 +918,7 @@ conn_writeable(PlankConn *conn)
 
 		conn->q_head = (conn->q_head + 1) % conn->q_cap;
 		conn->q_len--;
+		backlog_entries--;
 		conn->q_bytes -= msg.frame->len;
 		if (conn->q_len == 0)
 			conn->q_big = 0;

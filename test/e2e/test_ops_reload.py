@@ -24,7 +24,7 @@ SIGHUP = ["plank.max_message_size", "plank.max_client_buffer", "plank.max_client
           "plank.http_allowed_addresses",
           "plank.log_connections", "plank.log_level", "plank.jwt_secret_file",
           "plank.jwt_jwks_file", "plank.authenticator", "plank.allow_privileged_roles",
-          "plank.check_timeout"]
+          "plank.check_timeout", "plank.max_backlog_memory"]
 RELOADED = {"plank.max_message_size": "1kB", "plank.rate_limit": "3",
             "plank.max_subscriptions": "1", "plank.log_level": "warning"}
 
