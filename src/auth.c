@@ -1056,28 +1056,3 @@ plank_auth_channel_allowed(Oid roleid, const char *channel)
 	SPI_finish();
 	return allowed;
 }
-
-/*
- * plank_auth_become
- *		Act as a client inside the current transaction: its role for
- *		privilege checks and row-level security, and its token's claims in
- *		request.jwt.claims (the PostgREST convention, so that policies read
- *		current_setting('request.jwt.claims', true)).  The claims setting is
- *		transaction-local; plank_auth_unbecome restores the user.
- */
-void
-plank_auth_become(const PlankIdentity *id, Oid *save_userid, int *save_sec_context)
-{
-	GetUserIdAndSecContext(save_userid, save_sec_context);
-	(void) set_config_option("request.jwt.claims", id->claims,
-							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
-	SetUserIdAndSecContext(id->roleid, *save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-}
-
-/* plank_auth_unbecome: back to the worker's own user. */
-void
-plank_auth_unbecome(Oid save_userid, int save_sec_context)
-{
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-}

@@ -317,8 +317,6 @@ extern const char *plank_auth_verify(const char *token, MemoryContext cxt,
 									 PlankIdentity *id, char **detail);
 extern bool plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id);
 extern bool plank_auth_channel_allowed(Oid roleid, const char *channel);
-extern void plank_auth_become(const PlankIdentity *id, Oid *save_userid, int *save_sec_context);
-extern void plank_auth_unbecome(Oid save_userid, int save_sec_context);
 
 /* access.c */
 extern List *plank_access_key_columns(Oid relid);
