@@ -309,3 +309,30 @@ def test_commit_wire_form():
             assert acc["seq"] == item["seq"] + 1
     run(body())
     sql("DELETE FROM items WHERE name LIKE %s", (name + "%",))
+
+
+def test_n_is_ordinal_with_gaps_after_rollback_to_savepoint():
+    """`n` increases with every change the transaction makes, from 1; a change undone by
+    ROLLBACK TO SAVEPOINT is not sent but keeps its number (docs/PROTOCOL.md, "Change
+    payload")."""
+    owner = tag()
+
+    async def body():
+        async with client(keep_commits=True) as c:
+            await c.subscribe("a", table="public.e2e_accounts", filter={"owner": owner})
+            base = sql("SELECT coalesce(max(id), 0) FROM e2e_accounts")[0][0]
+            ins = "INSERT INTO e2e_accounts VALUES (%s, %s, 1)"
+            xid = await asyncio.to_thread(write_transaction, [
+                (ins, (base + 1, owner)),
+                ("SAVEPOINT s", None),
+                (ins, (base + 2, owner)),
+                (ins, (base + 3, owner)),
+                ("ROLLBACK TO SAVEPOINT s", None),
+                (ins, (base + 4, owner))])
+            got = await c.events("a", 3)
+            assert [m["type"] for m in got] == ["change", "change", "commit"], got
+            assert [m["change"]["new"]["id"] for m in got[:2]] == [base + 1, base + 4]
+            assert [m["change"]["n"] for m in got[:2]] == [1, 4], got
+            assert got[2]["xid"] == xid and got[1]["seq"] == got[0]["seq"] + 1
+    run(body())
+
