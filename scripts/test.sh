@@ -152,6 +152,8 @@ port = $PGPORT
 unix_socket_directories = '$TMPDIR_TEST'
 fsync = off
 synchronous_commit = off
+# test_commit.py checks that PREPARE TRANSACTION refuses a tracked write
+max_prepared_transactions = 4
 full_page_writes = off
 shared_preload_libraries = 'plank'
 plank.port = $PORT

@@ -328,6 +328,7 @@ typedef struct RlsEntry
 {
 	dlist_node	node;
 	bool		is_commit;
+	bool		seen;			/* received before a resume: decides, sends nothing */
 	RlsEvent   *rev;
 	RlsCheck   *check;			/* NULL: no check (TRUNCATE, or a commit marker) */
 } RlsEntry;
@@ -456,14 +457,9 @@ queue_entry(PlankSub *sub, RlsEntry *e)
 static void drain(PlankSub *sub);
 static void clear_queue(PlankSub *sub);
 
-/*
- * plank_access_enqueue
- *		Queue a change of its table for a subscription under row-level
- *		security; it is delivered, in order, once its group's check is back
- *		(plank_access_batch_done() sends the checks).
- */
-void
-plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
+/* Queue ev for sub; seen: decide it but send nothing (a resumed client has it). */
+static void
+enqueue(PlankSub *sub, PlankEvent *ev, bool seen)
 {
 	RlsEntry   *e;
 
@@ -475,6 +471,7 @@ plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
 		plank_subs_resync(sub, "check_backlog");
 	}
 	e = MemoryContextAllocZero(rls_cxt, sizeof(RlsEntry));
+	e->seen = seen;
 	if (ev->op == PLANK_OP_TRUNCATE)
 	{
 		/* nothing to check: decided, and its frames cached like the others */
@@ -531,6 +528,32 @@ plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
 	}
 	if (e->check->done)
 		drain(sub);
+}
+
+/*
+ * plank_access_enqueue
+ *		Queue a change of its table for a subscription under row-level
+ *		security; it is delivered, in order, once its group's check is back
+ *		(plank_access_batch_done() sends the checks).
+ */
+void
+plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
+{
+	enqueue(sub, ev, false);
+}
+
+/*
+ * plank_access_enqueue_seen
+ *		ev, a change that is not the last of its transaction, reached the
+ *		client before it resumed (plank_subs_replay()): queue its check
+ *		without sending it again, so that the transaction's commit marker is
+ *		sent when the subscription could see the change (docs/PROTOCOL.md,
+ *		"resume after a reconnect").
+ */
+void
+plank_access_enqueue_seen(PlankSub *sub, PlankEvent *ev)
+{
+	enqueue(sub, ev, true);
 }
 
 /*
@@ -680,7 +703,7 @@ deliver_change(PlankSub *sub, RlsEntry *e, volatile bool *sent)
 		MemoryContextSwitchTo(cxt);
 		if (mode)
 		{
-			PlankFrame *frame = check_frame(c, sub, mode);
+			PlankFrame *frame = e->seen ? NULL : check_frame(c, sub, mode);
 
 			if (frame)
 				plank_conn_send(sub->conn, frame, sub);

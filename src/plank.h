@@ -322,6 +322,7 @@ extern bool plank_auth_channel_allowed(Oid roleid, const char *channel);
 extern List *plank_access_key_columns(Oid relid);
 extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
 extern void plank_access_enqueue(PlankSub *sub, PlankEvent *ev);
+extern void plank_access_enqueue_seen(PlankSub *sub, PlankEvent *ev);
 extern void plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev);
 extern void plank_access_tx_closed(PlankEvent *ev);
 extern void plank_access_sub_removed(PlankSub *sub);
@@ -410,6 +411,7 @@ extern bool plank_ring_covers(uint64 after_seq);
 extern void plank_ring_start_after(uint64 seq);
 typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
 extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
+extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg);
 
 /* subs.c */
 extern void plank_subs_init(void);

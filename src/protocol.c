@@ -175,9 +175,14 @@ parse_since(Jsonb *jb, Since *since)
 		Numeric		zero = int64_to_numeric(0);
 		Numeric		max = int64_to_numeric(PG_INT64_MAX);
 
-		if (!DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(q.val.numeric), NumericGetDatum(zero))) ||
+		Datum		floor = DirectFunctionCall1(numeric_floor, NumericGetDatum(q.val.numeric));
+
+		/* an integer from 0 to 2^63 - 1: a fraction is refused, not rounded */
+		if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(q.val.numeric), floor)) ||
+			!DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(q.val.numeric), NumericGetDatum(zero))) ||
 			!DatumGetBool(DirectFunctionCall2(numeric_le, NumericGetDatum(q.val.numeric), NumericGetDatum(max))))
-			return request_error("invalid_message", "\"since\".\"seq\" must be a sequence number");
+			return request_error("invalid_message",
+								 "\"since\".\"seq\" must be an integer sequence number from 0 to 9223372036854775807");
 		since->seq = (uint64) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(q.val.numeric)));
 	}
 	since->epoch = pnstrdup(e.val.string.val, e.val.string.len);

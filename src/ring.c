@@ -123,3 +123,35 @@ plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg)
 			break;
 	}
 }
+
+/*
+ * plank_ring_walk_back
+ *		Call fn for each event with a sequence number at or below upto_seq,
+ *		newest first, until it returns false.  The events are found by binary
+ *		search: sequence numbers increase along the ring.
+ */
+void
+plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
+{
+	int			lo = 0;
+	int			hi = ring_len;
+
+	/* lo: the number of events with a sequence number at or below upto_seq */
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (ring[(ring_head + mid) % ring_cap].seq <= upto_seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	while (lo > 0)
+	{
+		PlankEvent *ev = &ring[(ring_head + lo - 1) % ring_cap];
+
+		if (!fn(ev, arg))
+			break;
+		lo--;
+	}
+}

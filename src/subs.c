@@ -783,8 +783,87 @@ plank_subs_dispatch(PlankEvent *ev)
 typedef struct ReplayState
 {
 	PlankSub   *sub;
-	uint64		open_xid;
+	uint64		open_xid;		/* transaction whose commit marker is due */
+	uint64		since_seq;		/* the client has every event up to this one */
+	uint64		since_xid;		/* the transaction of the event at since.seq */
+	uint64		first_seq;		/* its first change that the ring holds */
+	bool		seen;			/* a change of it up to since.seq matched sub */
 } ReplayState;
+
+/*
+ * Would sub have received ev (a change of its table it wants) live, its
+ * filters aside from row-level security?  A filter that cannot be evaluated
+ * counts as no match: the subscription was told to resync then.
+ */
+static bool
+replay_matched(PlankSub *sub, PlankEvent *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool match = false;
+
+	PG_TRY();
+	{
+		match = plank_subs_filters_match(sub, ev, false);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		match = false;
+	}
+	PG_END_TRY();
+	ev->parsed = NULL;
+	return match;
+}
+
+/*
+ * A walker over the events at and before since.seq, newest first: the
+ * changes of the transaction of the event at since.seq, which stays open for
+ * the client when it is not the transaction's last change; seen: whether
+ * the subscription received one of them before it reconnected.
+ */
+static bool
+replay_seen_one(PlankEvent *ev, void *arg)
+{
+	ReplayState *rs = (ReplayState *) arg;
+	PlankSub   *sub = rs->sub;
+
+	if (rs->since_xid == 0)
+	{
+		/* the event at since.seq: only a transaction it leaves open matters */
+		if (ev->seq != rs->since_seq || !ev->is_change || ev->tx_last)
+			return false;
+		rs->since_xid = ev->xid;
+	}
+	else if (!ev->is_change)
+		return true;			/* a NOTIFY of the transaction itself */
+	else if (ev->xid != rs->since_xid)
+		return false;			/* a transaction's changes are contiguous */
+	rs->first_seq = ev->seq;
+	if (!rs->seen && sub_targets(sub, ev) && !sub->rls &&
+		dlist_is_empty(&sub->rls_queue) && replay_matched(sub, ev))
+		rs->seen = true;
+	return true;
+}
+
+/*
+ * A walker from the first change of that transaction to since.seq, for a
+ * subscription under row-level security: it queues the changes it wants as
+ * already seen, in order; their checks decide whether the client received
+ * any, and so whether the commit marker is due.
+ */
+static bool
+replay_seen_rls(PlankEvent *ev, void *arg)
+{
+	ReplayState *rs = (ReplayState *) arg;
+
+	if (ev->seq > rs->since_seq)
+		return false;
+	if (ev->is_change && ev->xid == rs->since_xid && sub_targets(rs->sub, ev))
+		plank_access_enqueue_seen(rs->sub, ev);
+	ev->parsed = NULL;
+	return true;
+}
 
 static bool
 replay_one(PlankEvent *ev, void *arg)
@@ -837,6 +916,13 @@ replay_one(PlankEvent *ev, void *arg)
  *		markers, exactly as they were sent live.  The caller has checked with
  *		plank_ring_covers() (and plank_subs_channel_covers()) that nothing is
  *		missing.
+ *
+ *		The client has every event up to after_seq.  When the event at
+ *		after_seq is a change that is not the last of its transaction and
+ *		the subscription received a change of that transaction, the client
+ *		has not seen the transaction's end: its commit marker is sent after
+ *		the transaction's last change, as live (docs/PROTOCOL.md, "resume
+ *		after a reconnect").
  */
 void
 plank_subs_replay(PlankSub *sub, uint64 after_seq)
@@ -845,7 +931,23 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 
 	rs.sub = sub;
 	rs.open_xid = 0;
+	rs.since_seq = after_seq;
+	rs.since_xid = 0;
+	rs.seen = false;
+	rs.first_seq = 0;
+	if (!sub->is_channel)
+		plank_ring_walk_back(after_seq, replay_seen_one, &rs);
+	if (rs.since_xid != 0 && (sub->rls || !dlist_is_empty(&sub->rls_queue)))
+		plank_ring_walk(rs.first_seq - 1, replay_seen_rls, &rs);
+	if (rs.seen)
+		rs.open_xid = rs.since_xid;
 	plank_ring_walk(after_seq, replay_one, &rs);
+	if (rs.open_xid != 0 && sub->open_xid == 0 && !sub->conn->closing)
+	{
+		/* the transaction's last change is still to come: live delivery closes it */
+		dlist_push_tail(&open_subs, &sub->open_node);
+		sub->open_xid = rs.open_xid;
+	}
 	plank_access_batch_done();
 }
 

@@ -309,3 +309,85 @@ def test_commit_wire_form():
             assert acc["seq"] == item["seq"] + 1
     run(body())
     sql("DELETE FROM items WHERE name LIKE %s", (name + "%",))
+
+
+def test_n_is_ordinal_with_gaps_after_rollback_to_savepoint():
+    """`n` increases with every change the transaction makes, from 1; a change undone by
+    ROLLBACK TO SAVEPOINT is not sent but keeps its number (docs/PROTOCOL.md, "Change
+    payload")."""
+    owner = tag()
+
+    async def body():
+        async with client(keep_commits=True) as c:
+            await c.subscribe("a", table="public.e2e_accounts", filter={"owner": owner})
+            base = sql("SELECT coalesce(max(id), 0) FROM e2e_accounts")[0][0]
+            ins = "INSERT INTO e2e_accounts VALUES (%s, %s, 1)"
+            xid = await asyncio.to_thread(write_transaction, [
+                (ins, (base + 1, owner)),
+                ("SAVEPOINT s", None),
+                (ins, (base + 2, owner)),
+                (ins, (base + 3, owner)),
+                ("ROLLBACK TO SAVEPOINT s", None),
+                (ins, (base + 4, owner))])
+            got = await c.events("a", 3)
+            assert [m["type"] for m in got] == ["change", "change", "commit"], got
+            assert [m["change"]["new"]["id"] for m in got[:2]] == [base + 1, base + 4]
+            assert [m["change"]["n"] for m in got[:2]] == [1, 4], got
+            assert got[2]["xid"] == xid and got[1]["seq"] == got[0]["seq"] + 1
+    run(body())
+
+
+def test_prepare_transaction_after_writing_a_tracked_table_is_refused():
+    """Two-phase commit (docs/RELIABILITY.md, "Capture"): the capture's NOTIFY makes
+    PostgreSQL refuse PREPARE TRANSACTION (0A000) and roll the transaction back, so
+    nothing is half-delivered; a prepared transaction that writes no tracked table
+    commits, and the tracked write made after COMMIT PREPARED is delivered."""
+    import psycopg2
+
+    assert int(sql("SHOW max_prepared_transactions")[0][0]) > 0, \
+        "the test cluster needs max_prepared_transactions (scripts/test.sh sets it)"
+    owner = tag()
+    gid = f"e2e_{owner}"
+    base = sql("SELECT coalesce(max(id), 0) FROM e2e_accounts")[0][0]
+    sql(f"CREATE TABLE public.e2e_untracked_{owner} (id int)")
+
+    async def body():
+        async with client(keep_commits=True) as c:
+            await c.subscribe("a", table="public.e2e_accounts", filter={"owner": owner})
+            conn = connect(autocommit=False)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO e2e_accounts VALUES (%s, %s, 1)", (base + 1, owner))
+                    with pytest.raises(psycopg2.Error) as err:
+                        cur.execute(f"PREPARE TRANSACTION '{gid}'")
+                assert err.value.pgcode == "0A000", err.value
+                assert "cannot PREPARE a transaction that has executed LISTEN, UNLISTEN, " \
+                    "or NOTIFY" in str(err.value), err.value
+                conn.rollback()
+            finally:
+                conn.close()
+            assert sql("SELECT count(*) FROM e2e_accounts WHERE owner = %s", (owner,))[0][0] == 0
+            assert sql("SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s", (gid,))[0][0] == 0
+
+            # the workaround: the prepared transaction writes no tracked table; the tracked
+            # write follows COMMIT PREPARED in a transaction of its own
+            conn = connect(autocommit=False)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO public.e2e_untracked_{owner} VALUES (1)")
+                    cur.execute(f"PREPARE TRANSACTION '{gid}'")
+            finally:
+                conn.close()
+            await asyncio.to_thread(sql, f"COMMIT PREPARED '{gid}'")
+            await asyncio.to_thread(
+                sql, "INSERT INTO e2e_accounts VALUES (%s, %s, 1)", (base + 2, owner))
+            change, commit = await c.events("a", 2)
+            assert change["change"]["new"]["id"] == base + 2 and commit["type"] == "commit"
+            await c.sync()
+            assert c.kept_events() == [], "the refused transaction sent nothing"
+    try:
+        run(body())
+    finally:
+        if sql("SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s", (gid,))[0][0]:
+            sql(f"ROLLBACK PREPARED '{gid}'")
+        sql(f"DROP TABLE IF EXISTS public.e2e_untracked_{owner}")

@@ -356,14 +356,19 @@ def test_events_evicted_from_a_small_ring_are_out_of_range():
 
 @pytest.mark.parametrize("bad", [
     "yesterday", 5, [], {"epoch": "1"}, {"seq": 1}, {"epoch": 1, "seq": 1},
-    {"epoch": "1", "seq": "1"}, {"epoch": "1", "seq": -1},
+    {"epoch": "1", "seq": "1"}, {"epoch": "1", "seq": -1}, {"epoch": "1", "seq": 2.5},
+    {"epoch": "1", "seq": 0.5}, {"epoch": "1", "seq": 2 ** 63},
+    {"epoch": "1", "seq": 2 ** 64 + 1}, {"epoch": "1", "seq": 1e30},
 ], ids=["string", "number", "array", "no-seq", "no-epoch", "epoch-number", "seq-string",
-        "seq-negative"])
+        "seq-negative", "seq-fraction", "seq-below-one", "seq-beyond-int64",
+        "seq-beyond-uint64", "seq-exponent"])
 def test_malformed_since_is_invalid_message(bad):
     async def body():
         async with client() as c:
             r = await c.request(subscribe_msg("r", table=TABLE, since=bad))
             assert r["type"] == "error" and r["code"] == "invalid_message" and r["id"] == "r", r
+            if isinstance(bad, dict) and "epoch" in bad and "seq" in bad:
+                assert "seq" in r["message"], r
             await c.sync()
             assert c.kept_events() == []
     run(body())
