@@ -70,7 +70,9 @@ static bool unlisten_pending = false;
  * Until an event has been dispatched after the move (then every change
  * committed before the rename has been: see plank_subs_rename_table), a
  * change under the old name also reaches the subscriptions of that table
- * under the new one.
+ * under the new one.  After that, the alias is kept (the last MAX_ALIASES)
+ * for replays (sub_targets): a resumed subscription of the table gets the
+ * changes it missed under the old name, those up to until_seq.
  */
 typedef struct TableAlias
 {
@@ -78,7 +80,10 @@ typedef struct TableAlias
 	TableKey	new_key;
 	Oid			relid;
 	uint64		at_seq;			/* plank_seq when the subscriptions moved */
+	uint64		until_seq;		/* the last event it can name; 0: live */
 } TableAlias;
+
+#define MAX_ALIASES 64
 
 static List *table_aliases = NIL;	/* of TableAlias, in TopMemoryContext */
 
@@ -181,7 +186,7 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 	{
 		TableAlias *a = (TableAlias *) lfirst(lc);
 
-		if (a->relid == sub->relid &&
+		if (a->relid == sub->relid && a->until_seq == 0 &&
 			memcmp(&a->old_key, &old_entry->key, sizeof(TableKey)) == 0)
 			alias = a;
 	}
@@ -196,6 +201,7 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 	}
 	alias->new_key = key;
 	alias->at_seq = plank_seq;
+	alias->until_seq = 0;
 
 	dlist_delete(&sub->index_node);
 	plank_stats_sub_removed(sub);
@@ -215,9 +221,10 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 
 /*
  * plank_subs_expire_aliases
- *		Forget the old names of renamed tables once an event has been
- *		dispatched after the move (see plank_subs_rename_table).  Called at
- *		each recheck; costs nothing without renames.
+ *		End the live aliases of renamed tables once an event has been
+ *		dispatched after the move (see plank_subs_rename_table); keep the
+ *		last MAX_ALIASES for replays.  Called at each recheck; costs nothing
+ *		without renames.
  */
 void
 plank_subs_expire_aliases(void)
@@ -228,11 +235,14 @@ plank_subs_expire_aliases(void)
 	{
 		TableAlias *a = (TableAlias *) lfirst(lc);
 
-		if (plank_seq > a->at_seq)
-		{
-			table_aliases = foreach_delete_current(table_aliases, lc);
-			pfree(a);
-		}
+		if (a->until_seq == 0 && plank_seq > a->at_seq)
+			a->until_seq = plank_seq;
+	}
+	while (list_length(table_aliases) > MAX_ALIASES &&
+		   ((TableAlias *) linitial(table_aliases))->until_seq != 0)
+	{
+		pfree(linitial(table_aliases));
+		table_aliases = list_delete_first(table_aliases);
 	}
 }
 
@@ -778,9 +788,23 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 		return false;
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
+		ListCell   *lc;
 
-		return strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
-			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0;
+		if (strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
+			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0)
+			return true;
+		/* a change of its table under a name the table had before */
+		foreach(lc, table_aliases)
+		{
+			TableAlias *a = (TableAlias *) lfirst(lc);
+
+			if (a->relid == sub->relid &&
+				(a->until_seq == 0 || ev->seq <= a->until_seq) &&
+				strcmp(NameStr(a->old_key.schema), NameStr(ev->schema)) == 0 &&
+				strcmp(NameStr(a->old_key.table), NameStr(ev->table)) == 0)
+				return true;
+		}
+		return false;
 	}
 }
 
@@ -875,7 +899,8 @@ plank_subs_dispatch(PlankEvent *ev)
 			TableAlias *a = (TableAlias *) lfirst(lc);
 
 			/* a change committed before its table was renamed */
-			if (memcmp(&a->old_key, &key, sizeof(TableKey)) == 0 &&
+			if (a->until_seq == 0 &&
+				memcmp(&a->old_key, &key, sizeof(TableKey)) == 0 &&
 				(entry = hash_search(table_index, &a->new_key, HASH_FIND, NULL)) != NULL)
 				dispatch_change(entry, ev, a->relid);
 		}

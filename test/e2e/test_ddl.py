@@ -281,3 +281,39 @@ def test_a_new_table_under_the_old_name_is_not_sent_to_the_renamed_ones():
     finally:
         sql(f"DROP TABLE IF EXISTS public.{t}_old")
         sql(f"DROP TABLE IF EXISTS public.{t}")
+
+
+def test_resume_across_a_rename():
+    """A client away while its table was renamed resumes under the new name and gets what
+    it missed: the changes under the old name, then those under the new one (another
+    subscriber stayed connected, so the worker saw the rename)."""
+    t = "e2e_ddl_m_" + tag()
+    sql(f"CREATE TABLE public.{t} (id int PRIMARY KEY)")
+    sql(f"SELECT plank.track('public.{t}')")
+    try:
+        async def body():
+            async with client() as stay:
+                await stay.subscribe("k", table=f"public.{t}")
+                async with client() as c1:
+                    epoch = c1.welcome["epoch"]
+                    await c1.subscribe("r", table=f"public.{t}")
+                    sql(f"INSERT INTO public.{t} VALUES (1)")
+                    last = (await c1.next_push("r"))["seq"]
+                sql(f"INSERT INTO public.{t} VALUES (2)")
+                sql(f"ALTER TABLE public.{t} RENAME TO {t}_y")
+                sql(f"INSERT INTO public.{t}_y VALUES (3)")
+                await renamed(stay, "k", "public", f"{t}_y")
+                live = [(await stay.next_push("k"))["change"] for _ in range(3)]
+                assert [ch["new"]["id"] for ch in live] == [1, 2, 3], live
+                async with client() as c2:
+                    pushed, ack = await c2.request_all(
+                        {"type": "subscribe", "id": "r", "table": f"public.{t}_y",
+                         "since": {"epoch": epoch, "seq": last}})
+                    assert ack["type"] == "ack" and ack["resumed"] is True, (pushed, ack)
+                    changes = [m["change"] for m in pushed if m["type"] == "change"]
+                    assert [(ch["table"], ch["new"]["id"]) for ch in changes] == \
+                        [(t, 2), (f"{t}_y", 3)], pushed
+        run(body())
+    finally:
+        sql(f"DROP TABLE IF EXISTS public.{t}_y")
+        sql(f"DROP TABLE IF EXISTS public.{t}")
