@@ -78,11 +78,15 @@ static uint32 counter_n = 0;
 
 /*
  * Partitions whose TRUNCATE is already covered by the TRUNCATE change of an
- * ancestor in this transaction (a TRUNCATE of a partitioned table fires the
+ * ancestor in this statement (a TRUNCATE of a partitioned table fires the
  * AFTER TRUNCATE triggers of all its partitions too, after its own): each is
- * skipped once, when its trigger fires.  Allocated in TopTransactionContext.
+ * skipped once, when its trigger fires.  The list belongs to one statement,
+ * told by transaction, subtransaction and command ID; allocated in
+ * TopTransactionContext.
  */
 static LocalTransactionId truncated_lxid = InvalidLocalTransactionId;
+static SubTransactionId truncated_subxid = InvalidSubTransactionId;
+static CommandId truncated_cid = InvalidCommandId;
 static List *truncated_covered = NIL;
 
 /* Render a whole tuple with row_to_json (PostgreSQL's JSON conversion). */
@@ -845,23 +849,32 @@ plank_output_settings_push(void)
 /*
  * truncate_covered
  *		For a TRUNCATE trigger firing on rel: whether an ancestor's TRUNCATE
- *		change, sent earlier in this transaction, already covers rel (then
+ *		change, sent earlier in this statement, already covers rel (then
  *		nothing is sent).  Otherwise, when rel is partitioned, its partitions
  *		are noted as covered: their triggers fire after its own in the same
  *		statement (ExecuteTruncateGuts in src/backend/commands/tablecmds.c
  *		fires the AFTER TRUNCATE triggers in the order the relations are
- *		listed, the named ones before the partitions it added).
+ *		listed, the named ones before the partitions it added).  When another
+ *		trigger bumps the command ID in between, the partition's change is
+ *		sent as well: a repeated TRUNCATE, never a lost one.
  */
 static bool
 truncate_covered(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
+	SubTransactionId subxid = GetCurrentSubTransactionId();
+	CommandId	cid = GetCurrentCommandId(false);
 	MemoryContext old;
 
-	if (MyProc->lxid != truncated_lxid)
+	if (MyProc->lxid != truncated_lxid || subxid != truncated_subxid ||
+		cid != truncated_cid)
 	{
-		/* the list of an earlier transaction went with its memory */
+		/* a list of an earlier transaction went with its memory */
+		if (MyProc->lxid == truncated_lxid)
+			list_free(truncated_covered);
 		truncated_lxid = MyProc->lxid;
+		truncated_subxid = subxid;
+		truncated_cid = cid;
 		truncated_covered = NIL;
 	}
 	if (list_member_oid(truncated_covered, relid))
