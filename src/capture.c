@@ -850,7 +850,8 @@ plank_output_settings_push(void)
  * truncate_covered
  *		For a TRUNCATE trigger firing on rel: whether an ancestor's TRUNCATE
  *		change, sent earlier in this statement, already covers rel (then
- *		nothing is sent).  Otherwise, when rel is partitioned, its partitions
+ *		nothing is sent; only plank_partition_truncate, which names the same
+ *		tracked table as the ancestor's, is ever covered).  Otherwise, when rel is partitioned, its partitions
  *		are noted as covered: their triggers fire after its own in the same
  *		statement (ExecuteTruncateGuts in src/backend/commands/tablecmds.c
  *		fires the AFTER TRUNCATE triggers in the order the relations are
@@ -859,7 +860,7 @@ plank_output_settings_push(void)
  *		sent as well: a repeated TRUNCATE, never a lost one.
  */
 static bool
-truncate_covered(Relation rel)
+truncate_covered(Relation rel, Trigger *trigger)
 {
 	Oid			relid = RelationGetRelid(rel);
 	SubTransactionId subxid = GetCurrentSubTransactionId();
@@ -877,7 +878,8 @@ truncate_covered(Relation rel)
 		truncated_cid = cid;
 		truncated_covered = NIL;
 	}
-	if (list_member_oid(truncated_covered, relid))
+	if (strcmp(trigger->tgname, "plank_partition_truncate") == 0 &&
+		list_member_oid(truncated_covered, relid))
 	{
 		truncated_covered = list_delete_oid(truncated_covered, relid);
 		return true;
@@ -943,7 +945,7 @@ plank_capture(PG_FUNCTION_ARGS)
 	target.part_schema = target.part_table = NULL;
 	if (TRIGGER_FIRED_BY_TRUNCATE(event))
 	{
-		if (truncate_covered(target.rel))
+		if (truncate_covered(target.rel, trigdata->tg_trigger))
 			return PointerGetDatum(NULL);
 		if (target.rel->rd_rel->relispartition &&
 			strcmp(trigdata->tg_trigger->tgname, "plank_partition_truncate") == 0)
