@@ -102,7 +102,7 @@ BEGIN
                                                          'plank_capture_truncate']::pg_catalog.name[]))
                        OR (t.tgrelid OPERATOR(pg_catalog.=) ANY (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p)
                            AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['plank_partition_insert', 'plank_partition_update',
-                                            'plank_partition_delete']::pg_catalog.name[])))
+                                            'plank_partition_delete', 'plank_partition_truncate']::pg_catalog.name[])))
                 ORDER BY (t.tgrelid OPERATOR(pg_catalog.=) rel) DESC LOOP
         found := found OR trg.tgrel OPERATOR(pg_catalog.=) rel;
         EXECUTE pg_catalog.format('DROP TRIGGER %I ON %s', trg.tgname, trg.tgrel);
@@ -114,7 +114,7 @@ $$;
 COMMENT ON FUNCTION plank._drop_triggers(regclass) IS
 'Internal to plank.track and plank.untrack: drops the capture triggers of a table (plank_capture_row, '
 'plank_capture_insert/update/delete/truncate) and those plank.track put on its partitions '
-'(plank_partition_insert/update/delete). Returns whether the table itself had any. Runs as the '
+'(plank_partition_insert/update/delete/truncate). Returns whether the table itself had any. Runs as the '
 'caller (DROP TRIGGER needs ownership). Raises what DROP TRIGGER raises.';
 
 CREATE FUNCTION plank.track(rel regclass,
@@ -227,6 +227,14 @@ BEGIN
     IF 'TRUNCATE' OPERATOR(pg_catalog.=) ANY (ops) THEN
         EXECUTE pg_catalog.format('CREATE TRIGGER plank_capture_truncate AFTER TRUNCATE ON %s '
                        'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
+        -- TRUNCATE triggers are not cloned to partitions: a TRUNCATE naming a
+        -- partition is sent with the partition named
+        FOR part IN SELECT t.relid FROM pg_catalog.pg_partition_tree(rel) t
+                      JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) t.relid
+                     WHERE t.relid OPERATOR(pg_catalog.<>) rel AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p']::pg_catalog."char"[]) LOOP
+            EXECUTE pg_catalog.format('CREATE TRIGGER plank_partition_truncate AFTER TRUNCATE ON %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', part);
+        END LOOP;
     END IF;
 
     RETURN pg_catalog.format('tracking %s: %s; columns: %s', rel,
@@ -246,7 +254,8 @@ COMMENT ON FUNCTION plank.track(regclass, text[], text[], text[]) IS
 'that a statement changing many rows costs a few notifications; on a partitioned table the same '
 'triggers, named plank_partition_<op>, go on every partition, for statements naming a partition '
 '(track again after adding partitions). Unless left out, plank_capture_truncate (AFTER TRUNCATE, FOR '
-'EACH STATEMENT). Arguments: rel, the table; columns (text[]) sends only those columns (and the '
+'EACH STATEMENT), and plank_partition_truncate on every partition (a TRUNCATE naming a partition is '
+'sent under the tracked table with the partition named). Arguments: rel, the table; columns (text[]) sends only those columns (and the '
 'identity key); exclude_columns (text[]) all but those; operations (text[], case-insensitive) '
 'chooses among INSERT, UPDATE, DELETE, TRUNCATE (default all). Tracking a tracked table replaces its '
 'triggers and options. Returns what it did, as text. Errors: 22004 null table, 42809 not an '

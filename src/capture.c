@@ -35,6 +35,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/partition.h"
+#include "catalog/pg_inherits.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
@@ -74,6 +75,19 @@ PG_FUNCTION_INFO_V1(plank_capture);
 /* position of the next change within the current transaction */
 static LocalTransactionId counter_lxid = InvalidLocalTransactionId;
 static uint32 counter_n = 0;
+
+/*
+ * Partitions whose TRUNCATE is already covered by the TRUNCATE change of an
+ * ancestor in this statement (a TRUNCATE of a partitioned table fires the
+ * AFTER TRUNCATE triggers of all its partitions too, after its own): each is
+ * skipped once, when its trigger fires.  The list belongs to one statement,
+ * told by transaction, subtransaction and command ID; allocated in
+ * TopTransactionContext.
+ */
+static LocalTransactionId truncated_lxid = InvalidLocalTransactionId;
+static SubTransactionId truncated_subxid = InvalidSubTransactionId;
+static CommandId truncated_cid = InvalidCommandId;
+static List *truncated_covered = NIL;
 
 /* Render a whole tuple with row_to_json (PostgreSQL's JSON conversion). */
 static text *
@@ -341,6 +355,8 @@ typedef struct CaptureTarget
 	char	   *table;
 	Bitmapset  *columns;		/* NULL: every column */
 	uint64		xid;
+	char	   *part_schema;	/* TRUNCATE of a partition: the partition */
+	char	   *part_table;
 } CaptureTarget;
 
 /* The next change's position in the current transaction ("n"), from 1. */
@@ -389,6 +405,14 @@ append_change(StringInfo out, CaptureTarget *t, const char *op,
 	escape_json(&head, t->table);
 	appendStringInfo(&head, ",\"op\":\"%s\",\"xid\":" UINT64_FORMAT ",\"n\":%u",
 					 op, t->xid, next_change_number());
+	if (t->part_table != NULL)
+	{
+		appendStringInfoString(&head, ",\"partition\":{\"schema\":");
+		escape_json(&head, t->part_schema);
+		appendStringInfoString(&head, ",\"table\":");
+		escape_json(&head, t->part_table);
+		appendStringInfoChar(&head, '}');
+	}
 
 	appendBinaryStringInfo(out, head.data, head.len);
 	if (newjson)
@@ -823,13 +847,65 @@ plank_output_settings_push(void)
 }
 
 /*
+ * truncate_covered
+ *		For a TRUNCATE trigger firing on rel: whether an ancestor's TRUNCATE
+ *		change, sent earlier in this statement, already covers rel (then
+ *		nothing is sent; only plank_partition_truncate, which names the same
+ *		tracked table as the ancestor's, is ever covered).  Otherwise, when rel is partitioned, its partitions
+ *		are noted as covered: their triggers fire after its own in the same
+ *		statement (ExecuteTruncateGuts in src/backend/commands/tablecmds.c
+ *		fires the AFTER TRUNCATE triggers in the order the relations are
+ *		listed, the named ones before the partitions it added).  When another
+ *		trigger bumps the command ID in between, the partition's change is
+ *		sent as well: a repeated TRUNCATE, never a lost one.
+ */
+static bool
+truncate_covered(Relation rel, Trigger *trigger)
+{
+	Oid			relid = RelationGetRelid(rel);
+	SubTransactionId subxid = GetCurrentSubTransactionId();
+	CommandId	cid = GetCurrentCommandId(false);
+	MemoryContext old;
+
+	if (MyProc->lxid != truncated_lxid || subxid != truncated_subxid ||
+		cid != truncated_cid)
+	{
+		/* a list of an earlier transaction went with its memory */
+		if (MyProc->lxid == truncated_lxid)
+			list_free(truncated_covered);
+		truncated_lxid = MyProc->lxid;
+		truncated_subxid = subxid;
+		truncated_cid = cid;
+		truncated_covered = NIL;
+	}
+	if (strcmp(trigger->tgname, "plank_partition_truncate") == 0 &&
+		list_member_oid(truncated_covered, relid))
+	{
+		truncated_covered = list_delete_oid(truncated_covered, relid);
+		return true;
+	}
+	if (rel->rd_rel->relkind == RELKIND_PARTITIONED_TABLE)
+	{
+		List	   *tree = find_all_inheritors(relid, NoLock, NULL);
+
+		old = MemoryContextSwitchTo(TopTransactionContext);
+		truncated_covered = list_concat(truncated_covered, list_delete_first(tree));
+		MemoryContextSwitchTo(old);
+	}
+	return false;
+}
+
+/*
  * plank_capture
  *		Trigger function plank.capture(), attached by plank.track():
  *		- AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT, one event per
  *		  trigger, with REFERENCING NEW TABLE (INSERT, UPDATE) and OLD TABLE
  *		  (UPDATE, DELETE): one change per row of the transition tables,
  *		  packed into few notifications (capture_statement);
- *		- AFTER TRUNCATE FOR EACH STATEMENT: one TRUNCATE change;
+ *		- AFTER TRUNCATE FOR EACH STATEMENT: one TRUNCATE change; fired
+ *		  on a partition (plank_partition_truncate), it names the tracked
+ *		  table and, in "partition", the partition truncated; nothing when a
+ *		  TRUNCATE of an ancestor in the same statement already sent one;
  *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW (what plank.track()
  *		  made before statement triggers, still accepted): one notification
  *		  per row.
@@ -866,6 +942,18 @@ plank_capture(PG_FUNCTION_ARGS)
 				 errhint("Attach it with plank.track(table).")));
 
 	target.rel = trigdata->tg_relation;
+	target.part_schema = target.part_table = NULL;
+	if (TRIGGER_FIRED_BY_TRUNCATE(event))
+	{
+		if (truncate_covered(target.rel, trigdata->tg_trigger))
+			return PointerGetDatum(NULL);
+		if (target.rel->rd_rel->relispartition &&
+			strcmp(trigdata->tg_trigger->tgname, "plank_partition_truncate") == 0)
+		{
+			target.part_schema = get_namespace_name(RelationGetNamespace(target.rel));
+			target.part_table = pstrdup(RelationGetRelationName(target.rel));
+		}
+	}
 	payload_relation_names(target.rel, trigdata->tg_trigger, &target.schema, &target.table);
 	target.columns = tracked_attnums(target.rel, trigdata->tg_trigger);
 

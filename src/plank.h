@@ -416,6 +416,8 @@ extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *ar
 /* subs.c */
 extern void plank_subs_init(void);
 extern void plank_subs_add_table(PlankSub *sub, const char *schema, const char *table);
+extern bool plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table);
+extern void plank_subs_expire_aliases(void);
 extern bool plank_subs_add_channel(PlankSub *sub, const char *channel);
 extern bool plank_subs_channel_covers(const char *channel, uint64 after_seq);
 extern void plank_subs_remove(PlankSub *sub);

@@ -6,7 +6,9 @@
  *		later changes of the catalogs to the subscriptions that exist: REVOKE
  *		and GRANT on a table, its columns or its schema, ENABLE / DISABLE /
  *		FORCE ROW LEVEL SECURITY, new and dropped policies, ALTER ROLE
- *		(BYPASSRLS), role memberships, dropped tables and dropped roles.
+ *		(BYPASSRLS), role memberships, dropped tables and dropped roles; and
+ *		renamed tables, whose subscriptions follow them (subscriptions are
+ *		indexed by name, as changes name their table).
  *
  * PostgreSQL announces catalog changes to every backend through shared
  * invalidation messages; GRANT/REVOKE on a table or its columns, CREATE /
@@ -37,7 +39,10 @@
  * on live subscriptions"): a subscription whose role lost SELECT ends with
  * {"type":"error","sub":<id>,"code":"permission_denied",...}; column and
  * row-level security changes apply to later changes; a connection whose role
- * was dropped gets an unknown_role error and close code 4005.
+ * was dropped gets an unknown_role error and close code 4005; a subscription
+ * whose table was renamed or moved to another schema (ALTER TABLE ... RENAME,
+ * SET SCHEMA, ALTER SCHEMA ... RENAME) moves to the new name and its client
+ * gets {"type":"table_renamed","sub":<id>,"schema":...,"table":...}.
  *
  * Sources followed: PostgreSQL src/include/utils/inval.h and
  * src/backend/utils/cache/inval.c (what sends which invalidation, and the
@@ -163,6 +168,8 @@ typedef struct Access
 	AccessKey	key;
 	Verdict		verdict;
 	char	   *table;			/* the qualified name, for messages */
+	char	   *nspname;		/* the names it has now */
+	char	   *relname;
 	List	   *columns;		/* NIL: every column */
 	char	   *colkey;			/* the columns as one string, as subscribe makes it */
 	bool		rls;
@@ -172,6 +179,7 @@ typedef struct Access
 	const char *why_ended;
 	int			ncolumns_changed;
 	int			nrls_changed;
+	int			nrenamed;
 } Access;
 
 /*
@@ -187,13 +195,13 @@ compute_access(Access *a)
 	Oid			roleid = a->key.roleid;
 	MemoryContext old;
 
-	a->nended = a->ncolumns_changed = a->nrls_changed = 0;
+	a->nended = a->ncolumns_changed = a->nrls_changed = a->nrenamed = 0;
 	a->why_ended = NULL;
 	a->columns = NIL;
 	a->colkey = NULL;
 	a->rls = false;
 	a->keycols = NIL;
-	a->table = NULL;
+	a->table = a->nspname = a->relname = NULL;
 	if (!ConditionalLockRelationOid(relid, AccessShareLock))
 	{
 		a->verdict = VERDICT_RETRY;
@@ -205,9 +213,9 @@ compute_access(Access *a)
 		return;
 	}
 	old = MemoryContextSwitchTo(recheck_cxt);
-	a->table = psprintf("%s.%s",
-						quote_identifier(get_namespace_name(get_rel_namespace(relid))),
-						quote_identifier(get_rel_name(relid)));
+	a->nspname = get_namespace_name(get_rel_namespace(relid));
+	a->relname = get_rel_name(relid);
+	a->table = psprintf("%s.%s", quote_identifier(a->nspname), quote_identifier(a->relname));
 	switch (plank_table_readable(relid, roleid, recheck_cxt, &a->columns))
 	{
 		case PLANK_READ_NO_SCHEMA:
@@ -334,6 +342,25 @@ apply_access(PlankSub *sub, Access *a)
 			break;
 	}
 
+	/* renamed (the table, its schema, or moved to another schema) */
+	if (plank_subs_rename_table(sub, a->nspname, a->relname))
+	{
+		StringInfoData buf;
+		PlankFrame *frame;
+
+		a->nrenamed++;
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "\"type\":\"table_renamed\",\"schema\":");
+		escape_json(&buf, a->nspname);
+		appendStringInfoString(&buf, ",\"table\":");
+		escape_json(&buf, a->relname);
+		appendStringInfoChar(&buf, '}');
+		frame = plank_frame_make(buf.data, buf.len);
+		plank_conn_send(conn, frame, sub);
+		plank_frame_unref(frame);
+		pfree(buf.data);
+	}
+
 	/* a filter on a column the role may no longer read ends it too */
 	if (a->columns != NIL)
 		for (i = 0; i < sub->nfilters; i++)
@@ -414,6 +441,11 @@ log_changes(HTAB *seen)
 								   a->nrls_changed, a->table,
 								   a->rls ? "now applies" : "no longer applies",
 								   a->nrls_changed, role)));
+		if (a->nrenamed > 0)
+			ereport(plank_log_level,
+					(errmsg_plural("plank: %d subscription of role \"%s\" follows its table, now named %s",
+								   "plank: %d subscriptions of role \"%s\" follow their table, now named %s",
+								   a->nrenamed, a->nrenamed, role, a->table)));
 	}
 }
 
@@ -502,6 +534,7 @@ plank_recheck_run(void)
 	MemoryContext old = CurrentMemoryContext;
 	int			i;
 
+	plank_subs_expire_aliases();
 	if (!recheck_all && !roles && npending_rels == 0)
 		return;
 

@@ -63,6 +63,30 @@ static HTAB *table_index = NULL;
 static HTAB *channel_index = NULL;
 static bool unlisten_pending = false;
 
+/*
+ * A table renamed under live subscriptions (plank_subs_rename_table): the
+ * changes committed before the rename carry the old name, and some may not
+ * have been dispatched yet when the subscriptions move to the new name.
+ * Until an event has been dispatched after the move (then every change
+ * committed before the rename has been: see plank_subs_rename_table), a
+ * change under the old name also reaches the subscriptions of that table
+ * under the new one.  After that, the alias is kept (the last MAX_ALIASES)
+ * for replays (sub_targets): a resumed subscription of the table gets the
+ * changes it missed under the old name, those up to until_seq.
+ */
+typedef struct TableAlias
+{
+	TableKey	old_key;
+	TableKey	new_key;
+	Oid			relid;
+	uint64		at_seq;			/* plank_seq when the subscriptions moved */
+	uint64		until_seq;		/* the last event it can name; 0: live */
+} TableAlias;
+
+#define MAX_ALIASES 64
+
+static List *table_aliases = NIL;	/* of TableAlias, in TopMemoryContext */
+
 /* plank_subs_init: create the subscription indexes (worker start). */
 void
 plank_subs_init(void)
@@ -124,6 +148,102 @@ plank_subs_add_table(PlankSub *sub, const char *schema, const char *table)
 	}
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+}
+
+/*
+ * plank_subs_rename_table
+ *		Move a linked table subscription to the index entry of schema.table,
+ *		its table's name now (after ALTER TABLE ... RENAME or SET SCHEMA, or
+ *		ALTER SCHEMA ... RENAME), when that differs from the name it is
+ *		linked under; returns whether it moved.  Called by the recheck
+ *		(recheck.c), which runs before each batch of events is dispatched,
+ *		after the invalidations committed before the batch's changes were
+ *		read: so a change committed after the rename, which carries the new
+ *		name, finds the subscription.  A change committed before it, already
+ *		in the batch or in the next one, carries the old name: such changes
+ *		still reach the subscription until the first event dispatched after
+ *		the move (the alias above; plank_subs_expire_aliases).
+ */
+bool
+plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
+{
+	TableEntry *old_entry = (TableEntry *) sub->entry;
+	TableKey	key;
+	TableEntry *entry;
+	bool		found;
+	ListCell   *lc;
+	TableAlias *alias;
+	MemoryContext old;
+
+	Assert(!sub->is_channel && old_entry != NULL);
+	make_table_key(&key, schema, table);
+	if (memcmp(&key, &old_entry->key, sizeof(TableKey)) == 0)
+		return false;
+
+	/* one alias per table and old name */
+	alias = NULL;
+	foreach(lc, table_aliases)
+	{
+		TableAlias *a = (TableAlias *) lfirst(lc);
+
+		if (a->relid == sub->relid && a->until_seq == 0 &&
+			memcmp(&a->old_key, &old_entry->key, sizeof(TableKey)) == 0)
+			alias = a;
+	}
+	if (alias == NULL)
+	{
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		alias = palloc(sizeof(TableAlias));
+		alias->old_key = old_entry->key;
+		alias->relid = sub->relid;
+		table_aliases = lappend(table_aliases, alias);
+		MemoryContextSwitchTo(old);
+	}
+	alias->new_key = key;
+	alias->at_seq = plank_seq;
+	alias->until_seq = 0;
+
+	dlist_delete(&sub->index_node);
+	plank_stats_sub_removed(sub);
+	if (--old_entry->nsubs == 0)
+		hash_search(table_index, &old_entry->key, HASH_REMOVE, NULL);
+
+	entry = hash_search(table_index, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		dlist_init(&entry->subs);
+		entry->nsubs = 0;
+	}
+	link_sub(sub, &entry->subs, &entry->nsubs, entry,
+			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+	return true;
+}
+
+/*
+ * plank_subs_expire_aliases
+ *		End the live aliases of renamed tables once an event has been
+ *		dispatched after the move (see plank_subs_rename_table); keep the
+ *		last MAX_ALIASES for replays.  Called at each recheck; costs nothing
+ *		without renames.
+ */
+void
+plank_subs_expire_aliases(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, table_aliases)
+	{
+		TableAlias *a = (TableAlias *) lfirst(lc);
+
+		if (a->until_seq == 0 && plank_seq > a->at_seq)
+			a->until_seq = plank_seq;
+	}
+	while (list_length(table_aliases) > MAX_ALIASES &&
+		   ((TableAlias *) linitial(table_aliases))->until_seq != 0)
+	{
+		pfree(linitial(table_aliases));
+		table_aliases = list_delete_first(table_aliases);
+	}
 }
 
 /*
@@ -668,9 +788,23 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 		return false;
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
+		ListCell   *lc;
 
-		return strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
-			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0;
+		if (strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
+			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0)
+			return true;
+		/* a change of its table under a name the table had before */
+		foreach(lc, table_aliases)
+		{
+			TableAlias *a = (TableAlias *) lfirst(lc);
+
+			if (a->relid == sub->relid &&
+				(a->until_seq == 0 || ev->seq <= a->until_seq) &&
+				strcmp(NameStr(a->old_key.schema), NameStr(ev->schema)) == 0 &&
+				strcmp(NameStr(a->old_key.table), NameStr(ev->table)) == 0)
+				return true;
+		}
+		return false;
 	}
 }
 
@@ -691,6 +825,51 @@ plank_subs_commit_frame(const PlankEvent *ev)
 static dlist_head open_subs = DLIST_STATIC_INIT(open_subs);
 
 /*
+ * Send a change to the subscriptions of one index entry (those of table
+ * relid only, unless InvalidOid) whose operations it matches.
+ */
+static void
+dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &entry->subs)
+	{
+		PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
+		PlankFrame *frame;
+
+		if (!(sub->ops & ev->op))
+			continue;
+		if (OidIsValid(relid) && sub->relid != relid)
+			continue;
+		if (sub->rls || !dlist_is_empty(&sub->rls_queue))
+		{
+			/* decided later, in order, by its group's check */
+			plank_access_enqueue(sub, ev);
+			continue;
+		}
+		if ((frame = sub_frame(sub, ev)) == NULL)
+			continue;
+		plank_conn_send(sub->conn, frame, sub);
+		if (ev->tx_last)
+		{
+			/* this change closes the transaction for sub */
+			if (sub->open_xid != 0)
+			{
+				dlist_delete(&sub->open_node);
+				sub->open_xid = 0;
+			}
+		}
+		else
+		{
+			if (sub->open_xid == 0)
+				dlist_push_tail(&open_subs, &sub->open_node);
+			sub->open_xid = ev->xid;
+		}
+	}
+}
+
+/*
  * plank_subs_dispatch
  *		Send one event to every subscription that matches it.  The last
  *		change of a transaction goes out with "commit":true; a subscription
@@ -702,6 +881,7 @@ plank_subs_dispatch(PlankEvent *ev)
 {
 	dlist_iter	iter;
 	dlist_mutable_iter miter;
+	ListCell   *lc;
 
 	if (ev->is_change)
 	{
@@ -713,39 +893,16 @@ plank_subs_dispatch(PlankEvent *ev)
 		key.table = ev->table;
 		entry = hash_search(table_index, &key, HASH_FIND, NULL);
 		if (entry != NULL)
+			dispatch_change(entry, ev, InvalidOid);
+		foreach(lc, table_aliases)
 		{
-			dlist_foreach(iter, &entry->subs)
-			{
-				PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-				PlankFrame *frame;
+			TableAlias *a = (TableAlias *) lfirst(lc);
 
-				if (!(sub->ops & ev->op))
-					continue;
-				if (sub->rls || !dlist_is_empty(&sub->rls_queue))
-				{
-					/* decided later, in order, by its group's check */
-					plank_access_enqueue(sub, ev);
-					continue;
-				}
-				if ((frame = sub_frame(sub, ev)) == NULL)
-					continue;
-				plank_conn_send(sub->conn, frame, sub);
-				if (ev->tx_last)
-				{
-					/* this change closes the transaction for sub */
-					if (sub->open_xid != 0)
-					{
-						dlist_delete(&sub->open_node);
-						sub->open_xid = 0;
-					}
-				}
-				else
-				{
-					if (sub->open_xid == 0)
-						dlist_push_tail(&open_subs, &sub->open_node);
-					sub->open_xid = ev->xid;
-				}
-			}
+			/* a change committed before its table was renamed */
+			if (a->until_seq == 0 &&
+				memcmp(&a->old_key, &key, sizeof(TableKey)) == 0 &&
+				(entry = hash_search(table_index, &a->new_key, HASH_FIND, NULL)) != NULL)
+				dispatch_change(entry, ev, a->relid);
 		}
 		if (ev->tx_last && !dlist_is_empty(&open_subs))
 		{

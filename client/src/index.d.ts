@@ -178,6 +178,13 @@ export interface AuthEvent {
   refreshed: boolean;
 }
 
+/** The subscription's table was renamed; later subscribes name it `schema.table`. */
+export interface RenamedEvent {
+  sub: string;
+  schema: string;
+  table: string;
+}
+
 export interface SubscriptionEvents {
   ack: AckEvent;
   change: ChangeMessage;
@@ -185,6 +192,7 @@ export interface SubscriptionEvents {
   notify: NotifyMessage;
   snapshot: SnapshotMessage;
   resync: ResyncEvent;
+  renamed: RenamedEvent;
   error: ServerError;
 }
 

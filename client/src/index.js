@@ -311,7 +311,13 @@ class Emitter {
   }
 }
 
-const SUB_EVENTS = ["ack", "change", "commit", "notify", "snapshot", "resync", "error"];
+const SUB_EVENTS = ["ack", "change", "commit", "notify", "snapshot", "resync", "renamed", "error"];
+
+// A name as a part of a qualified name the server reads with PostgreSQL's rules:
+// quoted unless it is a lower-case identifier.
+function quoteIdent(name) {
+  return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
 
 /** One table or channel subscription of a PlankClient. */
 export class Subscription extends Emitter {
@@ -474,7 +480,7 @@ export class PlankClient extends Emitter {
    * Subscribe to a table's changes.
    * @param {string} id the subscription's name (1 to 64 bytes, unique in this client)
    * @param {{table: string, ops?: string[], filter?: object, snapshot?: boolean}} spec
-   * @param {object} [handlers] {ack, change, commit, snapshot, resync, error}
+   * @param {object} [handlers] {ack, change, commit, snapshot, resync, renamed, error}
    * @returns {Subscription}
    */
   subscribeTable(id, spec, handlers = {}) {
@@ -778,6 +784,9 @@ export class PlankClient extends Emitter {
       case "resync_required":
         this.#onPush(msg);
         return;
+      case "table_renamed":
+        this.#onRenamed(msg);
+        return;
       default:
         return; // a newer server may send more
     }
@@ -977,6 +986,15 @@ export class PlankClient extends Emitter {
       for (const [, payload] of events) payload.snapshot = sub.request.snapshot === true;
     }
     this.#deliver(sub, events);
+  }
+
+  // The subscription's table was renamed (docs/PROTOCOL.md, "table_renamed"): later
+  // (re)subscribes name it by its new name.
+  #onRenamed(msg) {
+    const sub = this.#target(msg.sub);
+    if (!sub || sub.kind !== "table" || typeof msg.schema !== "string" || typeof msg.table !== "string") return;
+    sub.request.table = `${quoteIdent(msg.schema)}.${quoteIdent(msg.table)}`;
+    this.#emit("renamed", { sub: sub.id, schema: msg.schema, table: msg.table }, sub);
   }
 
   #deliver(sub, events) {

@@ -298,3 +298,30 @@ test("auth: a short-lived token is refreshed on the open connection before it ex
   assert.deepEqual(auths.map((a) => [a.conn, a.token]), [[1, "good-1"], [1, "good-2"]]);
   assert.equal(client.state, "open");
 });
+
+test("table_renamed: a renamed event, and reconnects subscribe under the new name", { timeout: 20_000 }, async (t) => {
+  const server = await scriptedServer(async (socket, conn) => {
+    send(socket, { type: "welcome", protocol: 1, server: "scripted", epoch: EPOCH, seq: 10 });
+    const sub = await request(socket, "subscribe");
+    if (conn === 1) {
+      send(socket, { type: "ack", id: sub.id, request: "subscribe", seq: 10, resumed: false });
+      send(socket, { sub: "s", type: "table_renamed", schema: "Shop", table: "t2" });
+      send(socket, { ...change(11, 1, "a"), commit: true });
+      setTimeout(() => socket.terminate(), 50);
+    } else {
+      send(socket, { type: "ack", id: sub.id, request: "subscribe", seq: 11, resumed: true });
+    }
+  });
+  t.after(() => server.close());
+  const client = new PlankClient(server.url, { WebSocket, backoff: { initialMs: 20, maxMs: 50 } });
+  t.after(() => client.close());
+  const renamed = [];
+  const sub = client.subscribeTable("s", { table: "public.t" }, { renamed: (r) => renamed.push(r) });
+  await next(sub, "ack", (a) => a.resumed);
+  assert.deepEqual(renamed, [{ sub: "s", schema: "Shop", table: "t2" }]);
+  const subscribes = server.received.filter((r) => r.msg.type === "subscribe");
+  assert.equal(subscribes.length, 2);
+  assert.equal(subscribes[0].msg.table, "public.t");
+  assert.equal(subscribes[1].msg.table, '"Shop".t2');
+  assert.deepEqual(subscribes[1].msg.since, { epoch: EPOCH, seq: 11 });
+});

@@ -132,6 +132,11 @@ CREATE FUNCTION skip_id_4() RETURNS trigger LANGUAGE plpgsql
 CREATE TRIGGER skip_id_4 BEFORE INSERT ON parted_us FOR EACH ROW EXECUTE FUNCTION skip_id_4();
 UPDATE parted SET region = 'us' WHERE region = 'eu';
 DELETE FROM parted;
+-- a TRUNCATE naming a partition names the tracked table and the partition;
+-- one naming the table is one TRUNCATE without a partition
+TRUNCATE parted_us;
+TRUNCATE parted_eu, parted_us;
+TRUNCATE parted;
 
 -- after untrack, nothing is sent
 SELECT plank.untrack('kinds');
