@@ -183,6 +183,8 @@ plank.static_dir = '$STATIC'
 plank.log_connections = on
 plank.anonymous_role = 'postgres'
 plank.allow_privileged_roles = on
+# test_commit's two-phase commit test (as scripts/test.sh)
+max_prepared_transactions = 4
 plank.jwt_secret = 'plank-test-secret-0123456789abcdef'
 EOF
     if [ "$name" = valgrind ]; then
