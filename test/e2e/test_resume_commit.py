@@ -6,7 +6,7 @@ never gets a marker for a transaction of which it received nothing."""
 
 import asyncio
 
-from conftest import Client, client, connect, run, sql
+from conftest import Client, client, run, sql, write_transaction
 from test_security_common import authed, res, token  # noqa: F401
 
 CLAIMS_SUB = "(current_setting('request.jwt.claims', true)::jsonb ->> 'sub')"
@@ -14,18 +14,8 @@ CLAIMS_SUB = "(current_setting('request.jwt.claims', true)::jsonb ->> 'sub')"
 
 def write_tx(rows):
     """One transaction inserting (table, grp, owner) rows in order; returns its xid."""
-    conn = connect(autocommit=False)
-    try:
-        with conn.cursor() as cur:
-            for table, grp, owner in rows:
-                cur.execute(f"INSERT INTO public.{table} (grp, owner) VALUES (%s, %s)",
-                            (grp, owner))
-            cur.execute("SELECT txid_current()")
-            xid = cur.fetchone()[0]
-        conn.commit()
-        return xid
-    finally:
-        conn.close()
+    return write_transaction([(f"INSERT INTO public.{table} (grp, owner) VALUES (%s, %s)", (grp, owner))
+                              for table, grp, owner in rows])
 
 
 COLUMNS = "id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, grp int, owner text"
