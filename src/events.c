@@ -43,6 +43,38 @@ static MemoryContext batch_cxt = NULL;
  */
 static MemoryContext event_cxt = NULL;
 
+/* the names events carry (tables, schemas, channels), each stored once */
+static HTAB *event_names = NULL;
+
+/*
+ * plank_event_name
+ *		The stored copy of a table, schema or channel name (at most
+ *		NAMEDATALEN - 1 bytes are kept), valid for the worker's lifetime: an
+ *		event carries a pointer to it, not a copy, so that the replay ring
+ *		holds events compactly.  Names are few (those of tracked tables and
+ *		of channels the worker LISTENs on).
+ */
+const char *
+plank_event_name(const char *name)
+{
+	NameData	key;
+	NameData   *entry;
+
+	if (event_names == NULL)
+	{
+		HASHCTL		ctl;
+
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(NameData);
+		ctl.entrysize = sizeof(NameData);
+		event_names = hash_create("plank event names", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+	}
+	memset(&key, 0, sizeof(key));
+	strlcpy(NameStr(key), name, NAMEDATALEN);
+	entry = hash_search(event_names, &key, HASH_ENTER, NULL);
+	return NameStr(*entry);
+}
+
 /* plank_events_init: memory for event batches (worker start). */
 void
 plank_events_init(void)
@@ -155,6 +187,8 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 	char		opname[16];
 	int64		xid = 0;
 	const char *bad = NULL;
+	NameData	schema;
+	NameData	table;
 
 	if (!plank_json_members(payload, strlen(payload), GetDatabaseEncoding(),
 							&members, &nmembers, &error))
@@ -170,9 +204,9 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 		for (int f = 0; f < 5; f++)
 			if (found[f] == NULL && plank_json_key_is(&members[i], names[f]))
 				found[f] = &members[i];
-	if (!member_string(found[0], NameStr(ev->schema), NAMEDATALEN))
+	if (!member_string(found[0], NameStr(schema), NAMEDATALEN))
 		bad = "schema";
-	else if (!member_string(found[1], NameStr(ev->table), NAMEDATALEN))
+	else if (!member_string(found[1], NameStr(table), NAMEDATALEN))
 		bad = "table";
 	else if (!member_string(found[2], opname, sizeof(opname)) ||
 			 (ev->op = op_from_name(opname)) == 0)
@@ -189,6 +223,8 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 		return false;
 	}
 	ev->xid = (uint64) xid;
+	ev->schema = plank_event_name(NameStr(schema));
+	ev->table = plank_event_name(NameStr(table));
 	if (!member_int64(found[4], overflow_id))
 		*overflow_id = 0;
 	return true;
@@ -572,10 +608,11 @@ deliver(PlankEvent *ev, const char *payload)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
 
+	ev->received_at = plank_now;
 	if (ev->is_change)
 		build_change_frame(ev, payload);
 	else
-		build_notify_frame(ev, NameStr(ev->channel), payload, ev->pid);
+		build_notify_frame(ev, ev->channel, payload, ev->pid);
 	plank_subs_dispatch(ev);
 	plank_ring_push(ev);
 	plank_frame_unref(ev->frame);
@@ -633,7 +670,7 @@ plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 	}
 	else
 	{
-		namestrcpy(&ev.channel, channel);
+		ev.channel = plank_event_name(channel);
 		deliver(&ev, payload);
 	}
 	MemoryContextSwitchTo(oldcxt);
@@ -712,7 +749,7 @@ plank_events_process(PlankNotification *batch)
 			}
 		}
 		else
-			namestrcpy(&ev->channel, pn->channel);
+			ev->channel = plank_event_name(pn->channel);
 		ev->pid = pn->pid;
 		payloads[nevs++] = pn->payload;
 	}

@@ -35,7 +35,7 @@ int			plank_max_client_buffer = 8192;
 int			plank_max_client_lag = 5000;
 int			plank_max_subscriptions = 100;
 int			plank_snapshot_limit = 10000;
-int			plank_replay_buffer = 16384;
+int			plank_replay_buffer = 32768;
 int			plank_workers = 1;
 bool		plank_permessage_deflate = false;
 int			plank_shared_queue_size = 16384;
@@ -174,7 +174,7 @@ define_settings(void)
 							"Sets how much memory the replay ring of recent events may use.",
 							"A client that reconnects with \"since\" is sent the events it missed while they are still in the ring; older ones make it resync.",
 							&plank_replay_buffer,
-							16384, 0, MAX_KILOBYTES,
+							32768, 0, MAX_KILOBYTES,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);

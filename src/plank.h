@@ -142,7 +142,10 @@ typedef struct PlankConn
 	uint64		progress_pass;	/* loop pass of the last write progress */
 	TimestampTz progress_at;	/* ... and its time (server.c, conn_stalled) */
 	dlist_node	over_node;		/* in server.c's over_conns, when over_listed */
-	bool		over_listed;	/* backlog over plank.max_client_buffer */
+	bool		over_listed;	/* it has a backlog the stall sweep watches */
+	uint64		cursor;			/* the log (replay ring): events up to here were
+								 * considered for its log-read subscriptions */
+	bool		want_pull;		/* an event after cursor may be for one of them */
 	dlist_head	subs;			/* PlankSub.conn_node */
 	int			nsubs;
 	bool		closing;		/* a close frame is to be sent */
@@ -191,6 +194,7 @@ typedef struct PlankSub
 	dlist_node	conn_node;
 	dlist_node	index_node;
 	int			slot;			/* in shared memory (stats.c); -1: none */
+	uint64		from_seq;		/* read from the log only the events after this */
 	uint64		open_xid;		/* transaction whose commit marker is due */
 	dlist_node	open_node;		/* in the list of subscriptions with one due */
 	/* with rls: changes wait in a queue of their own until checked (access.c) */
@@ -223,13 +227,14 @@ typedef struct PlankEvent
 {
 	uint64		seq;
 	bool		is_change;		/* a table change (channel "plank") */
-	NameData	channel;		/* plain NOTIFY: its channel */
+	const char *channel;		/* plain NOTIFY: its channel */
 	int32		pid;			/* the notifying backend */
-	NameData	schema;			/* change: the table */
-	NameData	table;
+	const char *schema;			/* change: the table */
+	const char *table;			/* (names interned: plank_event_name) */
 	int			op;				/* change: PLANK_OP_* */
 	uint64		xid;			/* change: the writing transaction */
 	bool		tx_last;		/* change: the last one of its transaction */
+	TimestampTz received_at;	/* when the worker received it */
 	PlankFrame *frame;			/* message body, without the "{" or sub prefix */
 	uint32		payload_off;	/* change: the payload's place in frame->data */
 	uint32		payload_len;
@@ -269,6 +274,12 @@ extern void plank_server_disconnect(uint64 id);
 extern PlankFrame *plank_frame_make(const char *data, int len);
 extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
+extern void plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
+								  TimestampTz received_at);
+extern void plank_conn_wake(PlankConn *conn, uint64 seq);
+typedef bool (*plank_conn_filler) (PlankConn *conn, int max_msgs, size_t max_bytes);
+extern void plank_server_set_filler(plank_conn_filler fn);
+extern uint64 plank_server_pass(void);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
 extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
 extern void plank_conn_close(PlankConn *conn, int code, const char *reason);
@@ -307,6 +318,7 @@ extern void plank_events_start_after(uint64 seq);
 extern void plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 								 const char *channel, char *payload, int len);
 extern void plank_events_delivered(int n);
+extern const char *plank_event_name(const char *name);
 
 /* jws.c */
 #include "jws.h"
@@ -412,6 +424,7 @@ extern void plank_ring_start_after(uint64 seq);
 typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
 extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
 extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg);
+extern uint64 plank_ring_bytes_after(uint64 seq);
 
 /* subs.c */
 extern void plank_subs_init(void);
@@ -424,6 +437,7 @@ extern void plank_subs_remove(PlankSub *sub);
 extern void plank_subs_unlisten_idle(void);
 extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
+extern void plank_subs_pull_now(PlankConn *conn);
 extern void plank_subs_add_pending(PlankSub *sub);
 extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
 extern PlankFrame *plank_subs_commit_frame(const PlankEvent *ev);

@@ -394,7 +394,7 @@ plank_queue_publish(const PlankEvent *ev, const char *payload, int len)
 {
 	Size		max_piece;
 	int			off = 0;
-	int			chanlen = ev->is_change ? 0 : strlen(NameStr(ev->channel));
+	int			chanlen = ev->is_change ? 0 : strlen(ev->channel);
 	uint16		kind = (ev->is_change ? QE_CHANGE : 0) | (ev->tx_last ? QE_TX_LAST : 0);
 
 	if (queue == NULL)
@@ -434,7 +434,7 @@ plank_queue_publish(const PlankEvent *ev, const char *payload, int len)
 		e->pid = ev->pid;
 		e->len = piece;
 		if (first && chanlen > 0)
-			memcpy((char *) (e + 1), NameStr(ev->channel), chanlen);
+			memcpy((char *) (e + 1), ev->channel, chanlen);
 		memcpy((char *) (e + 1) + e->chanlen, payload + off, piece);
 		off += piece;
 

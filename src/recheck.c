@@ -372,6 +372,10 @@ apply_access(PlankSub *sub, Access *a)
 				return true;
 			}
 
+	/* a subscription that stops reading the log takes what it has to get first */
+	if ((a->colkey != NULL && sub->colkey == NULL) || (a->rls && !sub->rls))
+		plank_subs_pull_now(conn);
+
 	if ((a->colkey == NULL) != (sub->colkey == NULL) ||
 		(a->colkey && strcmp(a->colkey, sub->colkey) != 0))
 	{

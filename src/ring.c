@@ -23,6 +23,15 @@ static int	ring_head = 0;		/* index of the oldest event */
 static int	ring_len = 0;
 static size_t ring_bytes = 0;
 
+/*
+ * Bytes of every frame ever pushed, and for each event in the ring the
+ * total up to and including it: what a client that has every event up to
+ * a sequence number still has to be sent is their difference
+ * (plank_ring_bytes_after).
+ */
+static uint64 pushed_bytes = 0;
+static uint64 *ring_ends = NULL;
+
 /* the largest sequence number that has left the ring (0: none has) */
 static uint64 evicted_upto = 0;
 
@@ -47,7 +56,8 @@ evict_oldest(void)
 /*
  * plank_ring_push
  *		Append an event (taking a reference to its frame), evicting the oldest
- *		events while the ring holds more than plank.replay_buffer kB.
+ *		events while the ring holds more than plank.replay_buffer kB (all but
+ *		the newest one).
  */
 void
 plank_ring_push(const PlankEvent *ev)
@@ -59,24 +69,36 @@ plank_ring_push(const PlankEvent *ev)
 		int			newcap = ring_cap ? ring_cap * 2 : 1024;
 		PlankEvent *newring = MemoryContextAllocHuge(TopMemoryContext,
 													 (Size) newcap * sizeof(PlankEvent));
+		uint64	   *newends = MemoryContextAllocHuge(TopMemoryContext,
+													 (Size) newcap * sizeof(uint64));
 		int			i;
 
 		for (i = 0; i < ring_len; i++)
+		{
 			newring[i] = ring[(ring_head + i) % ring_cap];
+			newends[i] = ring_ends[(ring_head + i) % ring_cap];
+		}
 		if (ring)
+		{
 			pfree(ring);
+			pfree(ring_ends);
+		}
 		ring = newring;
+		ring_ends = newends;
 		ring_cap = newcap;
 		ring_head = 0;
 	}
 
 	ring[(ring_head + ring_len) % ring_cap] = *ev;
 	ring[(ring_head + ring_len) % ring_cap].parsed = NULL;
+	pushed_bytes += ev->frame->len;
+	ring_ends[(ring_head + ring_len) % ring_cap] = pushed_bytes;
 	ev->frame->refcount++;
 	ring_len++;
 	ring_bytes += event_cost(ev);
 
-	while (ring_len > 0 && ring_bytes > limit)
+	/* the newest event stays, however large: its clients have still to read it */
+	while (ring_len > 1 && ring_bytes > limit)
 		evict_oldest();
 	plank_stats_ring(ring_bytes, ring_len);
 }
@@ -103,25 +125,56 @@ plank_ring_covers(uint64 after_seq)
 	return after_seq >= evicted_upto && after_seq <= plank_seq;
 }
 
+/* The number of events in the ring with a sequence number at or below seq. */
+static int
+count_upto(uint64 seq)
+{
+	int			lo = 0;
+	int			hi = ring_len;
+
+	/* sequence numbers increase along the ring */
+	while (lo < hi)
+	{
+		int			mid = lo + (hi - lo) / 2;
+
+		if (ring[(ring_head + mid) % ring_cap].seq <= seq)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 /*
  * plank_ring_walk
  *		Call fn for each event with a sequence number above after_seq, oldest
- *		first, until it returns false.
+ *		first, until it returns false.  fn must not push to the ring.
  */
 void
 plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg)
 {
 	int			i;
 
-	for (i = 0; i < ring_len; i++)
+	for (i = count_upto(after_seq); i < ring_len; i++)
 	{
-		PlankEvent *ev = &ring[(ring_head + i) % ring_cap];
-
-		if (ev->seq <= after_seq)
-			continue;
-		if (!fn(ev, arg))
+		if (!fn(&ring[(ring_head + i) % ring_cap], arg))
 			break;
 	}
+}
+
+/*
+ * plank_ring_bytes_after
+ *		The bytes of the frames of the events in the ring with a sequence
+ *		number above seq (a connection's backlog in the log, server.c).
+ */
+uint64
+plank_ring_bytes_after(uint64 seq)
+{
+	int			n = count_upto(seq);
+
+	if (n == 0)
+		return ring_len > 0 ? pushed_bytes - ring_ends[ring_head] + ring[ring_head].frame->len : 0;
+	return pushed_bytes - ring_ends[(ring_head + n - 1) % ring_cap];
 }
 
 /*
@@ -133,19 +186,8 @@ plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg)
 void
 plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
 {
-	int			lo = 0;
-	int			hi = ring_len;
+	int			lo = count_upto(upto_seq);
 
-	/* lo: the number of events with a sequence number at or below upto_seq */
-	while (lo < hi)
-	{
-		int			mid = lo + (hi - lo) / 2;
-
-		if (ring[(ring_head + mid) % ring_cap].seq <= upto_seq)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
 	while (lo > 0)
 	{
 		PlankEvent *ev = &ring[(ring_head + lo - 1) % ring_cap];

@@ -242,6 +242,8 @@ static bool stall_sul_armed = false;
 /* the sweep interval: a quarter of plank.max_client_lag, 10 ms to 1 s */
 #define STALL_SWEEP_MS Max(10, Min(plank_max_client_lag / 4, 1000))
 
+static void stall_sweep(lws_sorted_usec_list_t *sul);
+
 /* conn_progress: the connection's socket took data or became writable now */
 static inline void
 conn_progress(PlankConn *conn, TimestampTz now)
@@ -250,11 +252,35 @@ conn_progress(PlankConn *conn, TimestampTz now)
 	conn->progress_at = now;
 }
 
-/* conn_over: is the backlog over plank.max_client_buffer (see plank_conn_send)? */
-static inline bool
+/*
+ * conn_over: is the backlog over plank.max_client_buffer (see plank_conn_send)?
+ * The backlog is its queue plus, while it has events to read from the log,
+ * every event after its cursor that the ring holds.
+ */
+static bool
 conn_over(PlankConn *conn)
 {
-	return conn->q_bytes > conn->q_big + (size_t) plank_max_client_buffer * 1024;
+	uint64		backlog = conn->q_bytes;
+
+	if (conn->want_pull)
+		backlog += plank_ring_bytes_after(conn->cursor);
+	return backlog > conn->q_big + (uint64) plank_max_client_buffer * 1024;
+}
+
+/* conn_watch: put a connection with a backlog under the stall sweep */
+static void
+conn_watch(PlankConn *conn)
+{
+	if (conn->over_listed)
+		return;
+	dlist_push_tail(&over_conns, &conn->over_node);
+	conn->over_listed = true;
+	if (!stall_sul_armed)
+	{
+		lws_sul_schedule(lws_ctx, 0, &stall_sul, stall_sweep,
+						 (lws_usec_t) STALL_SWEEP_MS * LWS_US_PER_MS);
+		stall_sul_armed = true;
+	}
 }
 
 /* conn_stalled: has conn's socket stopped draining (see above)? */
@@ -288,12 +314,12 @@ stall_sweep(lws_sorted_usec_list_t *sul)
 	{
 		PlankConn  *conn = dlist_container(PlankConn, over_node, iter.cur);
 
-		if (conn->closing || !conn_over(conn))
+		if (conn->closing || (!conn->want_pull && !conn_over(conn)))
 		{
 			dlist_delete(&conn->over_node);
 			conn->over_listed = false;
 		}
-		else if (conn_stalled(conn))
+		else if (conn_stalled(conn) && conn_over(conn))
 			conn_close_stalled(conn);	/* leaves the list */
 	}
 	if (!dlist_is_empty(&over_conns))
@@ -358,6 +384,18 @@ shed_backlog(PlankConn *sending)
 void
 plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 {
+	plank_conn_send_event(conn, frame, sub, plank_now);
+}
+
+/*
+ * plank_conn_send_event
+ *		plank_conn_send() for the frame of an event the worker received at
+ *		received_at (the start of the latency it reports, plank_stats_sent).
+ */
+void
+plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
+					  TimestampTz received_at)
+{
 	PlankOutMsg *slot;
 
 	if (conn->closing || conn->close_when_drained)
@@ -381,17 +419,7 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 				conn_close_stalled(conn);
 				return;
 			}
-			if (!conn->over_listed)
-			{
-				dlist_push_tail(&over_conns, &conn->over_node);
-				conn->over_listed = true;
-				if (!stall_sul_armed)
-				{
-					lws_sul_schedule(lws_ctx, 0, &stall_sul, stall_sweep,
-									 (lws_usec_t) STALL_SWEEP_MS * LWS_US_PER_MS);
-					stall_sul_armed = true;
-				}
-			}
+			conn_watch(conn);
 		}
 		conn->q_big = big;
 	}
@@ -414,16 +442,69 @@ plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub)
 	slot = &conn->queue[(conn->q_head + conn->q_len) % conn->q_cap];
 	slot->frame = frame;
 	slot->sub = sub;
-	slot->queued_at = plank_now;
+	slot->queued_at = received_at;
 	frame->refcount++;
 	conn->q_bytes += frame->len;
 	backlog_entries++;
-	if (conn->q_len++ == 0)
+	if (conn->q_len++ == 0 && !conn->want_pull)
 	{
 		/* the backlog starts: the stall clock starts from here */
 		conn_progress(conn, GetCurrentTimestamp());
 		lws_callback_on_writable(conn->wsi);
 	}
+}
+
+/*
+ * The log and its cursors.  A subscription that gets each event's own frame
+ * (a channel, or a table the role reads whole, without row-level security)
+ * keeps no queue of its own: its connection has a cursor into the replay
+ * ring (ring.c), and subs.c's filler turns the events after the cursor into
+ * messages only when the socket is writable, a run at a time.  The backlog
+ * of a client that reads is then its position in the ring, whatever the
+ * number of clients; one that falls out of the ring is told to resync
+ * (out_of_range).  Subscriptions under row-level security or column
+ * privileges keep queues of their own (access.c), bounded by
+ * plank.max_backlog_memory.
+ */
+static plank_conn_filler conn_filler = NULL;
+
+/* plank_server_set_filler: fn fills a writable connection's queue from the log */
+void
+plank_server_set_filler(plank_conn_filler fn)
+{
+	conn_filler = fn;
+}
+
+/* plank_server_pass: the number of the current pass of the worker's loop */
+uint64
+plank_server_pass(void)
+{
+	return service_passes_started;
+}
+
+/*
+ * plank_conn_wake
+ *		Event seq may be for one of conn's subscriptions that read the log:
+ *		ask for a writeable callback, whose filler reads the log from the
+ *		cursor on.  Costs a test when the connection is awake already.  A
+ *		connection that is not awake has been given every event for it up to
+ *		seq - 1 (it was woken for each), so its cursor moves there.
+ */
+void
+plank_conn_wake(PlankConn *conn, uint64 seq)
+{
+	if (conn->want_pull || conn->closing)
+		return;
+	conn->want_pull = true;
+	if (conn->cursor < seq - 1)
+		conn->cursor = seq - 1;
+	if (conn->q_len == 0)
+	{
+		/* the backlog starts: the stall clock starts from here */
+		conn_progress(conn, GetCurrentTimestamp());
+		lws_callback_on_writable(conn->wsi);
+	}
+	conn_watch(conn);
 }
 
 /* plank_conn_send_text: queue a one-off message (data without its "{"). */
@@ -881,13 +962,17 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 }
 
 /* at most this many messages go out per writeable callback, for fairness */
-#define WRITE_BURST 64
+#define WRITE_BURST 256
+#define FILL_MSGS 64
+#define FILL_BYTES (64 * 1024)
 
 /*
  * Write queued messages, each in a WebSocket text frame of its own: as many
  * as the socket takes without libwebsockets having to buffer a partial
  * write, up to WRITE_BURST, so that a client that fell behind catches up
- * without one poll round trip per message.
+ * without one poll round trip per message.  When the queue runs dry and the
+ * connection has events to read from the log, the filler queues the next
+ * run of them (FILL_MSGS messages or FILL_BYTES at most).
  */
 static int
 conn_writeable(PlankConn *conn)
@@ -909,7 +994,9 @@ conn_writeable(PlankConn *conn)
 	/* a burst goes out in as few TCP segments as it fills (TCP_CORK) */
 	now = GetCurrentTimestamp();
 	conn_progress(conn, now);
-	corked = conn->q_len > 1 &&
+	if (conn->q_len == 0 && conn->want_pull && conn_filler)
+		conn_filler(conn, FILL_MSGS, FILL_BYTES);
+	corked = (conn->q_len > 1 || conn->want_pull) &&
 		setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0;
 	for (n = 0; n < WRITE_BURST && conn->q_len > 0 && !lws_partial_buffered(conn->wsi); n++)
 	{
@@ -937,6 +1024,8 @@ conn_writeable(PlankConn *conn)
 		if (lws_write(conn->wsi, (unsigned char *) wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
 			return -1;
 		plank_stats_sent(conn, len, msg.queued_at, now);
+		if (conn->q_len == 0 && conn->want_pull && conn_filler && !conn->closing)
+			conn_filler(conn, FILL_MSGS, FILL_BYTES);
 	}
 	if (wbuf.maxlen > SHARED_BUF_KEEP)
 	{
@@ -946,7 +1035,7 @@ conn_writeable(PlankConn *conn)
 	if (corked)
 		(void) setsockopt(fd, IPPROTO_TCP, TCP_CORK, &zero, sizeof(zero));
 
-	if (conn->q_len > 0)
+	if (conn->closing || conn->q_len > 0 || conn->want_pull)
 		lws_callback_on_writable(conn->wsi);
 	else if (conn->close_when_drained)
 		plank_conn_close(conn, conn->close_code, conn->close_reason);

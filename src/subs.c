@@ -87,6 +87,27 @@ typedef struct TableAlias
 
 static List *table_aliases = NIL;	/* of TableAlias, in TopMemoryContext */
 
+/*
+ * Reading the log (pull_log).  Change payloads parsed for filters are kept
+ * in a cache by sequence number (direct-mapped, PARSE_CACHE entries), so
+ * that the connections reading the same stretch of the log parse each
+ * payload once.  parse_cxt holds them; it is reset, with the cache, if it
+ * ever grows past PARSE_CXT_MAX.
+ */
+#define PARSE_CACHE 4096
+#define PARSE_CXT_MAX (64 * 1024 * 1024)
+
+typedef struct ParsedEntry
+{
+	uint64		seq;			/* 0: empty */
+	PlankPayload *parsed;
+} ParsedEntry;
+
+static MemoryContext parse_cxt = NULL;
+static ParsedEntry parse_cache[PARSE_CACHE];
+
+static bool pull_log(PlankConn *conn, int max_msgs, size_t max_bytes);
+
 /* plank_subs_init: create the subscription indexes (worker start). */
 void
 plank_subs_init(void)
@@ -102,6 +123,10 @@ plank_subs_init(void)
 	ctl.keysize = sizeof(NameData);
 	ctl.entrysize = sizeof(ChannelEntry);
 	channel_index = hash_create("plank channel subscriptions", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+
+	parse_cxt = AllocSetContextCreate(TopMemoryContext, "plank parsed payloads",
+									  ALLOCSET_DEFAULT_SIZES);
+	plank_server_set_filler(pull_log);
 }
 
 static void
@@ -146,6 +171,7 @@ plank_subs_add_table(PlankSub *sub, const char *schema, const char *table)
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
 	}
+	sub->from_seq = plank_seq;
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
 }
@@ -287,6 +313,7 @@ plank_subs_add_channel(PlankSub *sub, const char *channel)
 		entry->listening = true;
 		entry->listen_seq = plank_seq;
 	}
+	sub->from_seq = plank_seq;
 	link_sub(sub, &entry->subs, &entry->nsubs, entry, channel);
 	return true;
 }
@@ -740,7 +767,7 @@ plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why)
 	ereport(WARNING,
 			(errcode(ERRCODE_INTERNAL_ERROR),
 			 errmsg("plank could not send change " UINT64_FORMAT " of table %s.%s to subscription \"%s\": %s",
-					ev->seq, NameStr(ev->schema), NameStr(ev->table), sub->id, why),
+					ev->seq, ev->schema, ev->table, sub->id, why),
 			 errdetail("The subscription was sent resync_required with reason \"undeliverable_change\".")));
 	plank_subs_resync(sub, "undeliverable_change");
 }
@@ -783,15 +810,15 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 {
 	if (sub->is_channel)
 		return !ev->is_change &&
-			strcmp(NameStr(((ChannelEntry *) sub->entry)->channel), NameStr(ev->channel)) == 0;
+			strcmp(NameStr(((ChannelEntry *) sub->entry)->channel), ev->channel) == 0;
 	if (!ev->is_change || !(sub->ops & ev->op))
 		return false;
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
 		ListCell   *lc;
 
-		if (strcmp(NameStr(entry->key.schema), NameStr(ev->schema)) == 0 &&
-			strcmp(NameStr(entry->key.table), NameStr(ev->table)) == 0)
+		if (strcmp(NameStr(entry->key.schema), ev->schema) == 0 &&
+			strcmp(NameStr(entry->key.table), ev->table) == 0)
 			return true;
 		/* a change of its table under a name the table had before */
 		foreach(lc, table_aliases)
@@ -800,8 +827,8 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 
 			if (a->relid == sub->relid &&
 				(a->until_seq == 0 || ev->seq <= a->until_seq) &&
-				strcmp(NameStr(a->old_key.schema), NameStr(ev->schema)) == 0 &&
-				strcmp(NameStr(a->old_key.table), NameStr(ev->table)) == 0)
+				strcmp(NameStr(a->old_key.schema), ev->schema) == 0 &&
+				strcmp(NameStr(a->old_key.table), ev->table) == 0)
 				return true;
 		}
 		return false;
@@ -821,12 +848,63 @@ plank_subs_commit_frame(const PlankEvent *ev)
 	return plank_frame_make(buf, len);
 }
 
-/* subscriptions that received a change of the transaction being dispatched */
+/*
+ * Does a subscription read its events from the log, by its connection's
+ * cursor (pull_log), rather than have them queued as they arrive?
+ * Those that get each event's own frame do: channels, and tables its role
+ * reads whole without row-level security (and with no checks queued).
+ */
+static inline bool
+sub_pulls(PlankSub *sub)
+{
+	return sub->is_channel ||
+		(!sub->rls && sub->ncolumns == 0 && dlist_is_empty(&sub->rls_queue));
+}
+
+/*
+ * subscriptions with a transaction open: they received a change of it but
+ * not yet its last one or its commit marker
+ */
 static dlist_head open_subs = DLIST_STATIC_INIT(open_subs);
+
+/* Keep track of sub's open transaction after it was sent change ev. */
+static void
+sub_tx_sent(PlankSub *sub, const PlankEvent *ev)
+{
+	if (ev->tx_last)
+	{
+		/* this change closes the transaction for sub */
+		if (sub->open_xid != 0)
+		{
+			dlist_delete(&sub->open_node);
+			sub->open_xid = 0;
+		}
+	}
+	else
+	{
+		if (sub->open_xid == 0)
+			dlist_push_tail(&open_subs, &sub->open_node);
+		sub->open_xid = ev->xid;
+	}
+}
+
+/* Send sub the commit marker of its open transaction, which ev closes. */
+static void
+sub_tx_commit(PlankSub *sub, const PlankEvent *ev, PlankFrame *frame)
+{
+	PlankFrame *own = frame ? NULL : plank_subs_commit_frame(ev);
+
+	plank_conn_send_event(sub->conn, frame ? frame : own, sub, ev->received_at);
+	if (own)
+		plank_frame_unref(own);
+	sub->open_xid = 0;
+	dlist_delete(&sub->open_node);
+}
 
 /*
  * Send a change to the subscriptions of one index entry (those of table
- * relid only, unless InvalidOid) whose operations it matches.
+ * relid only, unless InvalidOid) whose operations it matches: those that
+ * read the log are woken, the others get it queued.
  */
 static void
 dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
@@ -842,6 +920,13 @@ dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
 			continue;
 		if (OidIsValid(relid) && sub->relid != relid)
 			continue;
+		if (sub_pulls(sub))
+		{
+			plank_conn_wake(sub->conn, ev->seq);
+			continue;
+		}
+		/* should it read the log later, it starts after this event */
+		sub->from_seq = ev->seq;
 		if (sub->rls || !dlist_is_empty(&sub->rls_queue))
 		{
 			/* decided later, in order, by its group's check */
@@ -850,22 +935,8 @@ dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
 		}
 		if ((frame = sub_frame(sub, ev)) == NULL)
 			continue;
-		plank_conn_send(sub->conn, frame, sub);
-		if (ev->tx_last)
-		{
-			/* this change closes the transaction for sub */
-			if (sub->open_xid != 0)
-			{
-				dlist_delete(&sub->open_node);
-				sub->open_xid = 0;
-			}
-		}
-		else
-		{
-			if (sub->open_xid == 0)
-				dlist_push_tail(&open_subs, &sub->open_node);
-			sub->open_xid = ev->xid;
-		}
+		plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
+		sub_tx_sent(sub, ev);
 	}
 }
 
@@ -888,9 +959,7 @@ plank_subs_dispatch(PlankEvent *ev)
 		TableKey	key;
 		TableEntry *entry;
 
-		memset(&key, 0, sizeof(key));
-		key.schema = ev->schema;
-		key.table = ev->table;
+		make_table_key(&key, ev->schema, ev->table);
 		entry = hash_search(table_index, &key, HASH_FIND, NULL);
 		if (entry != NULL)
 			dispatch_change(entry, ev, InvalidOid);
@@ -906,17 +975,24 @@ plank_subs_dispatch(PlankEvent *ev)
 		}
 		if (ev->tx_last && !dlist_is_empty(&open_subs))
 		{
-			PlankFrame *frame = plank_subs_commit_frame(ev);
+			PlankFrame *frame = NULL;
 
 			dlist_foreach_modify(miter, &open_subs)
 			{
 				PlankSub   *sub = dlist_container(PlankSub, open_node, miter.cur);
 
-				plank_conn_send(sub->conn, frame, sub);
-				sub->open_xid = 0;
-				dlist_delete(&sub->open_node);
+				if (sub_pulls(sub))
+				{
+					/* its read of the log closes the transaction */
+					plank_conn_wake(sub->conn, ev->seq);
+					continue;
+				}
+				if (frame == NULL)
+					frame = plank_subs_commit_frame(ev);
+				sub_tx_commit(sub, ev, frame);
 			}
-			plank_frame_unref(frame);
+			if (frame)
+				plank_frame_unref(frame);
 		}
 		if (ev->tx_last)
 			plank_access_tx_closed(ev);
@@ -924,7 +1000,12 @@ plank_subs_dispatch(PlankEvent *ev)
 	}
 	else
 	{
-		ChannelEntry *entry = hash_search(channel_index, &ev->channel, HASH_FIND, NULL);
+		NameData	channel;
+		ChannelEntry *entry;
+
+		memset(&channel, 0, sizeof(channel));
+		strlcpy(NameStr(channel), ev->channel, NAMEDATALEN);
+		entry = hash_search(channel_index, &channel, HASH_FIND, NULL);
 
 		if (entry == NULL)
 			return;
@@ -932,7 +1013,7 @@ plank_subs_dispatch(PlankEvent *ev)
 		{
 			PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
 
-			plank_conn_send(sub->conn, ev->frame, sub);
+			plank_conn_wake(sub->conn, ev->seq);
 		}
 	}
 }
@@ -1105,7 +1186,183 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 		dlist_push_tail(&open_subs, &sub->open_node);
 		sub->open_xid = rs.open_xid;
 	}
+	/* the replay sent everything up to now */
+	sub->from_seq = plank_seq;
 	plank_access_batch_done();
+}
+
+/* Free a payload parsed by plank_event_payload() */
+static void
+payload_free(PlankPayload *p)
+{
+	if (p->members)
+		pfree(p->members);
+	for (int r = 0; r < 3; r++)
+		if (p->rows[r])
+			pfree(p->rows[r]);
+	pfree(p);
+}
+
+/* Begin a read of the log: keep parse_cxt bounded. */
+static void
+pull_begin(void)
+{
+	if (MemoryContextMemAllocated(parse_cxt, false) > PARSE_CXT_MAX)
+	{
+		MemoryContextReset(parse_cxt);
+		memset(parse_cache, 0, sizeof(parse_cache));
+	}
+}
+
+/*
+ * One event of the log for one subscription that reads it (pull_one): its
+ * message, if it wants it.  Commit markers come after every subscription's
+ * message for the event, as live (plank_subs_dispatch).
+ */
+static void
+pull_event(PlankSub *sub, PlankEvent *ev)
+{
+	PlankFrame *frame;
+
+	if (!sub_targets(sub, ev))
+		return;
+	frame = ev->is_change ? sub_frame(sub, ev) : ev->frame;
+	if (frame == NULL)
+		return;
+	plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
+	if (ev->is_change)
+		sub_tx_sent(sub, ev);
+}
+
+typedef struct PullState
+{
+	PlankConn  *conn;
+	int			max_msgs;		/* < 0: no limit */
+	size_t		max_bytes;
+	bool		full;			/* it stopped at a limit */
+} PullState;
+
+/* A walker over the log after a connection's cursor (pull_log). */
+static bool
+pull_one(PlankEvent *ev, void *arg)
+{
+	PullState  *ps = (PullState *) arg;
+	PlankConn  *conn = ps->conn;
+	ParsedEntry *pe = &parse_cache[ev->seq % PARSE_CACHE];
+	dlist_iter	iter;
+
+	if (ps->max_msgs >= 0 &&
+		(conn->q_len >= ps->max_msgs || conn->q_bytes >= ps->max_bytes))
+	{
+		ps->full = true;
+		return false;
+	}
+	if (pe->seq == ev->seq)
+		ev->parsed = pe->parsed;
+	dlist_foreach(iter, &conn->subs)
+	{
+		PlankSub   *sub = dlist_container(PlankSub, conn_node, iter.cur);
+
+		/* a subscription waiting for its snapshot is in no index yet */
+		if (sub->entry == NULL || !sub_pulls(sub) || ev->seq <= sub->from_seq)
+			continue;
+		pull_event(sub, ev);
+		if (conn->closing)
+			break;
+	}
+	if (ev->is_change && ev->tx_last && !conn->closing)
+	{
+		dlist_foreach(iter, &conn->subs)
+		{
+			PlankSub   *sub = dlist_container(PlankSub, conn_node, iter.cur);
+
+			if (sub->entry != NULL && sub_pulls(sub) && ev->seq > sub->from_seq &&
+				sub->open_xid == ev->xid && sub->open_xid != 0)
+				sub_tx_commit(sub, ev, NULL);
+		}
+	}
+	if (ev->parsed != NULL && pe->seq != ev->seq)
+	{
+		/* parsed now (in parse_cxt): it takes the place of the entry's */
+		if (pe->seq != 0)
+			payload_free(pe->parsed);
+		pe->seq = ev->seq;
+		pe->parsed = ev->parsed;
+	}
+	ev->parsed = NULL;			/* the ring's events keep no parse */
+	conn->cursor = ev->seq;
+	return !conn->closing;
+}
+
+/*
+ * pull_log
+ *		The filler of a writable connection that has events to read from the
+ *		log (server.c, "The log and its cursors"): queue the messages its
+ *		log-reading subscriptions get from the events after its cursor, in
+ *		order, with their commit markers, until max_msgs messages or
+ *		max_bytes are queued (no limit when max_msgs < 0).  Returns whether
+ *		events remain.  A connection whose cursor has left the ring missed
+ *		events: each of those subscriptions is sent resync_required
+ *		(out_of_range) and goes on from the newest event.
+ */
+static bool
+pull_log(PlankConn *conn, int max_msgs, size_t max_bytes)
+{
+	PullState	ps;
+	MemoryContext old;
+
+	if (!conn->want_pull || conn->closing)
+		return false;
+	if (!plank_ring_covers(conn->cursor))
+	{
+		dlist_iter	iter;
+
+		conn->cursor = plank_seq;
+		conn->want_pull = false;
+		dlist_foreach(iter, &conn->subs)
+		{
+			PlankSub   *sub = dlist_container(PlankSub, conn_node, iter.cur);
+
+			if (sub->entry == NULL || !sub_pulls(sub))
+				continue;
+			if (sub->open_xid != 0)
+			{
+				dlist_delete(&sub->open_node);
+				sub->open_xid = 0;
+			}
+			sub->from_seq = plank_seq;
+			plank_subs_resync(sub, "out_of_range");
+		}
+		return false;
+	}
+
+	pull_begin();
+	ps.conn = conn;
+	ps.max_msgs = max_msgs;
+	ps.max_bytes = max_bytes;
+	ps.full = false;
+	old = MemoryContextSwitchTo(parse_cxt);
+	plank_ring_walk(conn->cursor, pull_one, &ps);
+	MemoryContextSwitchTo(old);
+	if (!ps.full && !conn->closing)
+	{
+		/* every event up to now: the newest may not be in the ring (not valid) */
+		conn->cursor = plank_seq;
+		conn->want_pull = false;
+	}
+	return conn->want_pull;
+}
+
+/*
+ * plank_subs_pull_now
+ *		Queue everything the log-reading subscriptions of conn still have to
+ *		get, with no limit: before one of them stops reading the log (its
+ *		role's columns or row-level security changed, recheck.c).
+ */
+void
+plank_subs_pull_now(PlankConn *conn)
+{
+	pull_log(conn, -1, 0);
 }
 
 /*

@@ -319,22 +319,26 @@ def test_events_evicted_from_a_small_ring_are_out_of_range():
                 subscribe_msg("r", table=TABLE, filter={"label": label}, snapshot=True,
                               since=since(epoch, seq_before)))
 
-    async def body():
+    async def live():
         async with client() as c1:
-            epoch = c1.welcome["epoch"]
             ack1 = await c1.subscribe("r", table=TABLE, filter={"label": label})
             await asyncio.to_thread(write_txs, label, [[1]] * 10)
             await c1.pushes("r", 10)  # the worker has them all
-        pushed, ack = await resume_from(ack1["seq"], epoch)
+            return c1.welcome["epoch"], ack1["seq"]
+
+    async def resume(epoch, seq):
+        pushed, ack = await resume_from(seq, epoch)
         assert [m["type"] for m in pushed] == ["resync_required", "snapshot"], pushed
         assert pushed[0]["reason"] == "out_of_range" and pushed[0]["epoch"] == epoch
         assert len(pushed[1]["rows"]) == 10 and pushed[1]["seq"] == ack["seq"]
         assert ack["resumed"] is False
-        return ack1["seq"]
 
+    epoch, seq = run(live())
     set_setting("plank.replay_buffer", "1kB")
     try:
-        run(body())
+        # the ring is cut to its new size when the next event comes
+        write_txs(tag(), [[1]])
+        run(resume(epoch, seq))
     finally:
         set_setting("plank.replay_buffer", None)
 

@@ -340,3 +340,79 @@ def test_fast_readers_behind_a_busy_worker_are_not_dropped():
             ws.close()
         set_settings({"plank.max_client_buffer": None, "plank.max_client_lag": None})
         sql("DELETE FROM public.e2e_sustained WHERE label = %s", (label,))
+
+
+def test_reader_behind_the_replay_ring_is_told_to_resync_and_kept():
+    """A client's backlog is its position in the replay ring (docs/RELIABILITY.md): a
+    client that stops reading keeps its connection, and when it reads again it gets, in
+    order, the changes the kernel and the ring still held, with resync_required (reason
+    out_of_range) where the ring (64kB here) lost some, then live changes again. The
+    worker's memory for it is its position, not the 6 MB written."""
+    rows, width = 3000, 2000  # about 6 MB: far more than the 64kB ring
+    label = tag()
+    sql("CREATE TABLE IF NOT EXISTS public.e2e_ring ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, label text, n int, body text)")
+    sql("SELECT plank.track('public.e2e_ring')")
+    # no close for the pause: the stall rule needs plank.max_client_lag of no progress
+    set_settings({"plank.replay_buffer": "64kB", "plank.max_client_lag": "10min"})
+    raw = RawWebSocket(PORT)
+    try:
+        assert raw.recv_json()["type"] == "welcome"
+        raw.send_text(json.dumps({"type": "subscribe", "id": "r", "table": "public.e2e_ring",
+                                  "filter": {"label": label}}))
+        assert raw.recv_json()["type"] == "ack"
+        # not reading from here
+        sql(f"""DO $$
+            BEGIN
+                FOR i IN 1..{rows} LOOP
+                    INSERT INTO public.e2e_ring (label, n, body) VALUES (%s, i, repeat('x', {width}));
+                    COMMIT;
+                END LOOP;
+            END $$""", (label,))
+
+        # a change after them, seen by another client, shows that the worker has them all
+        # (events are dispatched in commit order)
+        async def sentinel():
+            async with client() as c:
+                await c.subscribe("s", table="public.e2e_ring", filter={"label": label, "n": -2})
+                await asyncio.to_thread(
+                    sql, "INSERT INTO public.e2e_ring (label, n, body) VALUES (%s, -2, '')",
+                    (label,))
+                (m,) = await c.pushes("s", 1, timeout=60)
+                return m["seq"]
+        sentinel_seq = run(sentinel(), timeout=90)
+
+        raw.s.settimeout(20)
+        runs, resyncs, live = [[]], [], False
+        while True:
+            op, payload = raw.recv_frame()
+            assert op == 1, f"opcode {op} after {sum(map(len, runs))} changes (8 is a close)"
+            m = json.loads(payload)
+            if m["type"] == "resync_required":
+                assert m["reason"] == "out_of_range", m
+                resyncs.append(m["seq"])
+                runs.append([])
+                if m["seq"] >= sentinel_seq and not live:
+                    # caught up with the log: a change committed now arrives live
+                    sql("INSERT INTO public.e2e_ring (label, n, body) VALUES (%s, -1, 'live')",
+                        (label,))
+                    live = True
+                continue
+            assert m["type"] == "change", m
+            n = m["change"]["new"]["n"]
+            if n == -1:
+                break
+            if n != -2:
+                runs[-1].append(n)
+        assert resyncs, "no resync_required although the ring lost changes"
+        assert resyncs == sorted(resyncs), resyncs
+        got = [n for r in runs for n in r]
+        assert len(got) < rows
+        assert runs[0] == list(range(1, len(runs[0]) + 1)), "a gap or reorder before a resync"
+        for r in runs[1:]:
+            assert r == list(range(r[0], r[0] + len(r))) if r else True, "a gap within a run"
+        assert got == sorted(got), "changes out of order across a resync"
+    finally:
+        raw.close()
+        set_settings({"plank.replay_buffer": None, "plank.max_client_lag": None})
+        sql("DELETE FROM public.e2e_ring WHERE label = %s", (label,))
