@@ -141,6 +141,8 @@ typedef struct PlankConn
 	size_t		q_big;			/* largest message queued since it was empty */
 	uint64		progress_pass;	/* loop pass of the last write progress */
 	TimestampTz progress_at;	/* ... and its time (server.c, conn_stalled) */
+	int			outq_seen;		/* bytes its socket held at the last stall check;
+								 * -1: none since the last progress */
 	dlist_node	over_node;		/* in server.c's over_conns, when over_listed */
 	bool		over_listed;	/* it has a backlog the stall sweep watches */
 	uint64		cursor;			/* the log (replay ring): events up to here were

@@ -21,6 +21,8 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -250,6 +252,7 @@ conn_progress(PlankConn *conn, TimestampTz now)
 {
 	conn->progress_pass = service_passes_started;
 	conn->progress_at = now;
+	conn->outq_seen = -1;
 }
 
 /*
@@ -283,13 +286,38 @@ conn_watch(PlankConn *conn)
 	}
 }
 
-/* conn_stalled: has conn's socket stopped draining (see above)? */
+/*
+ * conn_stalled: has conn's socket stopped draining (see above)?  poll()
+ * reports a socket writable only once a good part of its send buffer is
+ * free, and the kernel grows that buffer to megabytes: a client that reads
+ * slowly through it drains the socket for seconds without poll() saying so.
+ * So before a connection counts as stalled, the bytes its socket still holds
+ * (SIOCOUTQ: sent but not acknowledged, and unsent) must not have fallen
+ * since the previous check (the first check only records them: a client is
+ * closed a sweep interval after plank.max_client_lag at the earliest).
+ */
 static bool
 conn_stalled(PlankConn *conn)
 {
-	return service_passes_done >= conn->progress_pass + STALL_PASSES &&
-		TimestampDifferenceExceeds(conn->progress_at, last_poll_began,
-								   plank_max_client_lag);
+	int			outq;
+
+	if (service_passes_done < conn->progress_pass + STALL_PASSES ||
+		!TimestampDifferenceExceeds(conn->progress_at, last_poll_began,
+									plank_max_client_lag))
+		return false;
+	if (ioctl(lws_get_socket_fd(conn->wsi), SIOCOUTQ, &outq) != 0)
+		return true;
+	if (conn->outq_seen < 0 || outq < conn->outq_seen)
+	{
+		/* drained since the last check (or the first check): not stalled yet */
+		bool		first = conn->outq_seen < 0;
+
+		if (!first)
+			conn_progress(conn, GetCurrentTimestamp());
+		conn->outq_seen = outq;
+		return false;
+	}
+	return true;
 }
 
 /* conn_close_stalled: close a stalled client with 1013 */
