@@ -410,83 +410,23 @@ parse_ops(Jsonb *jb, int *ops)
 }
 
 /*
- * Parse "filter": an object of column name to JSON scalar.  The filters are
- * allocated in the current (per-request) context; copy_filters() moves them
- * into the connection's context once the subscription is accepted.
+ * Parse "filter" (docs/PROTOCOL.md "Filters"; filter.c).  The filters are
+ * allocated in the current (per-request) context; plank_filter_copy() moves
+ * them into the connection's context once the subscription is accepted.
  */
 static RequestError *
 parse_filter(Jsonb *jb, PlankFilter **filters, int *nfilters)
 {
 	JsonbValue	v;
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	PlankFilter *out;
-	int			n = 0;
-	char	   *column = NULL;
+	char	   *err;
 
 	*filters = NULL;
 	*nfilters = 0;
 	if (member(jb, "filter", &v) == NULL)
 		return NULL;
-	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		return request_error("bad_filter", "\"filter\" must be an object of column names to values");
-
-	out = palloc0(Max(1, JsonContainerSize(v.val.binary.data)) * sizeof(PlankFilter));
-	it = JsonbIteratorInit(v.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-			column = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type == jbvBinary)
-				return request_error("bad_filter",
-									 "filter value for column \"%s\" must be a string, number, boolean or null",
-									 column);
-			out[n].column = column;
-			out[n].column_len = strlen(column);
-			out[n].value = v;
-			n++;
-		}
-	}
-	*filters = out;
-	*nfilters = n;
+	if ((err = plank_filter_parse(&v, filters, nfilters)) != NULL)
+		return request_error("bad_filter", "%s", err);
 	return NULL;
-}
-
-/* Deep-copy filters into a connection's memory context. */
-static PlankFilter *
-copy_filters(MemoryContext cxt, PlankFilter *filters, int nfilters)
-{
-	PlankFilter *out;
-	int			i;
-
-	if (nfilters == 0)
-		return NULL;
-	out = MemoryContextAlloc(cxt, nfilters * sizeof(PlankFilter));
-	for (i = 0; i < nfilters; i++)
-	{
-		JsonbValue *v = &out[i].value;
-
-		out[i] = filters[i];
-		out[i].column = MemoryContextStrdup(cxt, filters[i].column);
-		if (v->type == jbvString)
-		{
-			char	   *s = MemoryContextAlloc(cxt, v->val.string.len + 1);
-
-			memcpy(s, filters[i].value.val.string.val, v->val.string.len);
-			s[v->val.string.len] = '\0';
-			v->val.string.val = s;
-		}
-		else if (v->type == jbvNumeric)
-		{
-			Size		sz = VARSIZE(filters[i].value.val.numeric);
-
-			v->val.numeric = MemoryContextAlloc(cxt, sz);
-			memcpy(v->val.numeric, filters[i].value.val.numeric, sz);
-		}
-	}
-	return out;
 }
 
 /* Is one of the capture triggers from plank.track() there? */
@@ -682,6 +622,13 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 			return hidden_column(name, filters[i].column, roleid, "the table has no such column");
 		if (cols != NIL && !column_in(cols, filters[i].column))
 			return hidden_column(name, filters[i].column, roleid, "the role may not SELECT the column");
+		/* the operator against the column's type: the role may read the column */
+		{
+			char	   *err = plank_filter_resolve(&filters[i], get_atttype(relid, attnum));
+
+			if (err != NULL)
+				return request_error("bad_filter", "%s", err);
+		}
 	}
 	*columns = cols;
 
@@ -694,8 +641,8 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 /*
  * The query of a snapshot: the current rows of a table that pass the
  * filters, as JSON texts (row_to_json, as the capture trigger renders rows),
- * only the columns the role may read, filtered with jsonb equality as
- * changes are.  Plank's own SQL: every name is qualified and every value a
+ * only the columns the role may read, filtered as changes are
+ * (plank_filter_sql()).  Plank's own SQL: every name is qualified and every value a
  * quoted literal; the row is referred to as plank_row.* (a whole-row
  * reference no column name can shadow); a check worker runs it as the client's role (so that its
  * privileges and row-level security policies apply).
@@ -722,17 +669,7 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 	}
 	appendStringInfoString(&query, " AS plank_row WHERE true");
 	for (f = 0; f < nfilters; f++)
-	{
-		StringInfoData value;
-		Jsonb	   *jb = JsonbValueToJsonb(&filters[f].value);
-
-		initStringInfo(&value);
-		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
-		/* the filtered column alone: other columns may hold json that jsonb refuses */
-		appendStringInfo(&query,
-						 " AND pg_catalog.to_jsonb(plank_row.%s) OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
-						 quote_identifier(filters[f].column), quote_literal_cstr(value.data));
-	}
+		plank_filter_sql(&query, &filters[f]);
 	return query.data;
 }
 
@@ -892,7 +829,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 
 	sub = new_sub(conn, id, false);
 	sub->ops = ops;
-	sub->filters = copy_filters(conn->mcxt, filters, nfilters);
+	sub->filters = plank_filter_copy(conn->mcxt, filters, nfilters);
 	sub->nfilters = nfilters;
 	sub->relid = relid;
 	sub->rls = rls;
