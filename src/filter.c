@@ -716,8 +716,8 @@ plank_filter_describe(StringInfo buf, const PlankFilter *f)
 
 /*
  * plank_filter_like
- *		Does str (len bytes, in the database encoding) match the pattern of
- *		a like or ilike filter?  PostgreSQL's own LIKE (textlike) and ILIKE
+ *		Does value (text in the database encoding) match the pattern of a
+ *		like or ilike filter?  PostgreSQL's own LIKE (textlike) and ILIKE
  *		(texticlike): % and _ wildcards, backslash escape.  LIKE runs under
  *		the "C" collation (matching is by characters whatever a
  *		deterministic collation); ILIKE under the database's default
@@ -726,19 +726,13 @@ plank_filter_describe(StringInfo buf, const PlankFilter *f)
  *		out-of-memory errors.
  */
 bool
-plank_filter_like(const PlankFilter *f, const char *str, int len)
+plank_filter_like(const PlankFilter *f, text *value)
 {
-	text	   *t = cstring_to_text_with_len(str, len);
-	bool		result;
-
 	if (f->op == PLANK_FILTER_LIKE)
-		result = DatumGetBool(DirectFunctionCall2Coll(textlike, C_COLLATION_OID,
-													  PointerGetDatum(t),
-													  PointerGetDatum(f->pattern)));
-	else
-		result = DatumGetBool(DirectFunctionCall2Coll(texticlike, DEFAULT_COLLATION_OID,
-													  PointerGetDatum(t),
-													  PointerGetDatum(f->pattern)));
-	pfree(t);
-	return result;
+		return DatumGetBool(DirectFunctionCall2Coll(textlike, C_COLLATION_OID,
+													PointerGetDatum(value),
+													PointerGetDatum(f->pattern)));
+	return DatumGetBool(DirectFunctionCall2Coll(texticlike, DEFAULT_COLLATION_OID,
+												PointerGetDatum(value),
+												PointerGetDatum(f->pattern)));
 }

@@ -481,7 +481,7 @@ extern void plank_filter_free(PlankFilter *filters, int n);
 extern void plank_filter_sql(StringInfo buf, const PlankFilter *f);
 extern void plank_filter_describe(StringInfo buf, const PlankFilter *f);
 extern Datum plank_filter_time_in(PlankFilterKind kind, const char *str);
-extern bool plank_filter_like(const PlankFilter *f, const char *str, int len);
+extern bool plank_filter_like(const PlankFilter *f, text *value);
 
 /* recheck.c */
 extern void plank_recheck_init(void);

@@ -554,6 +554,7 @@ typedef struct MemberValue
 	char	   *str;			/* de-escaped string; NULL: not one, or unreadable */
 	int			strlen;
 	Numeric		num;			/* NULL: not a number numeric reads */
+	text	   *txt;			/* str as text, for like and ilike */
 	bool		have_time;
 	bool		time_ok;
 	Datum		time;			/* a string read as its column's time type */
@@ -773,7 +774,9 @@ member_passes(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f)
 
 				if ((str = value_string(mv, m, &len)) == NULL)
 					return false;
-				return plank_filter_like(f, str, len);
+				if (mv->txt == NULL)
+					mv->txt = cstring_to_text_with_len(str, len);
+				return plank_filter_like(f, mv->txt);
 			}
 		default:
 			break;
