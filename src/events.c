@@ -574,7 +574,7 @@ deliver(PlankEvent *ev, const char *payload)
 
 	if (ev->is_change)
 		build_change_frame(ev, payload);
-	else
+	else if (!plank_publish_frame(ev, payload))	/* a client's publication */
 		build_notify_frame(ev, NameStr(ev->channel), payload, ev->pid);
 	plank_subs_dispatch(ev);
 	plank_ring_push(ev);

@@ -483,6 +483,19 @@ extern void plank_filter_describe(StringInfo buf, const PlankFilter *f);
 extern Datum plank_filter_time_in(PlankFilterKind kind, const char *str);
 extern bool plank_filter_like(const PlankFilter *f, text *value);
 
+/* publish.c: broadcast between clients */
+#define PLANK_PUBLISH_MAX_BYTES 7999	/* a NOTIFY payload is under 8000 bytes */
+typedef enum PlankPublishResult
+{
+	PLANK_PUBLISH_OK,
+	PLANK_PUBLISH_DENIED,
+	PLANK_PUBLISH_TOO_LARGE
+} PlankPublishResult;
+extern const char *plank_publish_channel(void);
+extern PlankPublishResult plank_publish(const PlankIdentity *ident, const char *channel,
+										const char *payload, int len);
+extern bool plank_publish_frame(PlankEvent *ev, const char *payload);
+
 /* recheck.c */
 extern void plank_recheck_init(void);
 extern void plank_recheck_run(void);

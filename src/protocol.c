@@ -2,7 +2,7 @@
  *
  * protocol.c
  *		Plank's client protocol: parses a client's JSON requests (subscribe,
- *		unsubscribe, ping) and answers each with an acknowledgement or an
+ *		unsubscribe, publish, ping) and answers each with an acknowledgement or an
  *		error carrying a stable code.  docs/PROTOCOL.md is the specification.
  *
  * Client messages are parsed by PostgreSQL's own jsonb input function.  A
@@ -1002,6 +1002,46 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 	return subscribe_table(conn, jb, id, table, &since, resumed);
 }
 
+/*
+ * publish: a string to a NOTIFY channel's subscribers, with the sender's
+ * role and token sub attached by the server (publish.c).  Any member the
+ * client adds ("role", "sub", "publisher") is ignored.
+ */
+static RequestError *
+handle_publish(PlankConn *conn, Jsonb *jb)
+{
+	bool		bad_channel;
+	char	   *channel = string_member(jb, "channel", &bad_channel);
+	JsonbValue	v;
+
+	if (channel == NULL || bad_channel)
+		return request_error("invalid_message", "publish needs a \"channel\" string");
+	if (member(jb, "payload", &v) == NULL || v.type != jbvString)
+		return request_error("invalid_message", "publish needs a \"payload\" string");
+	if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
+		return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
+	if (strncmp(channel, PLANK_RESERVED_CHANNEL_PREFIX, strlen(PLANK_RESERVED_CHANNEL_PREFIX)) == 0)
+		return request_error("bad_channel",
+							 "channel names starting with \"%s\" are reserved",
+							 PLANK_RESERVED_CHANNEL_PREFIX);
+	switch (plank_publish(&conn->ident, channel, v.val.string.val, v.val.string.len))
+	{
+		case PLANK_PUBLISH_DENIED:
+			ereport(plank_log_level,
+					(errmsg("plank refused a publication on channel \"%s\" to role %s: no grant in plank.publish_grants",
+							channel, conn->ident.role)));
+			return request_error("permission_denied",
+								 "role \"%s\" may not publish to channel \"%s\"", conn->ident.role, channel);
+		case PLANK_PUBLISH_TOO_LARGE:
+			return request_error("payload_too_large",
+								 "the publication is larger than %d bytes: the payload (as a JSON string), channel, role and sub must fit one NOTIFY",
+								 PLANK_PUBLISH_MAX_BYTES);
+		default:
+			MemoryContextSwitchTo(request_cxt);
+			return NULL;
+	}
+}
+
 static RequestError *
 handle_unsubscribe(PlankConn *conn, const char *id)
 {
@@ -1094,7 +1134,7 @@ handle_request(PlankConn *conn, char *msg, int len)
 		err = request_error("invalid_message", "message needs a \"type\" string");
 	else if (!OidIsValid(conn->ident.roleid) && strcmp(type, "auth") != 0 &&
 			 (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0 ||
-			  strcmp(type, "ping") == 0))
+			  strcmp(type, "ping") == 0 || strcmp(type, "publish") == 0))
 		err = request_error("unauthenticated", "send an auth message with a token first");
 	else if (strcmp(type, "subscribe") == 0)
 	{
@@ -1111,6 +1151,11 @@ handle_request(PlankConn *conn, char *msg, int len)
 	}
 	else if (strcmp(type, "ping") == 0)
 		send_pong(conn, id);
+	else if (strcmp(type, "publish") == 0)
+	{
+		if ((err = handle_publish(conn, jb)) == NULL)
+			send_ack(conn, id, "publish", -1);
+	}
 	else if (strcmp(type, "auth") == 0)
 	{
 		bool		closed;
