@@ -855,15 +855,21 @@ row_member(const PlankJsonMember *row, int n, const char *name, int len)
 	return -1;
 }
 
-/* Compare a row image (NULL when absent) with the filters. */
+/*
+ * Compare a row image (NULL when absent) with the filters.  The decoded
+ * values are kept with the payload, in its memory context: they live as long
+ * as it does, whatever context the caller runs in.
+ */
 static int
 match_image(const PlankSub *sub, const PlankPayload *p, int which)
 {
 	int			result = MATCH_YES;
 	int			i;
+	MemoryContext old;
 
 	if (p->rows[which] == NULL)
 		return MATCH_UNKNOWN;
+	old = MemoryContextSwitchTo(GetMemoryChunkContext((void *) p));
 	for (i = 0; i < sub->nfilters; i++)
 	{
 		const PlankFilter *f = &sub->filters[i];
@@ -872,8 +878,12 @@ match_image(const PlankSub *sub, const PlankPayload *p, int which)
 		if (m < 0)
 			result = MATCH_UNKNOWN;
 		else if (!member_passes(member_value(p, which, m), &p->rows[which][m], f))
-			return MATCH_NO;
+		{
+			result = MATCH_NO;
+			break;
+		}
 	}
+	MemoryContextSwitchTo(old);
 	return result;
 }
 
