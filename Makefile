@@ -12,7 +12,7 @@ DEP_LIBS := $(shell pkg-config --libs libwebsockets libcrypto)
 PG_CPPFLAGS = -I$(srcdir)/src $(DEP_CFLAGS)
 SHLIB_LINK = $(DEP_LIBS)
 
-REGRESS = track capture
+REGRESS = track capture publish
 REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=plank
 
 PG_CONFIG ?= pg_config

@@ -7,6 +7,7 @@
  *   plank.tracked_tables     the tables that are tracked
  *   plank.overflow           payloads too large for NOTIFY, until the worker reads them
  *   plank.channel_grants     who may subscribe to NOTIFY channels (grant_channel, revoke_channel)
+ *   plank.publish_grants     who may publish to NOTIFY channels over WebSocket (grant_publish, revoke_publish)
  * The payload format is documented in docs/PROTOCOL.md ("Change payload").
  */
 
@@ -83,6 +84,51 @@ REVOKE ALL ON FUNCTION plank.revoke_channel(text, name) FROM PUBLIC;
 COMMENT ON FUNCTION plank.revoke_channel(text, name) IS
 'Removes a grant made by plank.grant_channel; existing subscriptions stay until they end. '
 'Executable by the extension owner and superusers only.';
+
+CREATE TABLE plank.publish_grants (
+    channel  text NOT NULL,
+    grantee  name NOT NULL,
+    PRIMARY KEY (channel, grantee)
+);
+REVOKE ALL ON plank.publish_grants FROM PUBLIC;
+GRANT SELECT ON plank.publish_grants TO PUBLIC;
+
+COMMENT ON TABLE plank.publish_grants IS
+'Who may publish over WebSocket ({"type":"publish"}) to NOTIFY channels: a client whose role is '
+'a member of grantee (or any client, for grantee ''public'') may publish to channels matching '
+'the LIKE pattern channel. Superusers may publish to any channel. Publishing does not grant '
+'subscribing (plank.channel_grants). Managed with plank.grant_publish and plank.revoke_publish.';
+
+CREATE FUNCTION plank.grant_publish(channel text, grantee name)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO plank.publish_grants (channel, grantee) VALUES (channel, grantee)
+    ON CONFLICT DO NOTHING;
+$$;
+REVOKE ALL ON FUNCTION plank.grant_publish(text, name) FROM PUBLIC;
+
+COMMENT ON FUNCTION plank.grant_publish(text, name) IS
+'Lets WebSocket clients whose role is a member of grantee (or ''public'': every client) publish '
+'to the NOTIFY channels matching a LIKE pattern (''chat'', ''room_%''); each publication reaches '
+'that channel''s WebSocket subscribers with the sender''s role and token sub attached by the '
+'server (docs/PROTOCOL.md "publish"). Idempotent. Raises 23502 for a NULL argument. '
+'Executable by the extension owner and superusers only.';
+
+CREATE FUNCTION plank.revoke_publish(channel text, grantee name)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    DELETE FROM plank.publish_grants g WHERE g.channel OPERATOR(pg_catalog.=) $1 AND g.grantee OPERATOR(pg_catalog.=) $2;
+$$;
+REVOKE ALL ON FUNCTION plank.revoke_publish(text, name) FROM PUBLIC;
+
+COMMENT ON FUNCTION plank.revoke_publish(text, name) IS
+'Removes a grant made by plank.grant_publish (the same pattern and grantee); the next publish '
+'request is checked against the grants as they are then. Raises nothing. Executable by the '
+'extension owner and superusers only.';
 
 CREATE FUNCTION plank._drop_triggers(rel regclass)
 RETURNS boolean

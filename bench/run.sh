@@ -27,6 +27,10 @@
 #   rls         $RLS_CLIENTS clients under row-level security (one group: same role and
 #               claims), writer flat out: deliveries/s and CPU per change of the worker
 #               plus its check workers
+#   filters     $FLT_SUBS subscriptions with distinct filters on one table ($FLT_CONNS
+#               connections), $FLT_RATE single-row transactions/s, each row matching one
+#               subscription: worker CPU per change, commit-to-client p50 / p99, with
+#               operator filters (range + like) and with plain equality (bench/filters.py)
 #   profile     perf record of the worker under fan-out (when perf works here)
 #
 # Raw outputs (key=value files, perf report) go to $BENCH_OUT (default a new
@@ -82,7 +86,11 @@ STALL_RATE=${STALL_RATE:-800}       # events/s, below saturation (see docs/BENCH
 STALL_PER_TXN=${STALL_PER_TXN:-10}
 PROFILE=${PROFILE:-1}
 PROFILE_ROWS=${PROFILE_ROWS:-500}
-SCENARIOS=${SCENARIOS:-latency fanout sustained idle conn100k writer bulk stall rls profile}
+FLT_CONNS=${FLT_CONNS:-100}
+FLT_SUBS=${FLT_SUBS:-10000}         # in all: FLT_CONNS connections x plank.max_subscriptions
+FLT_ROWS=${FLT_ROWS:-2000}
+FLT_RATE=${FLT_RATE:-500}           # rows/s
+SCENARIOS=${SCENARIOS:-latency fanout sustained idle conn100k writer bulk stall rls filters profile}
 
 OUT=${BENCH_OUT:-$(mktemp -d /tmp/plank-bench-results.XXXXXX)}
 mkdir -p "$OUT"
@@ -650,6 +658,26 @@ if want rls; then
     row "RLS: CPU per change (worker + check workers)" \
         "$(awk -v w="$wcpu" -v k="$kcpu" -v n="$RLS_ROWS" 'BEGIN { if (n > 0) printf "%.1f us + %.1f us", w * 1e6 / n, k * 1e6 / n; else print "NA" }')" \
         "-" "-" "-"
+fi
+
+# ------------------------------------------------------------------------------------
+if want filters; then
+    ensure_workers "$BENCH_WORKERS"
+    scenario filters "$FLT_SUBS subscriptions with distinct filters, $FLT_ROWS single-row transactions"
+    bench_psql -c "ALTER SYSTEM SET plank.max_subscriptions = $(( (FLT_SUBS + FLT_CONNS - 1) / FLT_CONNS ))" \
+        -c "SELECT pg_reload_conf()" >/dev/null
+    sleep 1
+    /usr/bin/python3 "$BENCH_DIR/filters.py" --port "$BENCH_PORT" --dsn "$CONNINFO" \
+        --conns "$FLT_CONNS" --subs $(( (FLT_SUBS + FLT_CONNS - 1) / FLT_CONNS )) \
+        --rows "$FLT_ROWS" --rate "$FLT_RATE" >"$OUT/filters.out" 2>&1 || true
+    bench_psql -c "ALTER SYSTEM RESET plank.max_subscriptions" -c "SELECT pg_reload_conf()" >/dev/null
+    grep summary "$OUT/filters.out" >&2 || tail -5 "$OUT/filters.out" >&2
+    for shape in ops plain; do
+        what="range + like"; [ "$shape" = plain ] && what="plain equality"
+        row "Filters: $(kv "$OUT/filters.out" ${shape}_subscriptions) subscriptions on one table, $what, $FLT_ROWS rows at $FLT_RATE/s: worker CPU per change; commit-to-client p50 / p99" \
+            "$(kv "$OUT/filters.out" ${shape}_us_per_change) us; $(kv "$OUT/filters.out" ${shape}_p50_ms) / $(kv "$OUT/filters.out" ${shape}_p99_ms) ms (loss $(kv "$OUT/filters.out" ${shape}_loss))" \
+            "-" "-" "-"
+    done
 fi
 
 # ------------------------------------------------------------------------------------

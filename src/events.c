@@ -51,14 +51,19 @@ static HTAB *event_names = NULL;
  *		The stored copy of a table, schema or channel name (at most
  *		NAMEDATALEN - 1 bytes are kept), valid for the worker's lifetime: an
  *		event carries a pointer to it, not a copy, so that the replay ring
- *		holds events compactly.  Names are few (those of tracked tables and
- *		of channels the worker LISTENs on).
+ *		holds events compactly.  Names are few (those of tracked tables, of
+ *		channels the worker LISTENs on, and of channels clients publish to);
+ *		past MAX_EVENT_NAMES distinct ones, a new name is refused with a
+ *		WARNING (NULL: the event is skipped), so that memory stays bounded.
  */
+#define MAX_EVENT_NAMES 100000
+
 const char *
 plank_event_name(const char *name)
 {
 	NameData	key;
 	NameData   *entry;
+	bool		found;
 
 	if (event_names == NULL)
 	{
@@ -71,7 +76,20 @@ plank_event_name(const char *name)
 	}
 	memset(&key, 0, sizeof(key));
 	strlcpy(NameStr(key), name, NAMEDATALEN);
-	entry = hash_search(event_names, &key, HASH_ENTER, NULL);
+	entry = hash_search(event_names, &key, HASH_FIND, &found);
+	if (entry == NULL)
+	{
+		if (hash_get_num_entries(event_names) >= MAX_EVENT_NAMES)
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("plank skipping an event on \"%s\": its worker has seen %d distinct table and channel names",
+							NameStr(key), MAX_EVENT_NAMES),
+					 errhint("Restart the worker (pg_terminate_backend) to forget the names of dropped tables and unused channels.")));
+			return NULL;
+		}
+		entry = hash_search(event_names, &key, HASH_ENTER, NULL);
+	}
 	return NameStr(*entry);
 }
 
@@ -225,6 +243,8 @@ parse_change(PlankEvent *ev, const char *payload, int64 *overflow_id)
 	ev->xid = (uint64) xid;
 	ev->schema = plank_event_name(NameStr(schema));
 	ev->table = plank_event_name(NameStr(table));
+	if (ev->schema == NULL || ev->table == NULL)
+		return false;
 	if (!member_int64(found[4], overflow_id))
 		*overflow_id = 0;
 	return true;
@@ -611,7 +631,7 @@ deliver(PlankEvent *ev, const char *payload)
 	ev->received_at = plank_now;
 	if (ev->is_change)
 		build_change_frame(ev, payload);
-	else
+	else if (!plank_publish_frame(ev, payload))	/* a client's publication */
 		build_notify_frame(ev, ev->channel, payload, ev->pid);
 	plank_subs_dispatch(ev);
 	plank_ring_push(ev);
@@ -671,7 +691,8 @@ plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 	else
 	{
 		ev.channel = plank_event_name(channel);
-		deliver(&ev, payload);
+		if (ev.channel != NULL)
+			deliver(&ev, payload);
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);
@@ -748,8 +769,8 @@ plank_events_process(PlankNotification *batch)
 				overflow_index[noverflow++] = nevs;
 			}
 		}
-		else
-			ev->channel = plank_event_name(pn->channel);
+		else if ((ev->channel = plank_event_name(pn->channel)) == NULL)
+			continue;
 		ev->pid = pn->pid;
 		payloads[nevs++] = pn->payload;
 	}

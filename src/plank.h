@@ -168,11 +168,43 @@ typedef struct PlankConn
 #define PLANK_OP_TRUNCATE	0x08
 #define PLANK_OP_ALL		0x0F
 
+/* A filter's operator (docs/PROTOCOL.md, "Filters") */
+typedef enum PlankFilterOp
+{
+	PLANK_FILTER_EQ,			/* a plain value, or {"eq": v} */
+	PLANK_FILTER_NEQ,
+	PLANK_FILTER_LT,
+	PLANK_FILTER_LTE,
+	PLANK_FILTER_GT,
+	PLANK_FILTER_GTE,
+	PLANK_FILTER_IN,
+	PLANK_FILTER_IS,			/* null, true or false */
+	PLANK_FILTER_LIKE,
+	PLANK_FILTER_ILIKE
+} PlankFilterOp;
+
+/* How the ordering operators compare a column's values, by its SQL type */
+typedef enum PlankFilterKind
+{
+	PLANK_KIND_OTHER,			/* no ordering: eq, neq, in, is only */
+	PLANK_KIND_NUMBER,			/* numerically (numeric) */
+	PLANK_KIND_TEXT,			/* by bytes, as COLLATE "C"; like, ilike */
+	PLANK_KIND_TIMESTAMPTZ,		/* as instants */
+	PLANK_KIND_TIMESTAMP,
+	PLANK_KIND_DATE
+} PlankFilterKind;
+
 typedef struct PlankFilter
 {
 	char	   *column;
 	int			column_len;
-	JsonbValue	value;			/* a scalar */
+	PlankFilterOp op;
+	PlankFilterKind kind;		/* set when the table is resolved */
+	int			nvalues;		/* 1; in: as many as its array has */
+	JsonbValue *values;			/* the operand's scalars */
+	Datum	   *bounds;			/* timestamp and date columns: each string operand
+								 * as the column's type reads it; else NULL */
+	text	   *pattern;		/* like, ilike: the operand as text */
 } PlankFilter;
 
 typedef struct PlankSub
@@ -258,6 +290,7 @@ typedef struct PlankPayload
 	int			row_member[3];	/* index of "new", "old", "key"; -1: none */
 	PlankJsonMember *rows[3];	/* their members, when the value is an object */
 	int			nrows[3];
+	void	   *values[3];		/* their values as filters read them (subs.c) */
 } PlankPayload;
 
 /* worker.c */
@@ -455,6 +488,29 @@ extern char *plank_json_key(const PlankJsonMember *m, int *len);
 extern char *plank_json_string(const char *tok, int len, int *outlen);
 extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
 extern void plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
+
+/* filter.c: the operators of subscription filters */
+extern char *plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters);
+extern char *plank_filter_resolve(PlankFilter *f, Oid typid);
+extern PlankFilter *plank_filter_copy(MemoryContext cxt, const PlankFilter *filters, int n);
+extern void plank_filter_free(PlankFilter *filters, int n);
+extern void plank_filter_sql(StringInfo buf, const PlankFilter *f);
+extern void plank_filter_describe(StringInfo buf, const PlankFilter *f);
+extern Datum plank_filter_time_in(PlankFilterKind kind, const char *str);
+extern bool plank_filter_like(const PlankFilter *f, text *value);
+
+/* publish.c: broadcast between clients */
+#define PLANK_PUBLISH_MAX_BYTES 7999	/* a NOTIFY payload is under 8000 bytes */
+typedef enum PlankPublishResult
+{
+	PLANK_PUBLISH_OK,
+	PLANK_PUBLISH_DENIED,
+	PLANK_PUBLISH_TOO_LARGE
+} PlankPublishResult;
+extern const char *plank_publish_channel(void);
+extern PlankPublishResult plank_publish(const PlankIdentity *ident, const char *channel,
+										const char *payload, int len);
+extern bool plank_publish_frame(PlankEvent *ev, const char *payload);
 
 /* recheck.c */
 extern void plank_recheck_init(void);

@@ -2,7 +2,7 @@
  *
  * protocol.c
  *		Plank's client protocol: parses a client's JSON requests (subscribe,
- *		unsubscribe, ping) and answers each with an acknowledgement or an
+ *		unsubscribe, publish, ping) and answers each with an acknowledgement or an
  *		error carrying a stable code.  docs/PROTOCOL.md is the specification.
  *
  * Client messages are parsed by PostgreSQL's own jsonb input function.  A
@@ -410,83 +410,23 @@ parse_ops(Jsonb *jb, int *ops)
 }
 
 /*
- * Parse "filter": an object of column name to JSON scalar.  The filters are
- * allocated in the current (per-request) context; copy_filters() moves them
- * into the connection's context once the subscription is accepted.
+ * Parse "filter" (docs/PROTOCOL.md "Filters"; filter.c).  The filters are
+ * allocated in the current (per-request) context; plank_filter_copy() moves
+ * them into the connection's context once the subscription is accepted.
  */
 static RequestError *
 parse_filter(Jsonb *jb, PlankFilter **filters, int *nfilters)
 {
 	JsonbValue	v;
-	JsonbIterator *it;
-	JsonbIteratorToken tok;
-	PlankFilter *out;
-	int			n = 0;
-	char	   *column = NULL;
+	char	   *err;
 
 	*filters = NULL;
 	*nfilters = 0;
 	if (member(jb, "filter", &v) == NULL)
 		return NULL;
-	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		return request_error("bad_filter", "\"filter\" must be an object of column names to values");
-
-	out = palloc0(Max(1, JsonContainerSize(v.val.binary.data)) * sizeof(PlankFilter));
-	it = JsonbIteratorInit(v.val.binary.data);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-	{
-		if (tok == WJB_KEY)
-			column = pnstrdup(v.val.string.val, v.val.string.len);
-		else if (tok == WJB_VALUE)
-		{
-			if (v.type == jbvBinary)
-				return request_error("bad_filter",
-									 "filter value for column \"%s\" must be a string, number, boolean or null",
-									 column);
-			out[n].column = column;
-			out[n].column_len = strlen(column);
-			out[n].value = v;
-			n++;
-		}
-	}
-	*filters = out;
-	*nfilters = n;
+	if ((err = plank_filter_parse(&v, filters, nfilters)) != NULL)
+		return request_error("bad_filter", "%s", err);
 	return NULL;
-}
-
-/* Deep-copy filters into a connection's memory context. */
-static PlankFilter *
-copy_filters(MemoryContext cxt, PlankFilter *filters, int nfilters)
-{
-	PlankFilter *out;
-	int			i;
-
-	if (nfilters == 0)
-		return NULL;
-	out = MemoryContextAlloc(cxt, nfilters * sizeof(PlankFilter));
-	for (i = 0; i < nfilters; i++)
-	{
-		JsonbValue *v = &out[i].value;
-
-		out[i] = filters[i];
-		out[i].column = MemoryContextStrdup(cxt, filters[i].column);
-		if (v->type == jbvString)
-		{
-			char	   *s = MemoryContextAlloc(cxt, v->val.string.len + 1);
-
-			memcpy(s, filters[i].value.val.string.val, v->val.string.len);
-			s[v->val.string.len] = '\0';
-			v->val.string.val = s;
-		}
-		else if (v->type == jbvNumeric)
-		{
-			Size		sz = VARSIZE(filters[i].value.val.numeric);
-
-			v->val.numeric = MemoryContextAlloc(cxt, sz);
-			memcpy(v->val.numeric, filters[i].value.val.numeric, sz);
-		}
-	}
-	return out;
 }
 
 /* Is one of the capture triggers from plank.track() there? */
@@ -682,6 +622,13 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 			return hidden_column(name, filters[i].column, roleid, "the table has no such column");
 		if (cols != NIL && !column_in(cols, filters[i].column))
 			return hidden_column(name, filters[i].column, roleid, "the role may not SELECT the column");
+		/* the operator against the column's type: the role may read the column */
+		{
+			char	   *err = plank_filter_resolve(&filters[i], get_atttype(relid, attnum));
+
+			if (err != NULL)
+				return request_error("bad_filter", "%s", err);
+		}
 	}
 	*columns = cols;
 
@@ -694,8 +641,8 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 /*
  * The query of a snapshot: the current rows of a table that pass the
  * filters, as JSON texts (row_to_json, as the capture trigger renders rows),
- * only the columns the role may read, filtered with jsonb equality as
- * changes are.  Plank's own SQL: every name is qualified and every value a
+ * only the columns the role may read, filtered as changes are
+ * (plank_filter_sql()).  Plank's own SQL: every name is qualified and every value a
  * quoted literal; the row is referred to as plank_row.* (a whole-row
  * reference no column name can shadow); a check worker runs it as the client's role (so that its
  * privileges and row-level security policies apply).
@@ -722,17 +669,7 @@ snapshot_sql(const char *schema, const char *relname, List *columns,
 	}
 	appendStringInfoString(&query, " AS plank_row WHERE true");
 	for (f = 0; f < nfilters; f++)
-	{
-		StringInfoData value;
-		Jsonb	   *jb = JsonbValueToJsonb(&filters[f].value);
-
-		initStringInfo(&value);
-		(void) JsonbToCString(&value, &jb->root, VARSIZE(jb));
-		/* the filtered column alone: other columns may hold json that jsonb refuses */
-		appendStringInfo(&query,
-						 " AND pg_catalog.to_jsonb(plank_row.%s) OPERATOR(pg_catalog.=) %s::pg_catalog.jsonb",
-						 quote_identifier(filters[f].column), quote_literal_cstr(value.data));
-	}
+		plank_filter_sql(&query, &filters[f]);
 	return query.data;
 }
 
@@ -892,7 +829,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 
 	sub = new_sub(conn, id, false);
 	sub->ops = ops;
-	sub->filters = copy_filters(conn->mcxt, filters, nfilters);
+	sub->filters = plank_filter_copy(conn->mcxt, filters, nfilters);
 	sub->nfilters = nfilters;
 	sub->relid = relid;
 	sub->rls = rls;
@@ -1065,6 +1002,46 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 	return subscribe_table(conn, jb, id, table, &since, resumed);
 }
 
+/*
+ * publish: a string to a NOTIFY channel's subscribers, with the sender's
+ * role and token sub attached by the server (publish.c).  Any member the
+ * client adds ("role", "sub", "publisher") is ignored.
+ */
+static RequestError *
+handle_publish(PlankConn *conn, Jsonb *jb)
+{
+	bool		bad_channel;
+	char	   *channel = string_member(jb, "channel", &bad_channel);
+	JsonbValue	v;
+
+	if (channel == NULL || bad_channel)
+		return request_error("invalid_message", "publish needs a \"channel\" string");
+	if (member(jb, "payload", &v) == NULL || v.type != jbvString)
+		return request_error("invalid_message", "publish needs a \"payload\" string");
+	if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
+		return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
+	if (strncmp(channel, PLANK_RESERVED_CHANNEL_PREFIX, strlen(PLANK_RESERVED_CHANNEL_PREFIX)) == 0)
+		return request_error("bad_channel",
+							 "channel names starting with \"%s\" are reserved",
+							 PLANK_RESERVED_CHANNEL_PREFIX);
+	switch (plank_publish(&conn->ident, channel, v.val.string.val, v.val.string.len))
+	{
+		case PLANK_PUBLISH_DENIED:
+			ereport(plank_log_level,
+					(errmsg("plank refused a publication on channel \"%s\" to role %s: no grant in plank.publish_grants",
+							channel, conn->ident.role)));
+			return request_error("permission_denied",
+								 "role \"%s\" may not publish to channel \"%s\"", conn->ident.role, channel);
+		case PLANK_PUBLISH_TOO_LARGE:
+			return request_error("payload_too_large",
+								 "the publication is larger than %d bytes: the payload (as a JSON string), channel, role and sub must fit one NOTIFY",
+								 PLANK_PUBLISH_MAX_BYTES);
+		default:
+			MemoryContextSwitchTo(request_cxt);
+			return NULL;
+	}
+}
+
 static RequestError *
 handle_unsubscribe(PlankConn *conn, const char *id)
 {
@@ -1157,7 +1134,7 @@ handle_request(PlankConn *conn, char *msg, int len)
 		err = request_error("invalid_message", "message needs a \"type\" string");
 	else if (!OidIsValid(conn->ident.roleid) && strcmp(type, "auth") != 0 &&
 			 (strcmp(type, "subscribe") == 0 || strcmp(type, "unsubscribe") == 0 ||
-			  strcmp(type, "ping") == 0))
+			  strcmp(type, "ping") == 0 || strcmp(type, "publish") == 0))
 		err = request_error("unauthenticated", "send an auth message with a token first");
 	else if (strcmp(type, "subscribe") == 0)
 	{
@@ -1174,6 +1151,11 @@ handle_request(PlankConn *conn, char *msg, int len)
 	}
 	else if (strcmp(type, "ping") == 0)
 		send_pong(conn, id);
+	else if (strcmp(type, "publish") == 0)
+	{
+		if ((err = handle_publish(conn, jb)) == NULL)
+			send_ack(conn, id, "publish", -1);
+	}
 	else if (strcmp(type, "auth") == 0)
 	{
 		bool		closed;

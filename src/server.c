@@ -835,6 +835,12 @@ conn_open(struct lws *wsi, PlankSession *pss)
  * Tokens come in the first message, not in Sec-WebSocket-Protocol:
  * libwebsockets 4.1 refuses that header beyond 127 bytes, shorter than a JWT.
  */
+#define PLANK_ORIGIN_REFUSED_BODY \
+	"Plank refused this WebSocket handshake: the page's origin (its Origin header) is not " \
+	"allowed. To allow it, add the origin (scheme://host[:port], such as " \
+	"https://app.example) to the setting plank.allowed_origins in postgresql.conf and " \
+	"reload PostgreSQL (SELECT pg_reload_conf()). The server log names the origin refused."
+
 static int
 conn_filter(struct lws *wsi)
 {
@@ -863,7 +869,12 @@ conn_filter(struct lws *wsi)
 		ereport(plank_log_level,
 				(errmsg("plank refused a connection from origin \"%s\"", buf),
 				 errhint("Add the origin to plank.allowed_origins to allow its pages.")));
-		lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+		/*
+		 * A browser shows only the status to the page ("Unexpected response
+		 * code: 403"); the body, in its network panel, names the setting.  It
+		 * does not echo the Origin (text the page chose, in an HTML body).
+		 */
+		lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, PLANK_ORIGIN_REFUSED_BODY);
 		return 1;
 	}
 

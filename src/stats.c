@@ -648,10 +648,9 @@ plank_stats_sub_added(PlankSub *sub, const char *target)
 		initStringInfo(&f);
 		for (j = 0; j < sub->nfilters; j++)
 		{
-			Jsonb	   *v = JsonbValueToJsonb(&sub->filters[j].value);
-
-			appendStringInfo(&f, "%s%s = %s", j ? " AND " : "", sub->filters[j].column,
-							 JsonbToCString(NULL, &v->root, VARSIZE(v)));
+			if (j > 0)
+				appendStringInfoString(&f, " AND ");
+			plank_filter_describe(&f, &sub->filters[j]);
 		}
 		SLOT_BEGIN(s);
 		s->conn_id = sub->conn->id;

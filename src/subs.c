@@ -21,6 +21,7 @@
 #include "commands/async.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
+#include "utils/date.h"
 #include "utils/fmgrprotos.h"
 #include "utils/hsearch.h"
 #include "utils/json.h"
@@ -88,22 +89,26 @@ typedef struct TableAlias
 static List *table_aliases = NIL;	/* of TableAlias, in TopMemoryContext */
 
 /*
- * Reading the log (pull_log).  Change payloads parsed for filters are kept
- * in a cache by sequence number (direct-mapped, PARSE_CACHE entries), so
- * that the connections reading the same stretch of the log parse each
- * payload once.  parse_cxt holds them; it is reset, with the cache, if it
- * ever grows past PARSE_CXT_MAX.
+ * Reading the log (pull_log).  Change payloads parsed for filters (with the
+ * values the filters decoded) are kept in a cache by sequence number
+ * (direct-mapped, PARSE_CACHE entries), so that the connections reading the
+ * same stretch of the log parse each payload once.  They live in one of two
+ * memory contexts, generations: when the current one passes PARSE_GEN_MAX,
+ * the other is emptied, with the cache entries it held, and becomes the
+ * current one.  So the cache takes at most about twice PARSE_GEN_MAX.
  */
 #define PARSE_CACHE 4096
-#define PARSE_CXT_MAX (64 * 1024 * 1024)
+#define PARSE_GEN_MAX (4 * 1024 * 1024)
 
 typedef struct ParsedEntry
 {
 	uint64		seq;			/* 0: empty */
+	int			gen;			/* the generation it was parsed in */
 	PlankPayload *parsed;
 } ParsedEntry;
 
-static MemoryContext parse_cxt = NULL;
+static MemoryContext parse_cxt[2];
+static int	parse_gen = 0;
 static ParsedEntry parse_cache[PARSE_CACHE];
 
 static bool pull_log(PlankConn *conn, int max_msgs, size_t max_bytes);
@@ -124,8 +129,10 @@ plank_subs_init(void)
 	ctl.entrysize = sizeof(ChannelEntry);
 	channel_index = hash_create("plank channel subscriptions", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 
-	parse_cxt = AllocSetContextCreate(TopMemoryContext, "plank parsed payloads",
-									  ALLOCSET_DEFAULT_SIZES);
+	parse_cxt[0] = AllocSetContextCreate(TopMemoryContext, "plank parsed payloads",
+										 ALLOCSET_DEFAULT_SIZES);
+	parse_cxt[1] = AllocSetContextCreate(TopMemoryContext, "plank parsed payloads",
+										 ALLOCSET_DEFAULT_SIZES);
 	plank_server_set_filler(pull_log);
 }
 
@@ -381,8 +388,7 @@ plank_subs_remove(PlankSub *sub)
 			hash_search(table_index, &entry->key, HASH_REMOVE, NULL);
 	}
 
-	if (sub->filters)
-		pfree(sub->filters);
+	plank_filter_free(sub->filters, sub->nfilters);
 	pfree(sub->prefix);
 	pfree(sub->id);
 	pfree(sub);
@@ -566,6 +572,93 @@ plank_json_key_is(const PlankJsonMember *m, const char *name)
 	return m->keylen == len + 2 && m->key[0] == '"' && memcmp(m->key + 1, name, len) == 0;
 }
 
+#define MATCH_NO		0
+#define MATCH_YES		1
+#define MATCH_UNKNOWN	2		/* the row image lacks a filtered column */
+
+/*
+ * A row image member's value as the filters read it, decoded once per change
+ * however many subscriptions filter on it (PlankPayload.values).
+ */
+typedef struct MemberValue
+{
+	bool		have_str;
+	bool		have_num;
+	char	   *str;			/* de-escaped string; NULL: not one, or unreadable */
+	int			strlen;
+	Numeric		num;			/* NULL: not a number numeric reads */
+	text	   *txt;			/* str as text, for like and ilike */
+	bool		have_time;
+	bool		time_ok;
+	Datum		time;			/* a string read as its column's time type */
+} MemberValue;
+
+static MemberValue *
+member_value(const PlankPayload *p, int which, int i)
+{
+	MemberValue *vals = (MemberValue *) p->values[which];
+
+	if (vals == NULL)
+	{
+		vals = palloc0(Max(1, p->nrows[which]) * sizeof(MemberValue));
+		((PlankPayload *) p)->values[which] = vals;
+	}
+	return &vals[i];
+}
+
+/* The member's string, de-escaped, or NULL (not a string, or no form in the database) */
+static const char *
+value_string(MemberValue *mv, const PlankJsonMember *m, int *len)
+{
+	if (!mv->have_str)
+	{
+		mv->have_str = true;
+		if (m->type == JSON_TOKEN_STRING)
+			mv->str = plank_json_string(m->value, m->valuelen, &mv->strlen);
+	}
+	*len = mv->strlen;
+	return mv->str;
+}
+
+/*
+ * The member as a numeric: a JSON number, or a string numeric reads ("NaN",
+ * "Infinity", as float columns render them); NULL otherwise, and for a
+ * number outside numeric's range.
+ */
+static Numeric
+value_numeric(MemberValue *mv, const PlankJsonMember *m)
+{
+	if (!mv->have_num)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		char	   *text = NULL;
+		int			len;
+
+		mv->have_num = true;
+		if (m->type == JSON_TOKEN_NUMBER)
+			text = pnstrdup(m->value, m->valuelen);
+		else if (m->type == JSON_TOKEN_STRING && value_string(mv, m, &len) != NULL)
+			text = mv->str;
+		if (text != NULL)
+		{
+			PG_TRY();
+			{
+				mv->num = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+															  ObjectIdGetDatum(InvalidOid),
+															  Int32GetDatum(-1)));
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(cxt);
+				FlushErrorState();
+				mv->num = NULL;
+			}
+			PG_END_TRY();
+		}
+	}
+	return mv->num;
+}
+
 /*
  * JSON equality of a member's value and a filter's scalar, with jsonb's
  * rules (1 = 1.0, "1" <> 1).  A value that has no jsonb form (a string
@@ -573,7 +666,7 @@ plank_json_key_is(const PlankJsonMember *m, const char *name)
  * since every filter value has one.
  */
 static bool
-member_equals(const PlankJsonMember *m, const JsonbValue *fv)
+member_equals(MemberValue *mv, const PlankJsonMember *m, const JsonbValue *fv)
 {
 	switch (m->type)
 	{
@@ -586,53 +679,196 @@ member_equals(const PlankJsonMember *m, const JsonbValue *fv)
 		case JSON_TOKEN_STRING:
 			{
 				int			len;
-				char	   *str;
+				const char *str;
 
 				if (fv->type != jbvString)
 					return false;
-				str = plank_json_string(m->value, m->valuelen, &len);
+				str = value_string(mv, m, &len);
 				return str != NULL && len == fv->val.string.len &&
 					memcmp(str, fv->val.string.val, len) == 0;
 			}
 		case JSON_TOKEN_NUMBER:
 			{
-				MemoryContext cxt = CurrentMemoryContext;
-				char	   *num;
-				volatile bool equal = false;
+				Numeric		num;
 
 				if (fv->type != jbvNumeric)
 					return false;
-				num = pnstrdup(m->value, m->valuelen);
-				PG_TRY();
-				{
-					Datum		d = DirectFunctionCall3(numeric_in, CStringGetDatum(num),
-														ObjectIdGetDatum(InvalidOid),
-														Int32GetDatum(-1));
-
-					equal = DatumGetBool(DirectFunctionCall2(numeric_eq, d,
-															 NumericGetDatum(fv->val.numeric)));
-				}
-				PG_CATCH();
-				{
-					/* out of numeric's range: no filter value equals it */
-					MemoryContextSwitchTo(cxt);
-					FlushErrorState();
-					equal = false;
-				}
-				PG_END_TRY();
-				return equal;
+				num = value_numeric(mv, m);
+				return num != NULL &&
+					DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+													  NumericGetDatum(fv->val.numeric))) == 0;
 			}
 		default:
 			return false;
 	}
 }
 
-#define MATCH_NO		0
-#define MATCH_YES		1
-#define MATCH_UNKNOWN	2		/* the row image lacks a filtered column */
+/*
+ * The instant, timestamp or date a member's string holds, read with the
+ * type's input function under TimeZone UTC and DateStyle ISO, YMD (the
+ * output settings the capture renders with); false when it holds none.
+ */
+static bool
+member_time(MemberValue *mv, const PlankJsonMember *m, PlankFilterKind kind, Datum *out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *str;
+	int			len;
 
-/* The member of a row image named like a filter's column, or NULL. */
-static const PlankJsonMember *
+	if (!mv->have_time)
+	{
+		mv->have_time = true;
+		if ((str = value_string(mv, m, &len)) != NULL)
+		{
+			PG_TRY();
+			{
+				mv->time = plank_filter_time_in(kind, str);
+				mv->time_ok = true;
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(cxt);
+				FlushErrorState();
+				mv->time_ok = false;
+			}
+			PG_END_TRY();
+		}
+	}
+	*out = mv->time;
+	return mv->time_ok;
+}
+
+/* Compare a member's time with a filter's i-th bound: -1, 0, 1; -2: no time. */
+static int
+member_time_cmp(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f, int i)
+{
+	Datum		d;
+
+	if (!member_time(mv, m, f->kind, &d))
+		return -2;
+	if (f->kind == PLANK_KIND_DATE)
+		return (DatumGetDateADT(d) > DatumGetDateADT(f->bounds[i])) -
+			(DatumGetDateADT(d) < DatumGetDateADT(f->bounds[i]));
+	return (DatumGetInt64(d) > DatumGetInt64(f->bounds[i])) -
+		(DatumGetInt64(d) < DatumGetInt64(f->bounds[i]));
+}
+
+/*
+ * Equality of a member's value with a filter's i-th operand: JSON equality,
+ * or on a timestamp or date column, for a string operand, the same time.
+ */
+static bool
+member_equals_operand(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f, int i)
+{
+	if (f->bounds != NULL && f->values[i].type == jbvString)
+		return m->type == JSON_TOKEN_STRING && member_time_cmp(mv, m, f, i) == 0;
+	return member_equals(mv, m, &f->values[i]);
+}
+
+/*
+ * Does a member's value pass one filter?  docs/PROTOCOL.md "Filters": eq,
+ * in and is compare JSON values (null equals null); every other operator
+ * is false for a null value, as SQL's comparisons are, and for a value it
+ * cannot read as the column's kind.
+ */
+static bool
+member_passes(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f)
+{
+	int			cmp;
+
+	switch (f->op)
+	{
+		case PLANK_FILTER_EQ:
+		case PLANK_FILTER_IS:
+			return member_equals_operand(mv, m, f, 0);
+		case PLANK_FILTER_IN:
+			for (int i = 0; i < f->nvalues; i++)
+				if (member_equals_operand(mv, m, f, i))
+					return true;
+			return false;
+		case PLANK_FILTER_NEQ:
+			if (m->type == JSON_TOKEN_NULL)
+				return false;
+			if (f->bounds != NULL && f->values[0].type == jbvString)
+			{
+				cmp = m->type == JSON_TOKEN_STRING ? member_time_cmp(mv, m, f, 0) : 1;
+				return cmp != 0 && cmp != -2;
+			}
+			/* a value with no jsonb form is unknown: neither equal nor not */
+			if ((m->type == JSON_TOKEN_STRING && value_string(mv, m, &cmp) == NULL) ||
+				(m->type == JSON_TOKEN_NUMBER && value_numeric(mv, m) == NULL))
+				return false;
+			return !member_equals(mv, m, &f->values[0]);
+		case PLANK_FILTER_LIKE:
+		case PLANK_FILTER_ILIKE:
+			{
+				const char *str;
+				int			len;
+
+				if ((str = value_string(mv, m, &len)) == NULL)
+					return false;
+				if (mv->txt == NULL)
+					mv->txt = cstring_to_text_with_len(str, len);
+				return plank_filter_like(f, mv->txt);
+			}
+		default:
+			break;
+	}
+
+	/* lt, lte, gt, gte */
+	if (m->type == JSON_TOKEN_NULL)
+		return false;
+	switch (f->kind)
+	{
+		case PLANK_KIND_NUMBER:
+			{
+				Numeric		num = value_numeric(mv, m);
+
+				if (num == NULL)
+					return false;
+				cmp = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+														NumericGetDatum(f->values[0].val.numeric)));
+				break;
+			}
+		case PLANK_KIND_TEXT:
+			{
+				const char *str;
+				int			len;
+
+				if ((str = value_string(mv, m, &len)) == NULL)
+					return false;
+				/* byte order, as varstr_cmp() under COLLATE "C" */
+				cmp = memcmp(str, f->values[0].val.string.val, Min(len, f->values[0].val.string.len));
+				if (cmp == 0)
+					cmp = (len > f->values[0].val.string.len) - (len < f->values[0].val.string.len);
+				break;
+			}
+		case PLANK_KIND_TIMESTAMPTZ:
+		case PLANK_KIND_TIMESTAMP:
+		case PLANK_KIND_DATE:
+			if ((cmp = member_time_cmp(mv, m, f, 0)) == -2)
+				return false;
+			break;
+		default:
+			return false;
+	}
+	switch (f->op)
+	{
+		case PLANK_FILTER_LT:
+			return cmp < 0;
+		case PLANK_FILTER_LTE:
+			return cmp <= 0;
+		case PLANK_FILTER_GT:
+			return cmp > 0;
+		case PLANK_FILTER_GTE:
+			return cmp >= 0;
+		default:
+			return false;
+	}
+}
+
+/* The index of the member of a row image named like a filter's column, or -1. */
+static int
 row_member(const PlankJsonMember *row, int n, const char *name, int len)
 {
 	for (int i = 0; i < n; i++)
@@ -642,36 +878,45 @@ row_member(const PlankJsonMember *row, int n, const char *name, int len)
 		char	   *key;
 
 		if (m->keylen == len + 2 && memcmp(m->key + 1, name, len) == 0 && m->key[0] == '"')
-			return m;
+			return i;
 		if (memchr(m->key, '\\', m->keylen) == NULL)
 			continue;
 		key = plank_json_string(m->key, m->keylen, &klen);
 		if (key != NULL && klen == len && memcmp(key, name, len) == 0)
-			return m;
+			return i;
 	}
-	return NULL;
+	return -1;
 }
 
-/* Compare a row image (NULL when absent) with the filters. */
+/*
+ * Compare a row image (NULL when absent) with the filters.  The decoded
+ * values are kept with the payload, in its memory context: they live as long
+ * as it does, whatever context the caller runs in.
+ */
 static int
 match_image(const PlankSub *sub, const PlankPayload *p, int which)
 {
 	int			result = MATCH_YES;
 	int			i;
+	MemoryContext old;
 
 	if (p->rows[which] == NULL)
 		return MATCH_UNKNOWN;
+	old = MemoryContextSwitchTo(GetMemoryChunkContext((void *) p));
 	for (i = 0; i < sub->nfilters; i++)
 	{
-		const PlankJsonMember *m = row_member(p->rows[which], p->nrows[which],
-											  sub->filters[i].column,
-											  sub->filters[i].column_len);
+		const PlankFilter *f = &sub->filters[i];
+		int			m = row_member(p->rows[which], p->nrows[which], f->column, f->column_len);
 
-		if (m == NULL)
+		if (m < 0)
 			result = MATCH_UNKNOWN;
-		else if (!member_equals(m, &sub->filters[i].value))
-			return MATCH_NO;
+		else if (!member_passes(member_value(p, which, m), &p->rows[which][m], f))
+		{
+			result = MATCH_NO;
+			break;
+		}
 	}
+	MemoryContextSwitchTo(old);
 	return result;
 }
 
@@ -1191,26 +1436,17 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 	plank_access_batch_done();
 }
 
-/* Free a payload parsed by plank_event_payload() */
-static void
-payload_free(PlankPayload *p)
-{
-	if (p->members)
-		pfree(p->members);
-	for (int r = 0; r < 3; r++)
-		if (p->rows[r])
-			pfree(p->rows[r]);
-	pfree(p);
-}
-
-/* Begin a read of the log: keep parse_cxt bounded. */
+/* Begin a read of the log: keep the parse cache's memory bounded. */
 static void
 pull_begin(void)
 {
-	if (MemoryContextMemAllocated(parse_cxt, false) > PARSE_CXT_MAX)
+	if (MemoryContextMemAllocated(parse_cxt[parse_gen], false) > PARSE_GEN_MAX)
 	{
-		MemoryContextReset(parse_cxt);
-		memset(parse_cache, 0, sizeof(parse_cache));
+		parse_gen = 1 - parse_gen;
+		MemoryContextReset(parse_cxt[parse_gen]);
+		for (int i = 0; i < PARSE_CACHE; i++)
+			if (parse_cache[i].gen == parse_gen)
+				parse_cache[i].seq = 0;
 	}
 }
 
@@ -1283,10 +1519,9 @@ pull_one(PlankEvent *ev, void *arg)
 	}
 	if (ev->parsed != NULL && pe->seq != ev->seq)
 	{
-		/* parsed now (in parse_cxt): it takes the place of the entry's */
-		if (pe->seq != 0)
-			payload_free(pe->parsed);
+		/* parsed now, in the current generation: it takes the entry's place */
 		pe->seq = ev->seq;
+		pe->gen = parse_gen;
 		pe->parsed = ev->parsed;
 	}
 	ev->parsed = NULL;			/* the ring's events keep no parse */
@@ -1341,7 +1576,7 @@ pull_log(PlankConn *conn, int max_msgs, size_t max_bytes)
 	ps.max_msgs = max_msgs;
 	ps.max_bytes = max_bytes;
 	ps.full = false;
-	old = MemoryContextSwitchTo(parse_cxt);
+	old = MemoryContextSwitchTo(parse_cxt[parse_gen]);
 	plank_ring_walk(conn->cursor, pull_one, &ps);
 	MemoryContextSwitchTo(old);
 	if (!ps.full && !conn->closing)

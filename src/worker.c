@@ -279,6 +279,8 @@ listen_change_channel(void)
 	plank_events_cleanup_overflow();
 	PopActiveSnapshot();
 	Async_Listen(plank_change_channel());
+	/* clients' publications (publish.c) */
+	Async_Listen(plank_publish_channel());
 	CommitTransactionCommand();
 }
 
