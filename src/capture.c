@@ -11,7 +11,13 @@
  * under NOTIFY's limit, or as arrays of about 1 MB stored in plank.overflow
  * and referenced by one notification each.  The worker (events.c) expands
  * them into one event per row.  Each row's change is built by
- * append_change(), which the older FOR EACH ROW form shares.
+ * append_change(), which the FOR EACH ROW form shares.
+ *
+ * On a logical replication subscriber, the apply worker fires row triggers
+ * only, and only those enabled for replica: plank.track() adds FOR EACH ROW
+ * triggers enabled that way, so that changes applied from the primary are
+ * sent as local writes are (one notification per row, the same payloads, the
+ * apply transaction's boundaries).  docs/SCALING.md describes the topology.
  *
  * NOTIFY is transactional: the notification is queued by Async_Notify and
  * delivered only when the writer's transaction commits, in commit order, and
@@ -37,6 +43,7 @@
 #include "catalog/partition.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_subscription_rel.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/dbcommands.h"
@@ -49,6 +56,8 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
+#include "replication/origin.h"
+#include "replication/worker_internal.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -88,6 +97,14 @@ static LocalTransactionId truncated_lxid = InvalidLocalTransactionId;
 static SubTransactionId truncated_subxid = InvalidSubTransactionId;
 static CommandId truncated_cid = InvalidCommandId;
 static List *truncated_covered = NIL;
+
+/*
+ * In a logical replication worker: the local transaction that last applied a
+ * tracked change, and whether the commit callback is registered (once per
+ * process).
+ */
+static LocalTransactionId applied_lxid = InvalidLocalTransactionId;
+static bool origin_callback_registered = false;
 
 /* Render a whole tuple with row_to_json (PostgreSQL's JSON conversion). */
 static text *
@@ -896,6 +913,61 @@ truncate_covered(Relation rel, Trigger *trigger)
 }
 
 /*
+ * origin_xact_callback
+ *		Just before an apply transaction that sent tracked changes commits,
+ *		record the origin's position for plank.stats, /health and /metrics:
+ *		the apply worker has then set replorigin_session_origin_lsn and
+ *		_timestamp to the primary's commit end LSN and commit time
+ *		(apply_handle_commit_internal in
+ *		src/backend/replication/logical/worker.c of PostgreSQL 15).
+ */
+static void
+origin_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_PRE_COMMIT || MyProc->lxid != applied_lxid)
+		return;
+	if (replorigin_session_origin == InvalidRepOriginId ||
+		XLogRecPtrIsInvalid(replorigin_session_origin_lsn))
+		return;
+	plank_stats_origin_commit(replorigin_session_origin_lsn,
+							  replorigin_session_origin_timestamp);
+}
+
+/*
+ * replica_change_sent
+ *		For a trigger that plank.track() enabled for replica only
+ *		(plank_replica_<op>, ENABLE REPLICA): whether this firing sends its
+ *		change.  Such triggers fire only under session_replication_role =
+ *		replica, where the statement triggers do not.  They send in the
+ *		logical replication workers (changes applied from the primary, and
+ *		the catch-up of a table's synchronisation), never for the initial
+ *		COPY of a table's synchronisation (its existing rows are not new
+ *		changes: clients read them with a snapshot), nor in an ordinary
+ *		session that set session_replication_role = replica (a bulk load
+ *		that bypasses triggers on purpose).  Notes the transaction for
+ *		origin_xact_callback.
+ */
+static bool
+replica_change_sent(Trigger *trigger)
+{
+	if (trigger->tgenabled != TRIGGER_FIRES_ON_REPLICA)
+		return true;
+	if (MyLogicalRepWorker == NULL)
+		return false;
+	/* the initial COPY runs while the table is in the DATASYNC state (tablesync.c) */
+	if (OidIsValid(MyLogicalRepWorker->relid) &&
+		MyLogicalRepWorker->relstate == SUBREL_STATE_DATASYNC)
+		return false;
+	if (!origin_callback_registered)
+	{
+		RegisterXactCallback(origin_xact_callback, NULL);
+		origin_callback_registered = true;
+	}
+	applied_lxid = MyProc->lxid;
+	return true;
+}
+
+/*
  * plank_capture
  *		Trigger function plank.capture(), attached by plank.track():
  *		- AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT, one event per
@@ -906,9 +978,11 @@ truncate_covered(Relation rel, Trigger *trigger)
  *		  on a partition (plank_partition_truncate), it names the tracked
  *		  table and, in "partition", the partition truncated; nothing when a
  *		  TRUNCATE of an ancestor in the same statement already sent one;
- *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW (what plank.track()
- *		  made before statement triggers, still accepted): one notification
- *		  per row.
+ *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW: one notification per
+ *		  row; plank.track() makes them ENABLE REPLICA (plank_replica_<op>)
+ *		  for the changes a logical replication subscription applies, where
+ *		  statement triggers never fire (replica_change_sent);
+ *		- the same ENABLE REPLICA for AFTER TRUNCATE (plank_replica_truncate).
  *		Arguments (from plank.track): none (every column), or 'columns', c1,
  *		c2... (those and the identity key), or 'exclude', c1, c2... (all but
  *		those).  Each change is a JSON object, and a notification on the
@@ -940,6 +1014,9 @@ plank_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("plank.capture() must be fired AFTER"),
 				 errhint("Attach it with plank.track(table).")));
+
+	if (!replica_change_sent(trigdata->tg_trigger))
+		return PointerGetDatum(NULL);
 
 	target.rel = trigdata->tg_relation;
 	target.part_schema = target.part_table = NULL;

@@ -11,6 +11,8 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
 /*
@@ -281,6 +283,9 @@ extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 /* capture.c */
 extern const char *const plank_output_settings[][2];
 extern int	plank_output_settings_push(void);
+
+/* stats.c, from capture.c in a logical replication worker */
+extern void plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed);
 
 /* protocol.c */
 typedef enum PlankReadable
