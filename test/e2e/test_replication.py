@@ -405,6 +405,20 @@ def apply_changes(state, msgs, sub):
     return state
 
 
+def wait_replicated():
+    """Wait until both subscribers have the primary's rows of items."""
+    want = q("primary", "SELECT count(*), coalesce(sum(id), 0) FROM items")[0]
+    for node in ("sub1", "sub2"):
+        poll(lambda: q(node, "SELECT count(*), coalesce(sum(id), 0) FROM items")[0] == want,
+             what=f"{node} to have the primary's rows")
+
+
+def small_items_table():
+    """Snapshots are complete under plank.snapshot_limit: drop the bulk rows."""
+    q("primary", "DELETE FROM items WHERE name = 'bulk'")
+    wait_replicated()
+
+
 def primary_items():
     return {i: n for i, n in q("primary", "SELECT id, name FROM items")}
 
@@ -524,6 +538,8 @@ def test_local_writes_on_a_subscriber_still_sent(clusters):
 
 
 def test_client_moving_to_the_other_node_is_told_to_resync(clusters):
+    small_items_table()
+
     async def body():
         a = await Client.open(url=ws_url("sub1"), keep_commits=True)
         try:
@@ -550,6 +566,7 @@ def test_client_moving_to_the_other_node_is_told_to_resync(clusters):
 
 
 def test_subscriber_restarted_mid_stream_catches_up(clusters):
+    small_items_table()
     stop_writing = threading.Event()
     written = []
 
