@@ -418,6 +418,10 @@ typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
 extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
 extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg);
 
+/* origin.c */
+extern bool plank_origin_parse(const char *text, XLogRecPtr *lsn);
+extern uint64 plank_origin_find(XLogRecPtr lsn, uint32 n);
+
 /* subs.c */
 extern void plank_subs_init(void);
 extern void plank_subs_add_table(PlankSub *sub, const char *schema, const char *table);

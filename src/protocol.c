@@ -152,7 +152,49 @@ typedef struct Since
 	bool		given;
 	char	   *epoch;
 	uint64		seq;
+	bool		has_origin;		/* "origin" and "n": a change's origin position */
+	XLogRecPtr	origin;
+	uint32		origin_n;
 } Since;
+
+/*
+ * The optional "origin" (an LSN string) and "n" (an integer from 1 to
+ * 2^32 - 1) of a "since" object (container): the origin position of the
+ * client's last change, for resuming on another node (origin.c).
+ */
+static RequestError *
+parse_since_origin(JsonbContainer *container, Since *since)
+{
+	JsonbValue	o;
+	JsonbValue	n;
+	bool		has_o = getKeyJsonValueFromContainer(container, "origin", 6, &o) != NULL;
+	bool		has_n = getKeyJsonValueFromContainer(container, "n", 1, &n) != NULL;
+	char	   *text;
+
+	since->has_origin = false;
+	if (!has_o && !has_n)
+		return NULL;
+	if (!has_o || !has_n || o.type != jbvString || n.type != jbvNumeric)
+		return request_error("invalid_message",
+							 "\"since\".\"origin\" (a string) and \"since\".\"n\" (a number) go together");
+	text = pnstrdup(o.val.string.val, o.val.string.len);
+	if (!plank_origin_parse(text, &since->origin))
+		return request_error("invalid_message",
+							 "\"since\".\"origin\" must be an LSN such as \"0/16B3748\"");
+	{
+		Datum		num = NumericGetDatum(n.val.numeric);
+		Datum		floor = DirectFunctionCall1(numeric_floor, num);
+
+		if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, floor)) ||
+			!DatumGetBool(DirectFunctionCall2(numeric_ge, num, NumericGetDatum(int64_to_numeric(1)))) ||
+			!DatumGetBool(DirectFunctionCall2(numeric_le, num, NumericGetDatum(int64_to_numeric(PG_UINT32_MAX)))))
+			return request_error("invalid_message",
+								 "\"since\".\"n\" must be an integer from 1 to 4294967295");
+		since->origin_n = (uint32) DatumGetInt64(DirectFunctionCall1(numeric_int8, num));
+	}
+	since->has_origin = true;
+	return NULL;
+}
 
 static RequestError *
 parse_since(Jsonb *jb, Since *since)
@@ -162,6 +204,7 @@ parse_since(Jsonb *jb, Since *since)
 	JsonbValue	q;
 
 	since->given = false;
+	since->has_origin = false;
 	if (member(jb, "since", &v) == NULL)
 		return NULL;
 	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data) ||
@@ -187,7 +230,7 @@ parse_since(Jsonb *jb, Since *since)
 	}
 	since->epoch = pnstrdup(e.val.string.val, e.val.string.len);
 	since->given = true;
-	return NULL;
+	return parse_since_origin(v.val.binary.data, since);
 }
 
 /*
@@ -1034,6 +1077,17 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 		return request_error("invalid_message", "subscribe needs exactly one of \"table\" and \"channel\"");
 	if ((err = parse_since(jb, &since)) != NULL)
 		return err;
+	if (since.given && since.has_origin && !channel && strcmp(since.epoch, plank_epoch) != 0)
+	{
+		/* another node's (or worker's) position: the same change in this ring */
+		uint64		seq = plank_origin_find(since.origin, since.origin_n);
+
+		if (seq > 0)
+		{
+			since.epoch = pstrdup(plank_epoch);
+			since.seq = seq;
+		}
+	}
 	if (find_sub(conn, id) != NULL)
 		return request_error("duplicate_subscription", "subscription \"%s\" already exists", id);
 	if (conn->nsubs >= plank_max_subscriptions)

@@ -10,8 +10,10 @@ serving its database, plus nginx in front of the two subscribers. Promised:
   tables, a row over 8 kB, UPDATE, DELETE, TRUNCATE), directly and through nginx;
 - the initial table synchronisation sends nothing, and /health says "syncing" (HTTP 503)
   while it runs;
-- positions (epoch, seq) are per node: a client that moves to the other subscriber and
-  resumes with its `since` is told resync_required, and converges with a snapshot;
+- a change applied from the primary carries its origin position ("origin", "n"), the
+  same on every subscriber: a client that moves to the other subscriber resumes after
+  its last change with no gap and no duplicate; a position the node does not hold gets
+  resync_required;
 - a subscriber restarted mid-stream catches up, and its clients resume (resync, snapshot,
   then changes) to exactly the primary's rows;
 - /health, /metrics and plank.stats report the subscription's state and the lag.
@@ -466,6 +468,7 @@ def test_every_change_on_every_node_once_in_commit_order(clusters):
     ]
     expected_notes = [[("notes", "INSERT", base + 4)], [("notes", "TRUNCATE", None)]]
     nodes = ("sub1", "sub2", "nginx", "nginx")
+    streams = {}
 
     async def body():
         clients = [await Client.open(url=ws_url(n), keep_commits=True) for n in nodes]
@@ -496,6 +499,12 @@ def test_every_change_on_every_node_once_in_commit_order(clusters):
                          and key_of(m)[2] == base + 4]
                 assert order == [("items", "INSERT", base + 4), ("notes", "INSERT", base + 4),
                                  ("items", "UPDATE", base + 4)], f"{n}: {order}"
+                # every change applied from the primary carries its origin position,
+                # the same on both subscribers
+                positions = [(key_of(m), m["change"].get("origin"), m["change"]["n"])
+                             for m in msgs if m["type"] == "change"]
+                assert all(isinstance(p[1], str) for p in positions), positions[:3]
+                streams[n] = streams.get(n) or positions
                 # the row over 8 kB arrives whole
                 bigrow = [m for m in msgs if m["type"] == "change"
                           and key_of(m) == ("items", "INSERT", base + 5)]
@@ -506,6 +515,7 @@ def test_every_change_on_every_node_once_in_commit_order(clusters):
                 await c.close()
 
     run(body(), timeout=150)
+    assert streams["sub1"] == streams["sub2"]
     # the stats of each subscriber show the origin position
     lsn = q("primary", "SELECT pg_current_wal_lsn()")[0][0]
     for node in ("sub1", "sub2"):
@@ -537,29 +547,74 @@ def test_local_writes_on_a_subscriber_still_sent(clusters):
     q("sub2", "DELETE FROM notes WHERE id = -1")
 
 
-def test_client_moving_to_the_other_node_is_told_to_resync(clusters):
+def origin_since(msg):
+    """The since of a change message: this node's epoch and seq, and the origin
+    position that every node shares."""
+    return {"epoch": msg["epoch"], "seq": msg["seq"], "origin": msg["change"]["origin"],
+            "n": msg["change"]["n"]}
+
+
+def test_client_moving_to_the_other_node_resumes_by_origin(clusters):
     small_items_table()
 
     async def body():
         a = await Client.open(url=ws_url("sub1"), keep_commits=True)
         try:
             await a.subscribe("items", table="public.items")
-            await asyncio.to_thread(q, "primary", "INSERT INTO items VALUES (200001, 'move')")
-            change, commit = await a.events("items", 2)
-            since = {"epoch": commit["epoch"], "seq": commit["seq"]}
+            await asyncio.to_thread(tx, "primary", [
+                ("INSERT INTO items VALUES (200001, 'move1')", None),
+                ("INSERT INTO items VALUES (200002, 'move2')", None)])
+            first, second, commit = await a.events("items", 3)
+            assert commit["type"] == "commit", commit
+            assert first["change"]["origin"] == second["change"]["origin"], (first, second)
         finally:
             await a.close()
+        # while the client is away: two more transactions
+        await asyncio.to_thread(q, "primary", "INSERT INTO items VALUES (200003, 'move3')")
+        await asyncio.to_thread(tx, "primary", [
+            ("INSERT INTO items VALUES (200004, 'move4')", None),
+            ("UPDATE items SET name = 'moved' WHERE id = 200001", None)])
+        await asyncio.to_thread(wait_replicated)
+        after_tx1 = [("items", "INSERT", 200003), "commit", ("items", "INSERT", 200004),
+                     ("items", "UPDATE", 200001), "commit"]
+
+        def keys(msgs):
+            return [key_of(m) if m["type"] == "change" else m["type"] for m in msgs]
+
         b = await Client.open(url=ws_url("sub2"), keep_commits=True)
         try:
-            assert b.welcome["epoch"] != since["epoch"]
+            assert b.welcome["epoch"] != first["epoch"]
+            # from the client's last change: exactly what came after it
             pushed, ack = await b.request_all({"type": "subscribe", "id": "items",
-                                               "table": "public.items", "since": since,
-                                               "snapshot": True})
-            assert ack["type"] == "ack" and ack["resumed"] is False, ack
-            assert [m["type"] for m in pushed] == ["resync_required", "snapshot"], pushed
-            state = apply_changes({}, pushed, "items")
-            assert state.get(200001) == "move"
-            assert state == await asyncio.to_thread(primary_items)
+                                               "table": "public.items",
+                                               "since": origin_since(second)})
+            assert ack["type"] == "ack" and ack["resumed"] is True, ack
+            assert keys(pushed) == after_tx1, pushed
+            # from inside a transaction: the rest of it, its commit, and the others
+            pushed, ack = await b.request_all({"type": "subscribe", "id": "mid",
+                                               "table": "public.items",
+                                               "since": origin_since(first)})
+            assert ack["resumed"] is True, ack
+            assert keys(pushed) == [("items", "INSERT", 200002), "commit"] + after_tx1, pushed
+            # every change keeps its origin and n from node to node
+            assert pushed[0]["change"]["origin"] == second["change"]["origin"]
+            assert pushed[0]["change"]["n"] == second["change"]["n"]
+            # a position this node does not hold: resync
+            gone = dict(origin_since(second), origin="0/10")
+            pushed, ack = await b.request_all({"type": "subscribe", "id": "gone",
+                                               "table": "public.items", "since": gone})
+            assert ack["resumed"] is False, ack
+            assert [m["type"] for m in pushed] == ["resync_required"], pushed
+            # malformed origin positions are refused
+            for bad in ({"origin": "zz"}, {"origin": "0/10"}, {"n": 1},
+                        {"origin": "0/10", "n": 0}, {"origin": "0/10", "n": 1.5},
+                        {"origin": "123456789/0", "n": 1}):
+                since = {"epoch": first["epoch"], "seq": first["seq"]}
+                since.update(bad)
+                reply = await b.request({"type": "subscribe", "id": "bad",
+                                         "table": "public.items", "since": since})
+                assert reply["type"] == "error" and reply["code"] == "invalid_message", \
+                    (bad, reply)
         finally:
             await b.close()
     run(body())
