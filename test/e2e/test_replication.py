@@ -20,7 +20,8 @@ serving its database, plus nginx in front of the two subscribers. Promised:
 
 Ports: PLANK_REPL_PGPORT (default 5481; the subscribers use the next two), and
 PLANK_REPL_PORT (default 18481; Plank on the primary, the subscribers on the next two,
-nginx on the one after). Binaries: PLANK_PGBIN (default /usr/lib/postgresql/15/bin).
+nginx on the one after). Binaries: PLANK_PGBIN (default /usr/lib/postgresql/15/bin);
+Debian's nginx, installed with apt-get when it is missing.
 Every cluster is stopped by its data directory (pg_ctl stop) and nginx by its PID file
 at the end, also after a failure. PLANK_REPL_KEEP=1 keeps the temporary directory."""
 
@@ -196,6 +197,25 @@ def conninfo(node):
     return f"host=127.0.0.1 port={PGPORTS[node]} user=postgres dbname={DB}"
 
 
+def ensure_nginx():
+    """Debian's nginx, installed with apt-get when it is missing, as
+    test/packaging/run.sh does (its service is not used: the test runs its own)."""
+    global NGINX
+    if os.path.exists(NGINX):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(sudo + ["apt-get", "update", "-qq"], env=env, capture_output=True,
+                   timeout=300, check=False)
+    r = subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "-o", "Dpkg::Use-Pty=0",
+                               "nginx"], env=env, capture_output=True, text=True,
+                       timeout=600, check=False)
+    NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+    if r.returncode != 0 or not os.path.exists(NGINX):
+        pytest.fail(f"could not install nginx: {r.stdout[-2000:]}{r.stderr[-2000:]}",
+                    pytrace=False)
+
+
 def start_nginx():
     tmp = _state["tmp"]
     prefix = os.path.join(tmp, "nginx")
@@ -258,9 +278,7 @@ def clusters():
     """The primary, two subscribers and nginx; the first subscriber's initial
     synchronisation is held by a lock so that its /health can be seen saying so, and a
     client subscribed before it checks that it sends nothing."""
-    if not os.path.exists(NGINX):
-        pytest.fail("nginx is not installed (scripts/setup.sh installs Debian's nginx)",
-                    pytrace=False)
+    ensure_nginx()
     tmp = tempfile.mkdtemp(prefix="plank-repl.")
     _state["tmp"] = tmp
     if os.geteuid() == 0:
