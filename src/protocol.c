@@ -158,6 +158,24 @@ typedef struct Since
 } Since;
 
 /*
+ * Is num an integer from min to max?  Then *out is its value.  A fraction is
+ * refused, never rounded.
+ */
+static bool
+numeric_integer_in(Numeric num, int64 min, int64 max, int64 *out)
+{
+	Datum		d = NumericGetDatum(num);
+	Datum		floor = DirectFunctionCall1(numeric_floor, d);
+
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, d, floor)) ||
+		!DatumGetBool(DirectFunctionCall2(numeric_ge, d, NumericGetDatum(int64_to_numeric(min)))) ||
+		!DatumGetBool(DirectFunctionCall2(numeric_le, d, NumericGetDatum(int64_to_numeric(max)))))
+		return false;
+	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, d));
+	return true;
+}
+
+/*
  * The optional "origin" (an LSN string) and "n" (an integer from 1 to
  * 2^32 - 1) of a "since" object (container): the origin position of the
  * client's last change, for resuming on another node (origin.c).
@@ -170,6 +188,7 @@ parse_since_origin(JsonbContainer *container, Since *since)
 	bool		has_o = getKeyJsonValueFromContainer(container, "origin", 6, &o) != NULL;
 	bool		has_n = getKeyJsonValueFromContainer(container, "n", 1, &n) != NULL;
 	char	   *text;
+	int64		value;
 
 	since->has_origin = false;
 	if (!has_o && !has_n)
@@ -181,17 +200,10 @@ parse_since_origin(JsonbContainer *container, Since *since)
 	if (!plank_origin_parse(text, &since->origin))
 		return request_error("invalid_message",
 							 "\"since\".\"origin\" must be an LSN such as \"0/16B3748\"");
-	{
-		Datum		num = NumericGetDatum(n.val.numeric);
-		Datum		floor = DirectFunctionCall1(numeric_floor, num);
-
-		if (!DatumGetBool(DirectFunctionCall2(numeric_eq, num, floor)) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_ge, num, NumericGetDatum(int64_to_numeric(1)))) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_le, num, NumericGetDatum(int64_to_numeric(PG_UINT32_MAX)))))
-			return request_error("invalid_message",
-								 "\"since\".\"n\" must be an integer from 1 to 4294967295");
-		since->origin_n = (uint32) DatumGetInt64(DirectFunctionCall1(numeric_int8, num));
-	}
+	if (!numeric_integer_in(n.val.numeric, 1, PG_UINT32_MAX, &value))
+		return request_error("invalid_message",
+							 "\"since\".\"n\" must be an integer from 1 to 4294967295");
+	since->origin_n = (uint32) value;
 	since->has_origin = true;
 	return NULL;
 }
@@ -202,6 +214,7 @@ parse_since(Jsonb *jb, Since *since)
 	JsonbValue	v;
 	JsonbValue	e;
 	JsonbValue	q;
+	int64		seq;
 
 	since->given = false;
 	since->has_origin = false;
@@ -214,20 +227,11 @@ parse_since(Jsonb *jb, Since *since)
 		q.type != jbvNumeric)
 		return request_error("invalid_message",
 							 "\"since\" must be an object with an \"epoch\" string and a \"seq\" number");
-	{
-		Numeric		zero = int64_to_numeric(0);
-		Numeric		max = int64_to_numeric(PG_INT64_MAX);
-
-		Datum		floor = DirectFunctionCall1(numeric_floor, NumericGetDatum(q.val.numeric));
-
-		/* an integer from 0 to 2^63 - 1: a fraction is refused, not rounded */
-		if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(q.val.numeric), floor)) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(q.val.numeric), NumericGetDatum(zero))) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_le, NumericGetDatum(q.val.numeric), NumericGetDatum(max))))
-			return request_error("invalid_message",
-								 "\"since\".\"seq\" must be an integer sequence number from 0 to 9223372036854775807");
-		since->seq = (uint64) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(q.val.numeric)));
-	}
+	/* an integer from 0 to 2^63 - 1: a fraction is refused, not rounded */
+	if (!numeric_integer_in(q.val.numeric, 0, PG_INT64_MAX, &seq))
+		return request_error("invalid_message",
+							 "\"since\".\"seq\" must be an integer sequence number from 0 to 9223372036854775807");
+	since->seq = (uint64) seq;
 	since->epoch = pnstrdup(e.val.string.val, e.val.string.len);
 	since->given = true;
 	return parse_since_origin(v.val.binary.data, since);
