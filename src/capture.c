@@ -16,8 +16,10 @@
  * On a logical replication subscriber, the apply worker fires row triggers
  * only, and only those enabled for replica: plank.track() adds FOR EACH ROW
  * triggers enabled that way, so that changes applied from the primary are
- * sent as local writes are (one notification per row, the same payloads, the
- * apply transaction's boundaries).  docs/SCALING.md describes the topology.
+ * sent as local writes are (the same payloads, the apply transaction's
+ * boundaries): held until the apply transaction commits, then sent packed,
+ * each with the origin's commit position ("Changes applied by logical
+ * replication" below).  docs/SCALING.md describes the topology.
  *
  * NOTIFY is transactional: the notification is queued by Async_Notify and
  * delivered only when the writer's transaction commits, in commit order, and
