@@ -145,7 +145,9 @@ BEGIN
                 WHERE NOT t.tgisinternal AND t.tgparentid OPERATOR(pg_catalog.=) 0::pg_catalog.oid
                   AND ((t.tgrelid OPERATOR(pg_catalog.=) rel AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['plank_capture_row', 'plank_capture_insert',
                                                          'plank_capture_update', 'plank_capture_delete',
-                                                         'plank_capture_truncate']::pg_catalog.name[]))
+                                                         'plank_capture_truncate', 'plank_replica_insert',
+                                                         'plank_replica_update', 'plank_replica_delete',
+                                                         'plank_replica_truncate']::pg_catalog.name[]))
                        OR (t.tgrelid OPERATOR(pg_catalog.=) ANY (SELECT p.relid FROM pg_catalog.pg_partition_tree(rel) p)
                            AND t.tgname OPERATOR(pg_catalog.=) ANY (ARRAY['plank_partition_insert', 'plank_partition_update',
                                             'plank_partition_delete', 'plank_partition_truncate']::pg_catalog.name[])))
@@ -159,7 +161,7 @@ $$;
 
 COMMENT ON FUNCTION plank._drop_triggers(regclass) IS
 'Internal to plank.track and plank.untrack: drops the capture triggers of a table (plank_capture_row, '
-'plank_capture_insert/update/delete/truncate) and those plank.track put on its partitions '
+'plank_capture_insert/update/delete/truncate, plank_replica_insert/update/delete/truncate) and those plank.track put on its partitions '
 '(plank_partition_insert/update/delete/truncate). Returns whether the table itself had any. Runs as the '
 'caller (DROP TRIGGER needs ownership). Raises what DROP TRIGGER raises.';
 
@@ -283,6 +285,21 @@ BEGIN
         END LOOP;
     END IF;
 
+    -- changes applied by logical replication (docs/SCALING.md): the apply
+    -- worker fires row triggers only, and only those enabled for replica
+    FOREACH op IN ARRAY row_events LOOP
+        EXECUTE pg_catalog.format('CREATE TRIGGER %I AFTER %s ON %s '
+                       'FOR EACH ROW EXECUTE FUNCTION plank.capture(%s)',
+                       'plank_replica_' OPERATOR(pg_catalog.||) pg_catalog.lower(op), op, rel, args);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER %I', rel,
+                       'plank_replica_' OPERATOR(pg_catalog.||) pg_catalog.lower(op));
+    END LOOP;
+    IF 'TRUNCATE' OPERATOR(pg_catalog.=) ANY (ops) THEN
+        EXECUTE pg_catalog.format('CREATE TRIGGER plank_replica_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION plank.capture()', rel);
+        EXECUTE pg_catalog.format('ALTER TABLE %s ENABLE REPLICA TRIGGER plank_replica_truncate', rel);
+    END IF;
+
     RETURN pg_catalog.format('tracking %s: %s; columns: %s', rel,
                   pg_catalog.array_to_string(ARRAY(SELECT o FROM pg_catalog.unnest(ops) AS o
                                          ORDER BY pg_catalog.array_position(ARRAY['INSERT','UPDATE','DELETE','TRUNCATE'], o)), ', '),
@@ -301,7 +318,11 @@ COMMENT ON FUNCTION plank.track(regclass, text[], text[], text[]) IS
 'triggers, named plank_partition_<op>, go on every partition, for statements naming a partition '
 '(track again after adding partitions). Unless left out, plank_capture_truncate (AFTER TRUNCATE, FOR '
 'EACH STATEMENT), and plank_partition_truncate on every partition (a TRUNCATE naming a partition is '
-'sent under the tracked table with the partition named). Arguments: rel, the table; columns (text[]) sends only those columns (and the '
+'sent under the tracked table with the partition named). For the changes a logical replication '
+'subscription applies (docs/SCALING.md), where statement triggers never fire, it also creates '
+'plank_replica_<op> FOR EACH ROW (plank_replica_truncate FOR EACH STATEMENT) and enables them for '
+'replica only (ALTER TABLE ... ENABLE REPLICA TRIGGER): they send changes applied by the '
+'subscription''s workers, not the rows copied by its initial synchronisation. Arguments: rel, the table; columns (text[]) sends only those columns (and the '
 'identity key); exclude_columns (text[]) all but those; operations (text[], case-insensitive) '
 'chooses among INSERT, UPDATE, DELETE, TRUNCATE (default all). Tracking a tracked table replaces its '
 'triggers and options. Returns what it did, as text. Errors: 22004 null table, 42809 not an '
@@ -380,7 +401,12 @@ CREATE FUNCTION plank.stats(
     OUT auth_failures bigint,
     OUT replay_ring_events bigint,
     OUT replay_ring_bytes bigint,
-    OUT notify_queue_usage double precision)
+    OUT notify_queue_usage double precision,
+    OUT replication_state text,
+    OUT tables_syncing integer,
+    OUT origin_lsn pg_lsn,
+    OUT origin_commit_time timestamptz,
+    OUT replication_lag_seconds double precision)
 RETURNS record
 AS 'MODULE_PATHNAME', 'plank_stats_sql'
 LANGUAGE C STRICT VOLATILE;
@@ -389,7 +415,13 @@ COMMENT ON FUNCTION plank.stats() IS
 'The worker''s counters since it started (epoch), read from shared memory: notifications received, '
 'messages and bytes sent, clients closed for being slow (1013), resync_required sent, requests '
 'answered with an error, refused tokens, replay ring size, and pg_notification_queue_usage(). '
-'worker_pid, epoch and started are NULL while no worker runs. Raises nothing.';
+'worker_pid, epoch and started are NULL while no worker runs. Logical replication (docs/SCALING.md): '
+'replication_state is none (no subscription in this database), syncing (a table''s initial '
+'synchronisation is not finished), down (a subscription is disabled or its apply worker is not '
+'running) or streaming; tables_syncing counts the tables not yet ready; origin_lsn and '
+'origin_commit_time are the primary''s commit end LSN and commit time of the last replicated '
+'transaction whose changes were sent, replication_lag_seconds its apply time here minus that commit '
+'time (NULL until one was sent since the server started). Raises nothing.';
 
 CREATE VIEW plank.stats AS SELECT * FROM plank.stats();
 COMMENT ON VIEW plank.stats IS 'One row: the Plank worker''s state and counters (see plank.stats()).';

@@ -11,7 +11,15 @@
  * under NOTIFY's limit, or as arrays of about 1 MB stored in plank.overflow
  * and referenced by one notification each.  The worker (events.c) expands
  * them into one event per row.  Each row's change is built by
- * append_change(), which the older FOR EACH ROW form shares.
+ * append_change(), which the FOR EACH ROW form shares.
+ *
+ * On a logical replication subscriber, the apply worker fires row triggers
+ * only, and only those enabled for replica: plank.track() adds FOR EACH ROW
+ * triggers enabled that way, so that changes applied from the primary are
+ * sent as local writes are (the same payloads, the apply transaction's
+ * boundaries): held until the apply transaction commits, then sent packed,
+ * each with the origin's commit position ("Changes applied by logical
+ * replication" below).  docs/SCALING.md describes the topology.
  *
  * NOTIFY is transactional: the notification is queued by Async_Notify and
  * delivered only when the writer's transaction commits, in commit order, and
@@ -37,6 +45,7 @@
 #include "catalog/partition.h"
 #include "catalog/pg_inherits.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_subscription_rel.h"
 #include "catalog/pg_type.h"
 #include "commands/async.h"
 #include "commands/dbcommands.h"
@@ -49,6 +58,8 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "nodes/bitmapset.h"
+#include "replication/origin.h"
+#include "replication/worker_internal.h"
 #include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
@@ -59,6 +70,7 @@
 #include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/relcache.h"
+#include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 #include "utils/memutils.h"
 
@@ -88,6 +100,14 @@ static LocalTransactionId truncated_lxid = InvalidLocalTransactionId;
 static SubTransactionId truncated_subxid = InvalidSubTransactionId;
 static CommandId truncated_cid = InvalidCommandId;
 static List *truncated_covered = NIL;
+
+/*
+ * In a logical replication worker: the local transaction that last applied a
+ * tracked change, and whether the commit callback is registered (once per
+ * process).
+ */
+static LocalTransactionId applied_lxid = InvalidLocalTransactionId;
+static bool origin_callback_registered = false;
 
 /* Render a whole tuple with row_to_json (PostgreSQL's JSON conversion). */
 static text *
@@ -372,8 +392,11 @@ next_change_number(void)
 	return ++counter_n;
 }
 
+/* room for ,"origin":"XXXXXXXX/XXXXXXXX" in a deferred change */
+#define ORIGIN_MAXLEN 32
+
 /*
- * append_change
+ * append_change_deferrable
  *		Append one change payload (a JSON object, docs/PROTOCOL.md "Change
  *		payload") to out: op is "INSERT" (newtup), "UPDATE" (newtup and
  *		oldtup), "DELETE" (oldtup) or "TRUNCATE" (neither).  The row trigger
@@ -382,16 +405,26 @@ next_change_number(void)
  *		plank.overflow and replaced by the row's key with "truncated": true
  *		and a reference the worker resolves, so what is appended is always
  *		under the limit and the writer's transaction never fails on size.
+ *
+ *		With fallback (a change sent at commit, see "Changes applied by
+ *		logical replication" below), nothing is stored: out gets the whole
+ *		payload, and when it is too large to be sent with the origin member
+ *		added, fallback gets the truncated form without its reference and
+ *		closing brace, and true is returned.
  */
-static void
-append_change(StringInfo out, CaptureTarget *t, const char *op,
-			  HeapTuple newtup, HeapTuple oldtup)
+static bool
+append_change_deferrable(StringInfo out, CaptureTarget *t, const char *op,
+						 HeapTuple newtup, HeapTuple oldtup, StringInfo fallback)
 {
 	Relation	rel = t->rel;
 	text	   *newjson = NULL;
 	text	   *oldjson = NULL;
 	StringInfoData head;
+	StringInfo	small;
 	int			start = out->len;
+	int			room = fallback ? ORIGIN_MAXLEN : 0;
+	int			small_start;
+	int64		overflow_id = 0;
 
 	if (newtup)
 		newjson = row_to_payload_json(rel, newtup, t->columns);
@@ -421,38 +454,60 @@ append_change(StringInfo out, CaptureTarget *t, const char *op,
 		append_json_text(out, "old", oldjson);
 	appendStringInfoChar(out, '}');
 
-	if (out->len - start >= NOTIFY_PAYLOAD_LIMIT)
+	if (out->len - start + room < NOTIFY_PAYLOAD_LIMIT)
 	{
-		/*
-		 * Too large for NOTIFY: store the payload, exactly as it is now, for
-		 * the worker, and send the identity with "truncated" and a reference
-		 * to the stored payload.  If the payload cannot be stored, the
-		 * identity alone still reaches clients.
-		 */
-		int64		overflow_id = store_overflow(out->data + start);
+		pfree(head.data);
+		return false;
+	}
 
+	/*
+	 * Too large for NOTIFY: store the payload, exactly as it is now, for the
+	 * worker, and send the identity with "truncated" and a reference to the
+	 * stored payload.  If the payload cannot be stored, the identity alone
+	 * still reaches clients.  A deferred change is stored at commit, by the
+	 * caller.
+	 */
+	if (fallback == NULL)
+	{
+		overflow_id = store_overflow(out->data + start);
 		out->len = start;
 		out->data[start] = '\0';
-		appendBinaryStringInfo(out, head.data, head.len);
-		appendStringInfoString(out, ",\"truncated\":true");
-		if (newjson)
-			append_json_text(out, "key", identity_to_json(rel, newtup, t->columns));
-		if (oldjson)
-			append_json_text(out, "old", oldjson);
+		small = out;
+	}
+	else
+		small = fallback;
+	small_start = small->len;
+	appendBinaryStringInfo(small, head.data, head.len);
+	appendStringInfoString(small, ",\"truncated\":true");
+	if (newjson)
+		append_json_text(small, "key", identity_to_json(rel, newtup, t->columns));
+	if (oldjson)
+		append_json_text(small, "old", oldjson);
 
-		if (out->len - start >= NOTIFY_PAYLOAD_LIMIT - OVERFLOW_REF_MAXLEN)
-		{
-			/* even the key is too large (or the table has no key) */
-			out->len = start;
-			out->data[start] = '\0';
-			appendBinaryStringInfo(out, head.data, head.len);
-			appendStringInfoString(out, ",\"truncated\":true");
-		}
+	if (small->len - small_start + room >= NOTIFY_PAYLOAD_LIMIT - OVERFLOW_REF_MAXLEN)
+	{
+		/* even the key is too large (or the table has no key) */
+		small->len = small_start;
+		small->data[small_start] = '\0';
+		appendBinaryStringInfo(small, head.data, head.len);
+		appendStringInfoString(small, ",\"truncated\":true");
+	}
+	if (fallback == NULL)
+	{
 		if (overflow_id > 0)
 			appendStringInfo(out, ",\"overflow\":" INT64_FORMAT, overflow_id);
 		appendStringInfoChar(out, '}');
 	}
 	pfree(head.data);
+	return true;
+}
+
+/* append_change_deferrable for a change sent now. */
+static void
+append_change(StringInfo out, CaptureTarget *t, const char *op,
+			  HeapTuple newtup, HeapTuple oldtup)
+{
+	(void) append_change_deferrable(out, t, op, newtup, oldtup, NULL);
 }
 
 /*
@@ -896,6 +951,184 @@ truncate_covered(Relation rel, Trigger *trigger)
 }
 
 /*
+ * Changes applied by logical replication.
+ *
+ * In a logical replication worker, the changes of an apply transaction are
+ * held until it commits and sent then (origin_xact_callback), each with the
+ * origin's commit end LSN as "origin": the apply worker sets it just before
+ * committing (replorigin_session_origin_lsn, apply_handle_commit_internal in
+ * src/backend/replication/logical/worker.c of PostgreSQL 15).  A change has
+ * the same "origin" and "n" on every subscriber, so that a client can resume
+ * on another node (docs/SCALING.md).  What is held: each change's payload,
+ * and the truncated form of an oversized one (stored in plank.overflow at
+ * commit, with its origin), in TopTransactionContext: memory grows with the
+ * payloads of the apply transaction until its commit.  They are sent packed
+ * into chunks, as a statement's changes are.
+ */
+typedef struct DeferredChange
+{
+	char	   *payload;		/* the whole change, a JSON object */
+	int			len;
+	char	   *fallback;		/* oversized: the truncated form, open; else NULL */
+	int			fallback_len;
+} DeferredChange;
+
+static LocalTransactionId deferred_lxid = InvalidLocalTransactionId;
+static List *deferred_changes = NIL;
+static uint64 deferred_xid = 0;
+
+/* Hold one change of the apply transaction until its commit. */
+static void
+defer_change(CaptureTarget *t, const char *op, HeapTuple newtup, HeapTuple oldtup)
+{
+	StringInfoData full;
+	StringInfoData fallback;
+	DeferredChange *dc;
+	MemoryContext old;
+	bool		oversized;
+
+	initStringInfo(&full);
+	initStringInfo(&fallback);
+	oversized = append_change_deferrable(&full, t, op, newtup, oldtup, &fallback);
+
+	if (deferred_lxid != MyProc->lxid)
+	{
+		/* an earlier transaction's list went with its memory */
+		deferred_lxid = MyProc->lxid;
+		deferred_changes = NIL;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	dc = palloc(sizeof(DeferredChange));
+	dc->payload = pnstrdup(full.data, full.len);
+	dc->len = full.len;
+	dc->fallback = oversized ? pnstrdup(fallback.data, fallback.len) : NULL;
+	dc->fallback_len = oversized ? fallback.len : 0;
+	deferred_changes = lappend(deferred_changes, dc);
+	deferred_xid = t->xid;
+	MemoryContextSwitchTo(old);
+	pfree(full.data);
+	pfree(fallback.data);
+}
+
+/*
+ * Send the held changes of the committing transaction, each with
+ * "origin": origin_lsn (none when it is invalid).
+ */
+static void
+send_deferred_changes(XLogRecPtr origin_lsn)
+{
+	ChangeChunk chunk;
+	ListCell   *lc;
+	char		origin[ORIGIN_MAXLEN + 1];
+	bool		pushed = false;
+
+	if (deferred_lxid != MyProc->lxid || deferred_changes == NIL)
+		return;
+	/* plank.overflow is written through SPI, which needs a snapshot */
+	if (!ActiveSnapshotSet())
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pushed = true;
+	}
+	origin[0] = '\0';
+	if (!XLogRecPtrIsInvalid(origin_lsn))
+		snprintf(origin, sizeof(origin), ",\"origin\":\"%X/%X\"", LSN_FORMAT_ARGS(origin_lsn));
+
+	chunk.xid = deferred_xid;
+	chunk.cxt = AllocSetContextCreate(CurrentMemoryContext, "plank deferred chunk",
+									  ALLOCSET_DEFAULT_SIZES);
+	chunk_start(&chunk);
+	foreach(lc, deferred_changes)
+	{
+		DeferredChange *dc = (DeferredChange *) lfirst(lc);
+		StringInfoData row;
+
+		/* the payload, with the origin before its closing brace */
+		initStringInfo(&row);
+		appendBinaryStringInfo(&row, dc->payload, dc->len - 1);
+		appendStringInfoString(&row, origin);
+		appendStringInfoChar(&row, '}');
+		if (dc->fallback != NULL)
+		{
+			int64		overflow_id = store_overflow(row.data);
+
+			resetStringInfo(&row);
+			appendBinaryStringInfo(&row, dc->fallback, dc->fallback_len);
+			appendStringInfoString(&row, origin);
+			if (overflow_id > 0)
+				appendStringInfo(&row, ",\"overflow\":" INT64_FORMAT, overflow_id);
+			appendStringInfoChar(&row, '}');
+		}
+		chunk_add(&chunk, &row);
+		pfree(row.data);
+	}
+	chunk_flush(&chunk);
+	MemoryContextDelete(chunk.cxt);
+	if (pushed)
+		PopActiveSnapshot();
+	deferred_changes = NIL;
+	deferred_lxid = InvalidLocalTransactionId;
+}
+
+/*
+ * origin_xact_callback
+ *		Just before an apply transaction that captured tracked changes
+ *		commits, send them (send_deferred_changes) and record the origin's
+ *		position for plank.stats, /health and /metrics:
+ *		the apply worker has then set replorigin_session_origin_lsn and
+ *		_timestamp to the primary's commit end LSN and commit time
+ *		(apply_handle_commit_internal in
+ *		src/backend/replication/logical/worker.c of PostgreSQL 15).
+ */
+static void
+origin_xact_callback(XactEvent event, void *arg)
+{
+	if (event != XACT_EVENT_PRE_COMMIT || MyProc->lxid != applied_lxid)
+		return;
+	send_deferred_changes(replorigin_session_origin == InvalidRepOriginId ?
+						  InvalidXLogRecPtr : replorigin_session_origin_lsn);
+	if (replorigin_session_origin == InvalidRepOriginId ||
+		XLogRecPtrIsInvalid(replorigin_session_origin_lsn))
+		return;
+	plank_stats_origin_commit(replorigin_session_origin_lsn,
+							  replorigin_session_origin_timestamp);
+}
+
+/*
+ * replica_change_sent
+ *		For a trigger that plank.track() enabled for replica only
+ *		(plank_replica_<op>, ENABLE REPLICA): whether this firing sends its
+ *		change.  Such triggers fire only under session_replication_role =
+ *		replica, where the statement triggers do not.  They send in the
+ *		logical replication workers (changes applied from the primary, and
+ *		the catch-up of a table's synchronisation), never for the initial
+ *		COPY of a table's synchronisation (its existing rows are not new
+ *		changes: clients read them with a snapshot), nor in an ordinary
+ *		session that set session_replication_role = replica (a bulk load
+ *		that bypasses triggers on purpose).  Notes the transaction for
+ *		origin_xact_callback.
+ */
+static bool
+replica_change_sent(Trigger *trigger)
+{
+	if (trigger->tgenabled != TRIGGER_FIRES_ON_REPLICA)
+		return true;
+	if (MyLogicalRepWorker == NULL)
+		return false;
+	/* the initial COPY runs while the table is in the DATASYNC state (tablesync.c) */
+	if (OidIsValid(MyLogicalRepWorker->relid) &&
+		MyLogicalRepWorker->relstate == SUBREL_STATE_DATASYNC)
+		return false;
+	if (!origin_callback_registered)
+	{
+		RegisterXactCallback(origin_xact_callback, NULL);
+		origin_callback_registered = true;
+	}
+	applied_lxid = MyProc->lxid;
+	return true;
+}
+
+/*
  * plank_capture
  *		Trigger function plank.capture(), attached by plank.track():
  *		- AFTER INSERT / UPDATE / DELETE FOR EACH STATEMENT, one event per
@@ -906,9 +1139,11 @@ truncate_covered(Relation rel, Trigger *trigger)
  *		  on a partition (plank_partition_truncate), it names the tracked
  *		  table and, in "partition", the partition truncated; nothing when a
  *		  TRUNCATE of an ancestor in the same statement already sent one;
- *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW (what plank.track()
- *		  made before statement triggers, still accepted): one notification
- *		  per row.
+ *		- AFTER INSERT / UPDATE / DELETE FOR EACH ROW: one notification per
+ *		  row; plank.track() makes them ENABLE REPLICA (plank_replica_<op>)
+ *		  for the changes a logical replication subscription applies, where
+ *		  statement triggers never fire (replica_change_sent);
+ *		- the same ENABLE REPLICA for AFTER TRUNCATE (plank_replica_truncate).
  *		Arguments (from plank.track): none (every column), or 'columns', c1,
  *		c2... (those and the identity key), or 'exclude', c1, c2... (all but
  *		those).  Each change is a JSON object, and a notification on the
@@ -927,6 +1162,9 @@ plank_capture(PG_FUNCTION_ARGS)
 	CaptureTarget target;
 	StringInfoData buf;
 	int			nestlevel;
+	const char *op = "TRUNCATE";
+	HeapTuple	newtup = NULL;
+	HeapTuple	oldtup = NULL;
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -940,6 +1178,9 @@ plank_capture(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("plank.capture() must be fired AFTER"),
 				 errhint("Attach it with plank.track(table).")));
+
+	if (!replica_change_sent(trigdata->tg_trigger))
+		return PointerGetDatum(NULL);
 
 	target.rel = trigdata->tg_relation;
 	target.part_schema = target.part_table = NULL;
@@ -966,16 +1207,33 @@ plank_capture(PG_FUNCTION_ARGS)
 	}
 
 	target.xid = U64FromFullTransactionId(GetTopFullTransactionId());
-	initStringInfo(&buf);
 	if (TRIGGER_FIRED_BY_INSERT(event))
-		append_change(&buf, &target, "INSERT", trigdata->tg_trigtuple, NULL);
+	{
+		op = "INSERT";
+		newtup = trigdata->tg_trigtuple;
+	}
 	else if (TRIGGER_FIRED_BY_UPDATE(event))
-		append_change(&buf, &target, "UPDATE", trigdata->tg_newtuple, trigdata->tg_trigtuple);
+	{
+		op = "UPDATE";
+		newtup = trigdata->tg_newtuple;
+		oldtup = trigdata->tg_trigtuple;
+	}
 	else if (TRIGGER_FIRED_BY_DELETE(event))
-		append_change(&buf, &target, "DELETE", NULL, trigdata->tg_trigtuple);
-	else
-		append_change(&buf, &target, "TRUNCATE", NULL, NULL);
+	{
+		op = "DELETE";
+		oldtup = trigdata->tg_trigtuple;
+	}
 
+	if (trigdata->tg_trigger->tgenabled == TRIGGER_FIRES_ON_REPLICA)
+	{
+		/* applied by logical replication: sent at the apply commit */
+		defer_change(&target, op, newtup, oldtup);
+		AtEOXact_GUC(true, nestlevel);
+		return PointerGetDatum(NULL);
+	}
+
+	initStringInfo(&buf);
+	append_change(&buf, &target, op, newtup, oldtup);
 	AtEOXact_GUC(true, nestlevel);
 	Async_Notify(plank_change_channel(), buf.data);
 

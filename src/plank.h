@@ -11,6 +11,8 @@
 
 #include "postgres.h"
 
+#include "access/xlogdefs.h"
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
 /*
@@ -328,6 +330,9 @@ extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 extern const char *const plank_output_settings[][2];
 extern int	plank_output_settings_push(void);
 
+/* stats.c, from capture.c in a logical replication worker */
+extern void plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed);
+
 /* protocol.c */
 typedef enum PlankReadable
 {
@@ -460,6 +465,10 @@ typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
 extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
 extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg);
 extern uint64 plank_ring_bytes_after(uint64 seq);
+
+/* origin.c */
+extern bool plank_origin_parse(const char *text, XLogRecPtr *lsn);
+extern uint64 plank_origin_find(XLogRecPtr lsn, uint32 n);
 
 /* subs.c */
 extern void plank_subs_init(void);

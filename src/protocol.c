@@ -152,7 +152,61 @@ typedef struct Since
 	bool		given;
 	char	   *epoch;
 	uint64		seq;
+	bool		has_origin;		/* "origin" and "n": a change's origin position */
+	XLogRecPtr	origin;
+	uint32		origin_n;
 } Since;
+
+/*
+ * Is num an integer from min to max?  Then *out is its value.  A fraction is
+ * refused, never rounded.
+ */
+static bool
+numeric_integer_in(Numeric num, int64 min, int64 max, int64 *out)
+{
+	Datum		d = NumericGetDatum(num);
+	Datum		floor = DirectFunctionCall1(numeric_floor, d);
+
+	if (!DatumGetBool(DirectFunctionCall2(numeric_eq, d, floor)) ||
+		!DatumGetBool(DirectFunctionCall2(numeric_ge, d, NumericGetDatum(int64_to_numeric(min)))) ||
+		!DatumGetBool(DirectFunctionCall2(numeric_le, d, NumericGetDatum(int64_to_numeric(max)))))
+		return false;
+	*out = DatumGetInt64(DirectFunctionCall1(numeric_int8, d));
+	return true;
+}
+
+/*
+ * The optional "origin" (an LSN string) and "n" (an integer from 1 to
+ * 2^32 - 1) of a "since" object (container): the origin position of the
+ * client's last change, for resuming on another node (origin.c).
+ */
+static RequestError *
+parse_since_origin(JsonbContainer *container, Since *since)
+{
+	JsonbValue	o;
+	JsonbValue	n;
+	bool		has_o = getKeyJsonValueFromContainer(container, "origin", 6, &o) != NULL;
+	bool		has_n = getKeyJsonValueFromContainer(container, "n", 1, &n) != NULL;
+	char	   *text;
+	int64		value;
+
+	since->has_origin = false;
+	if (!has_o && !has_n)
+		return NULL;
+	if (!has_o || !has_n || o.type != jbvString || n.type != jbvNumeric)
+		return request_error("invalid_message",
+							 "\"since\".\"origin\" (a string) and \"since\".\"n\" (a number) go together");
+	text = pnstrdup(o.val.string.val, o.val.string.len);
+	if (!plank_origin_parse(text, &since->origin))
+		return request_error("invalid_message",
+							 "\"since\".\"origin\" must be an LSN such as \"0/16B3748\"");
+	if (!numeric_integer_in(n.val.numeric, 1, PG_UINT32_MAX, &value))
+		return request_error("invalid_message",
+							 "\"since\".\"n\" must be an integer from 1 to 4294967295");
+	since->origin_n = (uint32) value;
+	since->has_origin = true;
+	return NULL;
+}
 
 static RequestError *
 parse_since(Jsonb *jb, Since *since)
@@ -160,8 +214,10 @@ parse_since(Jsonb *jb, Since *since)
 	JsonbValue	v;
 	JsonbValue	e;
 	JsonbValue	q;
+	int64		seq;
 
 	since->given = false;
+	since->has_origin = false;
 	if (member(jb, "since", &v) == NULL)
 		return NULL;
 	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data) ||
@@ -171,23 +227,14 @@ parse_since(Jsonb *jb, Since *since)
 		q.type != jbvNumeric)
 		return request_error("invalid_message",
 							 "\"since\" must be an object with an \"epoch\" string and a \"seq\" number");
-	{
-		Numeric		zero = int64_to_numeric(0);
-		Numeric		max = int64_to_numeric(PG_INT64_MAX);
-
-		Datum		floor = DirectFunctionCall1(numeric_floor, NumericGetDatum(q.val.numeric));
-
-		/* an integer from 0 to 2^63 - 1: a fraction is refused, not rounded */
-		if (!DatumGetBool(DirectFunctionCall2(numeric_eq, NumericGetDatum(q.val.numeric), floor)) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_ge, NumericGetDatum(q.val.numeric), NumericGetDatum(zero))) ||
-			!DatumGetBool(DirectFunctionCall2(numeric_le, NumericGetDatum(q.val.numeric), NumericGetDatum(max))))
-			return request_error("invalid_message",
-								 "\"since\".\"seq\" must be an integer sequence number from 0 to 9223372036854775807");
-		since->seq = (uint64) DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(q.val.numeric)));
-	}
+	/* an integer from 0 to 2^63 - 1: a fraction is refused, not rounded */
+	if (!numeric_integer_in(q.val.numeric, 0, PG_INT64_MAX, &seq))
+		return request_error("invalid_message",
+							 "\"since\".\"seq\" must be an integer sequence number from 0 to 9223372036854775807");
+	since->seq = (uint64) seq;
 	since->epoch = pnstrdup(e.val.string.val, e.val.string.len);
 	since->given = true;
-	return NULL;
+	return parse_since_origin(v.val.binary.data, since);
 }
 
 /*
@@ -971,6 +1018,17 @@ handle_subscribe(PlankConn *conn, Jsonb *jb, const char *id, bool *resumed)
 		return request_error("invalid_message", "subscribe needs exactly one of \"table\" and \"channel\"");
 	if ((err = parse_since(jb, &since)) != NULL)
 		return err;
+	if (since.given && since.has_origin && !channel && strcmp(since.epoch, plank_epoch) != 0)
+	{
+		/* another node's (or worker's) position: the same change in this ring */
+		uint64		seq = plank_origin_find(since.origin, since.origin_n);
+
+		if (seq > 0)
+		{
+			since.epoch = pstrdup(plank_epoch);
+			since.seq = seq;
+		}
+	}
 	if (find_sub(conn, id) != NULL)
 		return request_error("duplicate_subscription", "subscription \"%s\" already exists", id);
 	if (conn->nsubs >= plank_max_subscriptions)

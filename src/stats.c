@@ -40,6 +40,7 @@
 #include "utils/fmgrprotos.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/pg_lsn.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -127,6 +128,16 @@ typedef struct PlankShared
 	 */
 	pg_atomic_uint32 conn_slots_used;
 	pg_atomic_uint32 sub_slots_used;
+
+	/*
+	 * Logical replication (a database's first section): the last apply
+	 * transaction that sent tracked changes, its origin's commit end LSN and
+	 * commit time, and when it was applied here.  Written by the apply
+	 * worker under mutex; 0 until then.
+	 */
+	XLogRecPtr	origin_lsn;
+	TimestampTz origin_committed;
+	TimestampTz origin_applied;
 	/* ConnSlot[nconn_slots] then SubSlot[nsub_slots] follow */
 } PlankShared;
 
@@ -778,6 +789,134 @@ queue_usage(void)
 	return DatumGetFloat8(DirectFunctionCall1(pg_notification_queue_usage, (Datum) 0));
 }
 
+/* ---------- logical replication ---------- */
+
+/*
+ * plank_stats_origin_commit
+ *		Called in a logical replication worker just before an apply
+ *		transaction that sent tracked changes commits (capture.c): lsn is the
+ *		origin's commit end LSN, committed its commit time (0: unknown).
+ *		Noted in the first section of the database, when a worker serves it.
+ *		Raises nothing of its own (it runs inside that transaction, which the
+ *		database name lookup needs).
+ */
+void
+plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	PlankShared *first;
+
+	if (!attach_current_database())
+		return;
+	first = first_section();
+	SpinLockAcquire(&first->mutex);
+	first->origin_lsn = lsn;
+	first->origin_committed = committed;
+	first->origin_applied = now;
+	SpinLockRelease(&first->mutex);
+}
+
+/*
+ * What a node knows of the logical replication that feeds it: the
+ * subscriptions of its database, and the last apply transaction that sent
+ * tracked changes (plank_stats_origin_commit).
+ */
+typedef struct ReplicationState
+{
+	int			nsubs;
+	int			syncing;		/* tables not yet ready, over all subscriptions */
+	int			down;			/* subscriptions disabled, or without an apply worker */
+	XLogRecPtr	origin_lsn;		/* 0: no replicated change sent yet */
+	TimestampTz origin_committed;
+	TimestampTz origin_applied;
+} ReplicationState;
+
+/*
+ * The subscriptions of the current database: enabled, whether its apply
+ * worker runs, and how many of its tables are not yet synchronised
+ * (pg_subscription_rel.srsubstate other than 'r', ready).  Readable by any
+ * role (PostgreSQL grants SELECT on these columns to PUBLIC).
+ */
+static const char *const subscriptions_sql =
+"SELECT s.subenabled, st.pid IS NOT NULL, "
+"       (SELECT pg_catalog.count(*) FROM pg_catalog.pg_subscription_rel r "
+"         WHERE r.srsubid OPERATOR(pg_catalog.=) s.oid "
+"           AND r.srsubstate OPERATOR(pg_catalog.<>) 'r') "
+"  FROM pg_catalog.pg_subscription s "
+"  LEFT JOIN pg_catalog.pg_stat_subscription st "
+"    ON st.subid OPERATOR(pg_catalog.=) s.oid AND st.relid IS NULL "
+" WHERE s.subdbid OPERATOR(pg_catalog.=) "
+"       (SELECT d.oid FROM pg_catalog.pg_database d "
+"         WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())";
+
+/*
+ * replication_read
+ *		Fill rs: the subscriptions through SPI (the caller is in a transaction
+ *		with an active snapshot), the origin position from the database's
+ *		first section (the caller attached the database's sections).
+ */
+static void
+replication_read(ReplicationState *rs)
+{
+	PlankShared *first = first_section();
+
+	memset(rs, 0, sizeof(*rs));
+	SPI_connect();
+	if (SPI_execute(subscriptions_sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_subscription");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		enabled = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+		bool		running = DatumGetBool(SPI_getbinval(tup, desc, 2, &isnull));
+
+		rs->nsubs++;
+		rs->syncing += (int) DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		if (!enabled || !running)
+			rs->down++;
+	}
+	SPI_finish();
+
+	SpinLockAcquire(&first->mutex);
+	rs->origin_lsn = first->origin_lsn;
+	rs->origin_committed = first->origin_committed;
+	rs->origin_applied = first->origin_applied;
+	SpinLockRelease(&first->mutex);
+}
+
+/*
+ * The state of the subscriptions as one word: "none" (the database has no
+ * subscription), "syncing" (a table's initial synchronisation is not
+ * finished), "down" (a subscription is disabled or its apply worker is not
+ * running), else "streaming".
+ */
+static const char *
+replication_state_name(const ReplicationState *rs)
+{
+	if (rs->nsubs == 0)
+		return "none";
+	if (rs->syncing > 0)
+		return "syncing";
+	if (rs->down > 0)
+		return "down";
+	return "streaming";
+}
+
+/*
+ * Lag of the last replicated transaction that sent changes, in seconds: its
+ * apply time here minus its commit time on the origin (clock skew between
+ * the hosts adds to it).  Negative when none was seen.
+ */
+static double
+replication_lag(const ReplicationState *rs)
+{
+	if (rs->origin_lsn == InvalidXLogRecPtr || rs->origin_committed == 0)
+		return -1;
+	return (double) (rs->origin_applied - rs->origin_committed) / USECS_PER_SEC;
+}
+
 PG_FUNCTION_INFO_V1(plank_stats_sql);
 
 /*
@@ -790,8 +929,9 @@ Datum
 plank_stats_sql(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[17];
-	bool		nulls[17];
+	Datum		values[22];
+	bool		nulls[22];
+	ReplicationState rs;
 	pid_t		pid;
 	TimestampTz started;
 	char		epoch[32];
@@ -835,6 +975,19 @@ plank_stats_sql(PG_FUNCTION_ARGS)
 	values[14] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_events));
 	values[15] = Int64GetDatum((int64) pg_atomic_read_u64(&shared->ring_bytes));
 	values[16] = Float8GetDatum(queue_usage());
+
+	/* logical replication (see replication_read) */
+	replication_read(&rs);
+	values[17] = CStringGetTextDatum(replication_state_name(&rs));
+	values[18] = Int32GetDatum(rs.syncing);
+	if (rs.origin_lsn != InvalidXLogRecPtr)
+	{
+		values[19] = LSNGetDatum(rs.origin_lsn);
+		values[20] = TimestampTzGetDatum(rs.origin_committed);
+		values[21] = Float8GetDatum(replication_lag(&rs));
+	}
+	else
+		nulls[19] = nulls[20] = nulls[21] = true;
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
@@ -1093,13 +1246,17 @@ plank_disconnect_sql(PG_FUNCTION_ARGS)
 
 /* ---------- HTTP bodies ---------- */
 
-/* Can the worker run a query?  For /health. */
+/*
+ * Can the worker run a query?  For /health; also reads the replication
+ * state (rs) in the same transaction.
+ */
 static bool
-database_reachable(void)
+database_reachable(ReplicationState *rs)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool ok = false;
 
+	memset(rs, 0, sizeof(*rs));
 	PG_TRY();
 	{
 		SetCurrentStatementStartTimestamp();
@@ -1108,6 +1265,7 @@ database_reachable(void)
 		SPI_connect();
 		ok = SPI_execute("SELECT 1", true, 1) == SPI_OK_SELECT;
 		SPI_finish();
+		replication_read(rs);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -1127,30 +1285,55 @@ database_reachable(void)
  * plank_stats_health
  *		The JSON body of GET /health: worker state, whether the database
  *		answers a query, connections, NOTIFY queue usage, the answering
- *		worker's check workers running and jobs waiting for one.  *ok is false when
- *		the database does not answer (the server then replies 503).
+ *		worker's check workers running and jobs waiting for one, and the
+ *		logical replication that feeds the database ("replication": the
+ *		subscriptions' state, the last origin commit sent to clients, its
+ *		LSN, lag and age).  *ok is false when the database does not answer,
+ *		or when a subscription is synchronising or down (the server then
+ *		replies 503, so that a load balancer sends no client to a node
+ *		whose data is incomplete or stale).
  */
 void
 plank_stats_health(StringInfo buf, bool *ok)
 {
 	int			checkers;
 	int			queued;
+	ReplicationState rs;
+	const char *state;
+	bool		reachable;
+	TimestampTz now = GetCurrentTimestamp();
 
 	plank_check_status(&checkers, &queued);
-	*ok = database_reachable();
+	reachable = database_reachable(&rs);
+	state = replication_state_name(&rs);
+	*ok = reachable && (rs.nsubs == 0 || strcmp(state, "streaming") == 0);
 	appendStringInfo(buf,
 					 "{\"status\":\"%s\",\"worker_pid\":%d,\"database\":",
-					 *ok ? "ok" : "degraded", MyProcPid);
+					 !reachable ? "degraded" : *ok ? "ok" : state, MyProcPid);
 	escape_json(buf, plank_worker_database);
 	appendStringInfo(buf,
 					 ",\"database_reachable\":%s,\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT
 					 ",\"connections\":%u,\"subscriptions\":%u,\"notify_queue_usage\":%g"
 					 ",\"check_workers\":%d,\"checks_queued\":%d"
-					 ",\"uptime_seconds\":%.0f}\n",
-					 *ok ? "true" : "false", plank_epoch, plank_seq,
+					 ",\"uptime_seconds\":%.0f",
+					 reachable ? "true" : "false", plank_epoch, plank_seq,
 					 db_connections(), db_subscriptions(),
 					 queue_usage(), checkers, queued,
 					 (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
+	appendStringInfo(buf,
+					 ",\"replication\":{\"state\":\"%s\",\"subscriptions\":%d"
+					 ",\"tables_syncing\":%d",
+					 state, rs.nsubs, rs.syncing);
+	if (rs.origin_lsn != InvalidXLogRecPtr)
+	{
+		appendStringInfo(buf, ",\"origin_lsn\":\"%X/%X\",\"origin_commit_time\":",
+						 LSN_FORMAT_ARGS(rs.origin_lsn));
+		escape_json(buf, timestamptz_to_str(rs.origin_committed));
+		appendStringInfo(buf, ",\"lag_seconds\":%.6f,\"last_origin_commit_age_seconds\":%.6f",
+						 replication_lag(&rs),
+						 (double) (now - rs.origin_committed) / USECS_PER_SEC);
+	}
+	appendStringInfoString(buf, "}}\n");
 }
 
 static void
@@ -1168,6 +1351,7 @@ plank_stats_metrics(StringInfo buf)
 {
 	uint64		cumulative = 0;
 	int			b;
+	ReplicationState rs;
 
 	metric(buf, "plank_notifications_received_total", "counter",
 		   "Notifications the worker received (table changes and channel notifications).",
@@ -1206,6 +1390,30 @@ plank_stats_metrics(StringInfo buf)
 	metric(buf, "plank_uptime_seconds", "gauge",
 		   "Seconds since the worker started.",
 		   (double) (GetCurrentTimestamp() - shared->started) / USECS_PER_SEC);
+
+	/* logical replication: read in a transaction of its own */
+	if (database_reachable(&rs))
+	{
+		metric(buf, "plank_replication_subscriptions", "gauge",
+			   "Logical replication subscriptions of the database.", (double) rs.nsubs);
+		metric(buf, "plank_replication_tables_syncing", "gauge",
+			   "Tables of the subscriptions whose initial synchronisation is not finished.",
+			   (double) rs.syncing);
+		metric(buf, "plank_replication_subscriptions_down", "gauge",
+			   "Subscriptions disabled or without a running apply worker.", (double) rs.down);
+	}
+	if (rs.origin_lsn != InvalidXLogRecPtr)
+	{
+		metric(buf, "plank_replication_lag_seconds", "gauge",
+			   "Apply time here minus origin commit time of the last replicated transaction sent to clients.",
+			   replication_lag(&rs));
+		metric(buf, "plank_replication_last_origin_commit_timestamp_seconds", "gauge",
+			   "Origin commit time (Unix seconds) of the last replicated transaction sent to clients.",
+			   (double) (rs.origin_committed - SetEpochTimestamp()) / USECS_PER_SEC);
+		metric(buf, "plank_replication_origin_lsn", "gauge",
+			   "Origin commit end LSN (bytes) of the last replicated transaction sent to clients.",
+			   (double) rs.origin_lsn);
+	}
 
 	appendStringInfoString(buf,
 						   "# HELP plank_send_latency_seconds Time from the worker receiving an event to writing it to a client.\n"

@@ -9,10 +9,11 @@ SELECT plank.track('t1');
 SELECT table_name, schema_name, relname, enabled FROM plank.tracked_tables;
 SELECT tgname FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
 
--- statement triggers with transition tables, one per operation
+-- statement triggers with transition tables, one per operation; and for
+-- logical replication, row triggers (a statement trigger for TRUNCATE)
 SELECT tgname, tgtype, tgoldtable, tgnewtable FROM pg_trigger WHERE tgrelid = 't1'::regclass ORDER BY tgname;
 
--- tracking again keeps four triggers
+-- tracking again keeps eight triggers
 SELECT plank.track('t1');
 SELECT count(*) FROM pg_trigger WHERE tgrelid = 't1'::regclass;
 
@@ -51,6 +52,11 @@ SELECT table_name FROM plank.tracked_tables;
 -- its partitions, at every level, get statement triggers of their own
 SELECT tgrelid::regclass, tgname FROM pg_trigger
  WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('parted')) ORDER BY 1, 2;
+-- the row triggers for logical replication fire for replica only (R), on
+-- the partitions too (their clones), and on partitions attached later
+CREATE TABLE parted_mx PARTITION OF parted FOR VALUES IN ('mx');
+SELECT tgrelid::regclass, tgname, tgenabled FROM pg_trigger
+ WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('parted')) AND tgname LIKE 'plank_replica%' ORDER BY 1, 2;
 SELECT plank.untrack('parted');
 SELECT count(*) FROM pg_trigger WHERE tgrelid IN (SELECT relid FROM pg_partition_tree('parted'));
 
