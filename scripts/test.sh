@@ -231,8 +231,9 @@ fi
 # --- JavaScript client tests (node's test runner, against the same worker) -------------
 if [ -f client/package.json ] && want client; then
     log "=== client: node --test client/test/"
+    # one file at a time: server.test.mjs ends by restarting the worker
     if npm ci --prefix client --no-audit --no-fund --loglevel=error </dev/null \
-            && node --test client/test/ </dev/null; then
+            && node --test --test-concurrency=1 client/test/ </dev/null; then
         record client passed
     else
         record client failed
