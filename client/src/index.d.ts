@@ -462,6 +462,8 @@ export interface LiveTableState<T = Row> {
 export interface LiveTableSpec<T = Row> extends TableSpec<T> {
   /** The key columns (default "id"): the primary key, which `old` and `key` carry. */
   key?: KeySpec<T>;
+  /** More handlers of the subscription's events, called after the store applied them. */
+  on?: SubscriptionHandlers<T>;
 }
 
 /**

@@ -244,14 +244,18 @@ export class LiveTable extends TableRows {
    * @param {import("./index.js").PlankClient} client
    * @param {string} id the subscription id
    * @param {{table: string, ops?: string[], filter?: object, snapshot?: boolean,
-   *   key?: string | string[] | ((row: object) => unknown)}} spec
+   *   key?: string | string[] | ((row: object) => unknown), on?: object}} spec `on`: more
+   *   handlers of the subscription's events ({change, commit, ack, resync, ...}), called
+   *   after the store applied the event
    */
   constructor(client, id, spec) {
-    const { key, ...request } = spec;
+    const { key, on, ...request } = spec;
     super({ key });
     this.client = client;
     this.id = id;
     this.request = { snapshot: true, ...request };
+    /** More handlers of the subscription's events, called after the store applied them. */
+    this.handlers = on ?? {};
     this.subscription = null;
     this.offClient = client.on("closed", () => this.disconnected());
     this.#subscribe();
@@ -265,6 +269,9 @@ export class LiveTable extends TableRows {
       ack: (ev) => this.ack(ev),
       error: (err) => this.fail(err),
     });
+    for (const [name, fn] of Object.entries(this.handlers)) {
+      if (typeof fn === "function") this.subscription.on(name, fn);
+    }
   }
 
   commit(tx) {
