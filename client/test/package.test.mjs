@@ -1,14 +1,14 @@
 // @plank-db/client as a package, and the client README's examples as tests.
 //
 // 1. The README's install commands, as written (paths made absolute): `npm pack` of
-//    client/ and `npm install` of the tarball into a fresh app (client/test/app: preact,
+//    client/ and `npm install` of the tarball into a fresh app (client/fixtures/app: preact,
 //    typescript and ws pinned; the package comes only from the tarball).
 // 2. tsc --strict over the app's type checks (checks.ts: subscribeTable<Todo>, the change
 //    union with visible: false, ServerMessage, liveTable<Todo>, useLiveTable<Todo>) and
 //    the README's TypeScript example.
 // 3. Every js/jsx/ts code block of client/README.md, found by the heading above it, is run
 //    against the real worker (PLANK_URL, PLANK_PSQL) in the app, importing the installed
-//    package: in Node (with client/test/app/prelude.mjs standing for the page: location,
+//    package: in Node (with client/fixtures/app/prelude.mjs standing for the page: location,
 //    render()), bundled for the browser with Bun and then run, or (the JSX hook example)
 //    bundled. The examples' URLs 127.0.0.1:8090 are replaced by the worker's, wss:// by
 //    ws://; nothing else is changed. A block under a heading this file does not know
@@ -76,7 +76,7 @@ let secret = "";
 before(() => {
   TMP = mkdtempSync(join(tmpdir(), "plank-client-pkg-"));
   APP = join(TMP, "app");
-  cpSync(join(HERE, "app"), APP, { recursive: true });
+  cpSync(join(CLIENT, "fixtures", "app"), APP, { recursive: true });
   if (skip) return;
   secret = process.env.PLANK_JWT_SECRET ?? psql("SELECT coalesce(current_setting('plank.jwt_secret', true), '')");
   // the role of the README's token examples
