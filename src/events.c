@@ -573,7 +573,10 @@ deliver(PlankEvent *ev, const char *payload)
 	MemoryContext oldcxt = MemoryContextSwitchTo(event_cxt);
 
 	if (ev->is_change)
+	{
 		build_change_frame(ev, payload);
+		plank_stats_change(ev);
+	}
 	else
 		build_notify_frame(ev, NameStr(ev->channel), payload, ev->pid);
 	plank_subs_dispatch(ev);
