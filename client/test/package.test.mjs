@@ -270,10 +270,11 @@ const HANDLERS = {
     const bun = findBun();
     assert.ok(bun);
     const name = tag("ts");
-    psql(`INSERT INTO public.items (name, value) VALUES (${q(name)}, 1)`);
     const p = start(bun, ["run", "readme-example.ts"]);
     try {
-      await p.waitFor(new RegExp(name), "the rows logged");
+      await p.waitFor(/^\d+ items, the newest: /, "the snapshot logged");
+      psql(`INSERT INTO public.items (name, value) VALUES (${q(name)}, 1)`);
+      await p.waitFor(new RegExp(`^\\d+ items, the newest: ${name}$`), "the rows logged");
     } finally {
       await p.stop();
     }
