@@ -3,6 +3,8 @@
 #
 #   setup      scripts/setup.sh (packages, frontend build, make, make install)
 #   regress    pg_regress (make installcheck) on a pg_virtualenv throwaway cluster
+#   install    README.md's Installation commands as written, on a fresh cluster
+#              (test/install/run.sh), then the README's WebSocket snippet against it
 #   cluster    a throwaway cluster in a temp dir with Plank preloaded and demo/items.sql
 #   e2e        pytest end-to-end tests (test/e2e) against that cluster's worker
 #   browser    node --test test/browser/ (when test/browser/package.json exists)
@@ -95,6 +97,18 @@ want() {
     return 1
 }
 
+# A step that is a script of its own: run it if it exists, record the outcome.
+script_step() {  # script_step NAME SCRIPT
+    [ -f "$2" ] || return 0
+    want "$1" || return 0
+    log "=== $1: bash $2"
+    if bash "$2" </dev/null; then
+        record "$1" passed
+    else
+        record "$1" failed
+    fi
+}
+
 # --- pg_regress -----------------------------------------------------------------------
 rm -f test/regression.diffs test/regression.out
 # -t: the throwaway cluster lives in a temp dir even as root (nothing in /etc/postgresql)
@@ -111,6 +125,10 @@ else
     fi
     record regress failed
 fi
+
+# README "Installation" as written, on a fresh cluster of its own (the ports of the test
+# cluster, before it starts)
+script_step install test/install/run.sh
 
 # --- throwaway cluster ----------------------------------------------------------------
 log "=== cluster: PostgreSQL on 127.0.0.1:$PGPORT, Plank on 127.0.0.1:$PORT"
@@ -231,25 +249,14 @@ fi
 # --- JavaScript client tests (node's test runner, against the same worker) -------------
 if [ -f client/package.json ] && want client; then
     log "=== client: node --test client/test/"
+    # one file at a time: server.test.mjs ends by restarting the worker
     if npm ci --prefix client --no-audit --no-fund --loglevel=error </dev/null \
-            && node --test client/test/ </dev/null; then
+            && node --test --test-concurrency=1 client/test/ </dev/null; then
         record client passed
     else
         record client failed
     fi
 fi
-
-# A step that is a script of its own: run it if it exists, record the outcome.
-script_step() {  # script_step NAME SCRIPT
-    [ -f "$2" ] || return 0
-    want "$1" || return 0
-    log "=== $1: bash $2"
-    if bash "$2" </dev/null; then
-        record "$1" passed
-    else
-        record "$1" failed
-    fi
-}
 
 # benchmark smoke run (seconds; keeps bench/ from rotting)
 script_step bench bench/smoke.sh

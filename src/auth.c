@@ -981,7 +981,11 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		return refuse(detail, "invalid_token", "token has no role claim at plank.jwt_role_claim");
 	roleid = lookup_role(role);
 	if (!OidIsValid(roleid))
-		return refuse(detail, "unknown_role", "the role named by the token does not exist or is not granted to plank.authenticator");
+	{
+		*detail = psprintf("role \"%s\" named by the token does not exist or is not granted to plank.authenticator",
+						   role);
+		return "unknown_role";
+	}
 
 	id->roleid = roleid;
 	id->role = MemoryContextStrdup(cxt, role);

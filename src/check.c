@@ -373,6 +373,8 @@ pull_reply(CheckWorker *w)
 	memcpy(&rep, data, sizeof(rep));
 	job = w->job;
 	w->job = NULL;
+	if (job && job->kind == PLANK_CHECK_RLS)
+		plank_stats_rls_check(GetCurrentTimestamp() - job->started_at, rep.status == PLANK_CHECK_OK);
 	if (job)
 		job_finish(job, rep.status == PLANK_CHECK_OK, (char *) data + sizeof(rep),
 				   nbytes - sizeof(rep), &rep);

@@ -630,7 +630,10 @@ deliver(PlankEvent *ev, const char *payload)
 
 	ev->received_at = plank_now;
 	if (ev->is_change)
+	{
 		build_change_frame(ev, payload);
+		plank_stats_change(ev);
+	}
 	else if (!plank_publish_frame(ev, payload))	/* a client's publication */
 		build_notify_frame(ev, ev->channel, payload, ev->pid);
 	plank_subs_dispatch(ev);

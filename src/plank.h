@@ -162,6 +162,8 @@ typedef struct PlankConn
 	int			slot;			/* in shared memory (stats.c); -1: none */
 	double		rate_tokens;	/* token bucket of plank.rate_limit */
 	TimestampTz rate_checked;
+	TimestampTz opened_at;		/* the handshake, for the disconnection log line */
+	int			end_code;		/* the close code sent or received; 0: none yet */
 } PlankConn;
 
 #define PLANK_OP_INSERT		0x01
@@ -389,7 +391,8 @@ typedef enum PlankCounter
 	PLANK_STAT_RESYNCS,
 	PLANK_STAT_PROTOCOL_ERRORS,
 	PLANK_STAT_AUTH_FAILURES,
-	PLANK_STAT_UNDELIVERABLE
+	PLANK_STAT_UNDELIVERABLE,
+	PLANK_STAT_RATE_LIMITED		/* clients closed with 1008 for plank.rate_limit */
 } PlankCounter;
 
 extern void plank_stats_init(int nworkers);
@@ -409,6 +412,9 @@ extern int	plank_stats_take_disconnects(uint64 *ids, int max);
 extern bool plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until);
 extern void plank_stats_health(StringInfo buf, bool *ok);
 extern void plank_stats_metrics(StringInfo buf);
+extern void plank_stats_rls_check(int64 usec, bool ok);
+extern void plank_stats_change(const PlankEvent *ev);
+extern char *plank_stats_claims_sub(const char *claims);
 
 /* queue.c: events from worker 0 to the other workers of its database */
 extern void plank_queue_init(int ndatabases);

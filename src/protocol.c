@@ -34,6 +34,7 @@
 #include "access/relation.h"
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "plank.h"
@@ -963,6 +964,7 @@ handle_auth(PlankConn *conn, Jsonb *jb, const char *id, bool *closed)
 	PlankIdentity ident;
 	char	   *detail;
 	const char *code;
+	bool		fresh;
 
 	*closed = false;
 	if (token == NULL)
@@ -978,10 +980,27 @@ handle_auth(PlankConn *conn, Jsonb *jb, const char *id, bool *closed)
 	}
 	/* a token may upgrade an anonymous connection; a fresh one keeps its role */
 	if (conn->ident.from_token && ident.roleid != conn->ident.roleid)
+	{
+		ereport(plank_log_level,
+				(errmsg("plank refused a fresh token from %s naming role %s: connection %llu acts as role %s",
+						conn->peer, ident.role, (unsigned long long) conn->id, conn->ident.role)));
 		return request_error("role_mismatch",
 							 "a fresh token must name the connection's role \"%s\"", conn->ident.role);
+	}
+	fresh = conn->ident.from_token;
 	plank_conn_set_identity(conn, &ident);
 	plank_stats_conn_updated(conn);
+	if (plank_log_connections && !conn->closing)
+	{
+		char	   *sub = plank_stats_claims_sub(ident.claims);
+
+		ereport(plank_log_level,
+				(errmsg("plank connection %llu from %s %s as role %s (token sub %s%s%s, expires %s)",
+						(unsigned long long) conn->id, conn->peer,
+						fresh ? "sent a fresh token" : "authenticated", ident.role,
+						sub ? "\"" : "", sub ? sub : "none", sub ? "\"" : "",
+						ident.exp > 0 ? timestamptz_to_str(time_t_to_timestamptz((pg_time_t) ident.exp)) : "never")));
+	}
 	return NULL;
 }
 

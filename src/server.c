@@ -172,6 +172,8 @@ plank_conn_close(PlankConn *conn, int code, const char *reason)
 		return;
 	conn->closing = true;
 	conn->close_code = code;
+	if (conn->end_code == 0)
+		conn->end_code = code;
 	conn->close_reason = reason;
 	conn_purge_queue(conn);
 	lws_callback_on_writable(conn->wsi);
@@ -325,8 +327,9 @@ static void
 conn_close_stalled(PlankConn *conn)
 {
 	ereport(plank_log_level,
-			(errmsg("plank closing connection %llu from %s: its socket took no data for plank.max_client_lag with more than plank.max_client_buffer queued",
-					(unsigned long long) conn->id, conn->peer)));
+			(errmsg("plank closing connection %llu from %s as role %s: its socket took no data for plank.max_client_lag with more than plank.max_client_buffer queued",
+					(unsigned long long) conn->id, conn->peer,
+					conn->ident.role ? conn->ident.role : "(none)")));
 	plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
 	plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
 }
@@ -388,8 +391,9 @@ shed_backlog(PlankConn *sending)
 		if (furthest == NULL)
 			break;
 		ereport(plank_log_level,
-				(errmsg("plank closing connection %llu from %s: the backlogs of all clients exceed plank.max_backlog_memory and it is the furthest behind (%d messages)",
-						(unsigned long long) furthest->id, furthest->peer, furthest->q_len)));
+				(errmsg("plank closing connection %llu from %s as role %s: the backlogs of all clients exceed plank.max_backlog_memory and it is the furthest behind (%d messages)",
+						(unsigned long long) furthest->id, furthest->peer,
+						furthest->ident.role ? furthest->ident.role : "(none)", furthest->q_len)));
 		plank_conn_close(furthest, PLANK_CLOSE_TRY_AGAIN_LATER, "client too slow");
 		plank_stats_count(PLANK_STAT_DROPPED_SLOW, 1);
 		if (furthest == sending)
@@ -686,8 +690,9 @@ refuse_if_banned(PlankConn *conn)
 	if (plank_stats_conn_identified(conn, &until))
 	{
 		ereport(plank_log_level,
-				(errmsg("plank closing connection %llu from %s: banned by plank.disconnect() until %s",
-						(unsigned long long) conn->id, conn->peer, timestamptz_to_str(until))));
+				(errmsg("plank closing connection %llu from %s as role %s: banned by plank.disconnect() until %s",
+						(unsigned long long) conn->id, conn->peer,
+						conn->ident.role ? conn->ident.role : "(none)", timestamptz_to_str(until))));
 		plank_conn_close(conn, PLANK_CLOSE_BANNED, "banned by an administrator");
 	}
 }
@@ -755,8 +760,8 @@ plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id)
 		if (nconns - nunauth > plank_max_connections)
 		{
 			ereport(plank_log_level,
-					(errmsg("plank closing connection %llu from %s: plank.max_connections (%d) reached",
-							(unsigned long long) conn->id, conn->peer, plank_max_connections)));
+					(errmsg("plank closing connection %llu from %s as role %s: plank.max_connections (%d) reached",
+							(unsigned long long) conn->id, conn->peer, conn->ident.role, plank_max_connections)));
 			plank_conn_close(conn, PLANK_CLOSE_TRY_AGAIN_LATER, "too many connections");
 			return;
 		}
@@ -795,6 +800,7 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	lws_get_peer_simple(wsi, conn->peer, sizeof(conn->peer));
 	conn->rate_tokens = 2.0 * plank_rate_limit;
 	conn->rate_checked = GetCurrentTimestamp();
+	conn->opened_at = conn->rate_checked;
 	MemoryContextSwitchTo(oldcxt);
 
 	pss->conn = conn;
@@ -818,10 +824,14 @@ conn_open(struct lws *wsi, PlankSession *pss)
 	plank_stats_conn_updated(conn);
 	plank_protocol_welcome(conn);
 
-	if (plank_log_connections)
+	if (plank_log_connections && conn->ident.role)
 		ereport(plank_log_level,
 				(errmsg("plank connection %llu from %s as role %s", (unsigned long long) conn->id,
-						conn->peer, conn->ident.role ? conn->ident.role : "(none yet)")));
+						conn->peer, conn->ident.role)));
+	else if (plank_log_connections)
+		ereport(plank_log_level,
+				(errmsg("plank connection %llu from %s waiting to authenticate",
+						(unsigned long long) conn->id, conn->peer)));
 }
 
 /*
@@ -902,9 +912,19 @@ conn_free(PlankConn *conn)
 	plank_stats_conn_closed(conn);
 
 	if (plank_log_connections)
+	{
+		long		secs;
+		int			usecs;
+
+		/* as log_disconnections: the session time; 1006 when no close frame came or went */
+		TimestampDifference(conn->opened_at, GetCurrentTimestamp(), &secs, &usecs);
 		ereport(plank_log_level,
-				(errmsg("plank disconnection %llu from %s as role %s", (unsigned long long) conn->id,
-						conn->peer, conn->ident.role ? conn->ident.role : "(none)")));
+				(errmsg("plank disconnection %llu from %s as role %s: close code %d, session time %ld:%02ld:%02ld.%03d",
+						(unsigned long long) conn->id, conn->peer,
+						conn->ident.role ? conn->ident.role : "(none)",
+						conn->end_code ? conn->end_code : LWS_CLOSE_STATUS_ABNORMAL_CLOSE,
+						secs / 3600, (secs / 60) % 60, secs % 60, usecs / 1000)));
+	}
 	MemoryContextDelete(conn->mcxt);
 }
 
@@ -959,7 +979,12 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 		plank_stats_conn_activity(conn);
 		if (!rate_allows(conn))
 		{
+			ereport(plank_log_level,
+					(errmsg("plank closing connection %llu from %s as role %s: messages faster than plank.rate_limit (%d per second)",
+							(unsigned long long) conn->id, conn->peer,
+							conn->ident.role ? conn->ident.role : "(none)", plank_rate_limit)));
 			plank_conn_close(conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "message rate exceeds plank.rate_limit");
+			plank_stats_count(PLANK_STAT_RATE_LIMITED, 1);
 			return 0;
 		}
 		if (conn->rx.data != NULL)
@@ -1257,6 +1282,13 @@ plank_ws_callback_guts(struct lws *wsi, enum lws_callback_reasons reason,
 			return 0;
 		case LWS_CALLBACK_SERVER_WRITEABLE:
 			return pss->conn ? conn_writeable(pss->conn) : -1;
+		case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+			/* the client's close code (RFC 6455 5.5.1), for the disconnection line */
+			if (pss->conn && pss->conn->end_code == 0)
+				pss->conn->end_code = len >= 2 ?
+					(((unsigned char *) in)[0] << 8) | ((unsigned char *) in)[1] :
+					LWS_CLOSE_STATUS_NO_STATUS;
+			return 0;
 		case LWS_CALLBACK_CLOSED:
 			if (pss->conn)
 				conn_free(pss->conn);

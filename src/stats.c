@@ -38,6 +38,7 @@
 #include "storage/spin.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/pg_lsn.h"
@@ -110,6 +111,8 @@ typedef struct PlankShared
 	pg_atomic_uint64 protocol_errors;
 	pg_atomic_uint64 auth_failures;
 	pg_atomic_uint64 undeliverable;	/* changes a subscription could not get exactly */
+	pg_atomic_uint64 rate_limited;	/* clients closed for plank.rate_limit */
+	pg_atomic_uint64 rls_check_failures;	/* RLS check requests that failed */
 	pg_atomic_uint64 ring_bytes;
 	pg_atomic_uint64 ring_events;
 	pg_atomic_uint32 connections;
@@ -173,6 +176,30 @@ static const double latency_buckets[] = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 
 static uint64 latency_counts[lengthof(latency_buckets) + 1];
 static double latency_sum_ms = 0;
 static uint64 latency_count = 0;
+
+/*
+ * Row-level security checks of the answering worker: time from handing a
+ * batch to a check worker to reading its verdicts, in ms.
+ */
+static const double rls_buckets[] = {0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000};
+static uint64 rls_counts[lengthof(rls_buckets) + 1];
+static double rls_sum_ms = 0;
+static uint64 rls_count = 0;
+
+/*
+ * Changes per table seen by this worker since it started (every worker of
+ * a database sees every change).  At most MAX_TABLE_COUNTS tables are
+ * counted by name; the changes of others are counted together.
+ */
+#define MAX_TABLE_COUNTS 1000
+typedef struct TableCount
+{
+	NameData	schema;			/* hash key: schema and table */
+	NameData	table;
+	uint64		changes;
+} TableCount;
+static HTAB *table_counts = NULL;
+static uint64 other_table_changes = 0;
 
 static Size
 section_size(void)
@@ -287,6 +314,8 @@ stats_shmem_startup(void)
 		pg_atomic_init_u64(&shared->protocol_errors, 0);
 		pg_atomic_init_u64(&shared->auth_failures, 0);
 		pg_atomic_init_u64(&shared->undeliverable, 0);
+		pg_atomic_init_u64(&shared->rate_limited, 0);
+		pg_atomic_init_u64(&shared->rls_check_failures, 0);
 		pg_atomic_init_u64(&shared->ring_bytes, 0);
 		pg_atomic_init_u64(&shared->ring_events, 0);
 		pg_atomic_init_u32(&shared->connections, 0);
@@ -422,6 +451,9 @@ plank_stats_count(PlankCounter counter, uint64 n)
 		case PLANK_STAT_UNDELIVERABLE:
 			c = &shared->undeliverable;
 			break;
+		case PLANK_STAT_RATE_LIMITED:
+			c = &shared->rate_limited;
+			break;
 		default:
 			return;
 	}
@@ -502,12 +534,14 @@ plank_stats_conn_updated(PlankConn *conn)
 }
 
 /*
- * The "sub" claim of a token's claims (a JSON object, as checked by
- * plank_auth_verify), or NULL when there is none or it is not a string
- * (RFC 7519 section 4.1.2: a StringOrURI).
+ * plank_stats_claims_sub
+ *		The "sub" claim of a token's claims (a JSON object, as checked by
+ *		plank_auth_verify), palloc'd in the current memory context, or NULL
+ *		when there is none or it is not a string (RFC 7519 section 4.1.2: a
+ *		StringOrURI).  Raises ERROR (22P02) only for claims that are not JSON.
  */
-static char *
-claims_sub(const char *claims)
+char *
+plank_stats_claims_sub(const char *claims)
 {
 	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
 	JsonbValue	v;
@@ -539,7 +573,7 @@ plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until)
 	bool		banned = false;
 
 	if (conn->ident.from_token && conn->ident.claims != NULL)
-		sub = claims_sub(conn->ident.claims);
+		sub = plank_stats_claims_sub(conn->ident.claims);
 	initStringInfo(&what);
 	if (sub != NULL)
 		appendStringInfo(&what, "sub %s", sub);
@@ -1336,6 +1370,84 @@ plank_stats_health(StringInfo buf, bool *ok)
 	appendStringInfoString(buf, "}}\n");
 }
 
+/*
+ * plank_stats_rls_check
+ *		A batch of row-level security checks came back from a check worker
+ *		after usec microseconds (from handing it over to reading the reply);
+ *		ok false: it failed (an error in a policy, plank.check_timeout).
+ *		Feeds plank_rls_check_seconds (this worker's) and
+ *		plank_rls_check_failures_total (the database's).
+ */
+void
+plank_stats_rls_check(int64 usec, bool ok)
+{
+	double		ms = (double) usec / 1000.0;
+	int			b;
+
+	for (b = 0; b < lengthof(rls_buckets) && ms > rls_buckets[b]; b++)
+		;
+	rls_counts[b]++;
+	rls_sum_ms += ms;
+	rls_count++;
+	if (!ok)
+		pg_atomic_fetch_add_u64(&shared->rls_check_failures, 1);
+}
+
+/*
+ * plank_stats_change
+ *		Count a table change the worker received, for plank_changes_total
+ *		(per table, since this worker started).  Never raises an error past
+ *		out of memory.
+ */
+void
+plank_stats_change(const PlankEvent *ev)
+{
+	TableCount	key;
+	TableCount *tc;
+	bool		found;
+
+	if (table_counts == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = 2 * sizeof(NameData);
+		ctl.entrysize = sizeof(TableCount);
+		ctl.hcxt = TopMemoryContext;
+		table_counts = hash_create("plank changes per table", 64, &ctl,
+								   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&key, 0, sizeof(key));
+	namestrcpy(&key.schema, ev->schema);
+	namestrcpy(&key.table, ev->table);
+	tc = hash_search(table_counts, &key, HASH_FIND, NULL);
+	if (tc == NULL)
+	{
+		if (hash_get_num_entries(table_counts) >= MAX_TABLE_COUNTS)
+		{
+			other_table_changes++;
+			return;
+		}
+		tc = hash_search(table_counts, &key, HASH_ENTER, &found);
+		tc->changes = 0;
+	}
+	tc->changes++;
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void
+append_label(StringInfo buf, const char *value)
+{
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\\' || *p == '"')
+			appendStringInfoChar(buf, '\\');
+		if (*p == '\n')
+			appendStringInfoString(buf, "\\n");
+		else
+			appendStringInfoChar(buf, *p);
+	}
+}
+
 static void
 metric(StringInfo buf, const char *name, const char *type, const char *help, double value)
 {
@@ -1375,6 +1487,12 @@ plank_stats_metrics(StringInfo buf)
 	metric(buf, "plank_undeliverable_changes_total", "counter",
 		   "Changes a subscription could not be sent exactly (it was sent resync_required instead).",
 		   (double) db_u64(offsetof(PlankShared, undeliverable)));
+	metric(buf, "plank_clients_rate_limited_total", "counter",
+		   "Clients closed with 1008 because they sent messages faster than plank.rate_limit.",
+		   (double) db_u64(offsetof(PlankShared, rate_limited)));
+	metric(buf, "plank_rls_check_failures_total", "counter",
+		   "Row-level security check requests that failed (an error in a policy, plank.check_timeout); their changes were retried alone, then hidden.",
+		   (double) db_u64(offsetof(PlankShared, rls_check_failures)));
 	metric(buf, "plank_connections", "gauge",
 		   "Connected WebSocket clients.", (double) db_connections());
 	metric(buf, "plank_subscriptions", "gauge",
@@ -1428,4 +1546,41 @@ plank_stats_metrics(StringInfo buf)
 	appendStringInfo(buf, "plank_send_latency_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
 	appendStringInfo(buf, "plank_send_latency_seconds_sum %.9g\n", latency_sum_ms / 1000.0);
 	appendStringInfo(buf, "plank_send_latency_seconds_count " UINT64_FORMAT "\n", latency_count);
+
+	appendStringInfoString(buf,
+						   "# HELP plank_rls_check_seconds Time from handing a batch of row-level security checks to a check worker to reading its verdicts (this worker).\n"
+						   "# TYPE plank_rls_check_seconds histogram\n");
+	cumulative = 0;
+	for (b = 0; b < lengthof(rls_buckets); b++)
+	{
+		cumulative += rls_counts[b];
+		appendStringInfo(buf, "plank_rls_check_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+						 rls_buckets[b] / 1000.0, cumulative);
+	}
+	cumulative += rls_counts[lengthof(rls_buckets)];
+	appendStringInfo(buf, "plank_rls_check_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
+	appendStringInfo(buf, "plank_rls_check_seconds_sum %.9g\n", rls_sum_ms / 1000.0);
+	appendStringInfo(buf, "plank_rls_check_seconds_count " UINT64_FORMAT "\n", rls_count);
+
+	appendStringInfoString(buf,
+						   "# HELP plank_changes_total Table changes received since this worker started, per table (at most 1000 tables; the others under table=\"\").\n"
+						   "# TYPE plank_changes_total counter\n");
+	if (table_counts != NULL)
+	{
+		HASH_SEQ_STATUS hs;
+		TableCount *tc;
+
+		hash_seq_init(&hs, table_counts);
+		while ((tc = hash_seq_search(&hs)) != NULL)
+		{
+			appendStringInfoString(buf, "plank_changes_total{schema=\"");
+			append_label(buf, NameStr(tc->schema));
+			appendStringInfoString(buf, "\",table=\"");
+			append_label(buf, NameStr(tc->table));
+			appendStringInfo(buf, "\"} " UINT64_FORMAT "\n", tc->changes);
+		}
+	}
+	if (other_table_changes > 0)
+		appendStringInfo(buf, "plank_changes_total{schema=\"\",table=\"\"} " UINT64_FORMAT "\n",
+						 other_table_changes);
 }

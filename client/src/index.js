@@ -1,4 +1,4 @@
-// plank-client: a WebSocket client for Plank (docs/PROTOCOL.md) for browsers and Node.
+// @plank-db/client: a WebSocket client for Plank (docs/PROTOCOL.md) for browsers and Node.
 //
 // - reconnects by itself, with exponential backoff and full or half jitter;
 // - detects dead connections with an application-level heartbeat ({"type":"ping"});
@@ -592,9 +592,9 @@ export class PlankClient extends Emitter {
   #report(err) {
     if (this.listenerCount("error") > 0) {
       const errors = this._emit("error", err);
-      if (errors.length) console.error("plank-client: error handler threw", errors[0]);
+      if (errors.length) console.error("@plank-db/client: error handler threw", errors[0]);
     } else if (typeof console !== "undefined") {
-      console.error("plank-client:", err.message, err.error ?? "");
+      console.error("@plank-db/client:", err.message, err.error ?? "");
     }
   }
 
@@ -1004,5 +1004,7 @@ export class PlankClient extends Emitter {
     }
   }
 }
+
+export { LiveTable, TableRows, keyFunction, liveTable } from "./live.js";
 
 export default PlankClient;

@@ -1,8 +1,6 @@
-import {
-  connState, epoch, events, lastError, lastSeq, mayHaveGaps, retryInMs, rowCount, rows,
-  rowSource, MAX_EVENTS,
-} from "./store.js";
-import { TABLE } from "./connection.js";
+import { useRef } from "preact/hooks";
+import { connState, epoch, events, lastError, lastSeq, retryInMs, MAX_EVENTS } from "./store.js";
+import { SUB_ID, TABLE, useLiveTable } from "./connection.js";
 
 const pad = (n) => String(n).padStart(2, "0");
 
@@ -50,12 +48,11 @@ function Status() {
   );
 }
 
-function Row({ entry }) {
-  const { row, version, partial } = entry;
+function Row({ row, version, partial }) {
   // Alternating between two identical animations restarts the flash on every change.
   const flash = version > 0 ? (version % 2 ? "flash-a" : "flash-b") : "";
   return (
-    <tr data-testid={`row-${entry.key}`} class={`${flash}${partial ? " partial" : ""}`}
+    <tr data-testid={`row-${row.id}`} class={`${flash}${partial ? " partial" : ""}`}
       title={partial ? "row too large for a notification: only its key is known" : undefined}>
       <td class="num" data-testid="id">{formatValue(row.id)}</td>
       <td data-testid="name">{formatValue(row.name)}</td>
@@ -66,23 +63,49 @@ function Row({ entry }) {
   );
 }
 
-function ItemsTable() {
-  const list = rows.value;
+function compareIds(a, b) {
+  const x = a.row.id;
+  const y = b.row.id;
+  if (typeof x === "number" && typeof y === "number") return x - y;
+  return String(x).localeCompare(String(y), undefined, { numeric: true });
+}
+
+/**
+ * Each row with a version that goes up whenever the live table hands over a new object
+ * for it (a change), so the row flashes; rows of a snapshot start at 0, rows that appear
+ * later at 1.
+ */
+function useVersions(state) {
+  const seen = useRef({ rows: new Map(), ready: false });
+  const next = new Map();
+  for (const [key, row] of state.byKey) {
+    const prev = seen.current.rows.get(key);
+    const version = prev === undefined ? (seen.current.ready ? 1 : 0) : prev.row === row ? prev.version : prev.version + 1;
+    next.set(key, { key, row, version, partial: state.partial.has(key) });
+  }
+  seen.current = { rows: next, ready: seen.current.ready || state.status === "ready" };
+  return [...next.values()].sort(compareIds);
+}
+
+function ItemsTable({ client, spec }) {
+  const state = useLiveTable(client, SUB_ID, spec);
+  const list = useVersions(state);
   return (
     <section class="card">
       <h2>
-        {TABLE} <span class="muted">({rowCount.value} {rowCount.value === 1 ? "row" : "rows"})</span>
+        {TABLE} <span class="muted">({list.length} {list.length === 1 ? "row" : "rows"})</span>
       </h2>
       <p class="notice" data-testid="row-source">
-        {rowSource.value === "snapshot" ? "Showing a snapshot, kept live." : "Showing changes since page load."}
-        {mayHaveGaps.value && " The connection dropped and came back without a snapshot: changes made while it was down may be missing."}
+        {state.status === "resyncing" ? "Reloading the rows (resync)." : "Showing a snapshot, kept live."}
+        {state.stale && " Changes may be missing: reload the page."}
+        {!state.complete && " The snapshot was cut at plank.snapshot_limit."}
       </p>
       <table class="items">
         <thead>
           <tr><th class="num">id</th><th>name</th><th class="num">value</th><th>created</th><th>updated</th></tr>
         </thead>
         <tbody data-testid="rows">
-          {list.map((entry) => <Row key={entry.key} entry={entry} />)}
+          {list.map((e) => <Row key={e.key} row={e.row} version={e.version} partial={e.partial} />)}
         </tbody>
       </table>
       {list.length === 0 && (
@@ -120,7 +143,7 @@ function EventLog() {
   );
 }
 
-export function App() {
+export function App({ client, spec }) {
   return (
     <main>
       <header>
@@ -129,7 +152,7 @@ export function App() {
       </header>
       {lastError.value && <p class="error" data-testid="error" role="alert">{lastError.value}</p>}
       <div class="layout">
-        <ItemsTable />
+        <ItemsTable client={client} spec={spec} />
         <EventLog />
       </div>
     </main>

@@ -1,22 +1,26 @@
-// The page's connection to the Plank worker, through plank-client (client/): subscribe
-// to public.items with a snapshot and feed the store. The client reconnects with backoff
-// and jitter, pings to notice dead connections, and on every reconnect resumes where
-// the page left off (the worker replays what was missed) or, when that is impossible
-// (the worker restarted), reports a resync and reloads the snapshot.
+// The page's connection to the Plank worker, through @plank-db/client (client/). The
+// client reconnects with backoff and jitter, pings to notice dead connections, and on
+// every reconnect resumes where the page left off (the worker replays what was missed)
+// or, when that is impossible (the worker restarted), reports a resync and reloads the
+// snapshot. The rows themselves are kept by useLiveTable (App.jsx); this file feeds the
+// connection status and the event log.
 import { batch } from "@preact/signals";
+import { useEffect, useState } from "preact/hooks";
 import { PlankClient } from "../../client/src/index.js";
-import {
-  applyCommit, applySnapshot, connState, lastError, logNote, mayHaveGaps, noteSeq, retryInMs,
-  welcome,
-} from "./store.js";
+import { makeUseLiveTable } from "../../client/src/hooks.js";
+import { connState, lastError, logCommit, logNote, noteSeq, retryInMs, welcome } from "./store.js";
+
+// what @plank-db/client/preact exports, made from this app's own Preact
+export const useLiveTable = makeUseLiveTable({ useState, useEffect });
 
 export const TABLE = "public.items";
-const SUB_ID = "items";
+export const SUB_ID = "items";
 
 export function socketUrl(loc = window.location) {
   return `${loc.protocol === "https:" ? "wss" : "ws"}://${loc.host}/ws`;
 }
 
+/** The client, and the spec of the items subscription (for useLiveTable). */
 export function connect({ url = socketUrl() } = {}) {
   const client = new PlankClient(url, {
     backoff: { initialMs: 250, maxMs: 5000, jitter: "half" },
@@ -65,37 +69,38 @@ export function connect({ url = socketUrl() } = {}) {
     lastError.value = err.code ? `${err.code}: ${err.message}` : String(err.message);
   });
 
-  client.subscribeTable(SUB_ID, { table: TABLE, snapshot: true }, {
-    snapshot: (msg) => applySnapshot(msg.rows, msg.seq, msg.epoch),
-    change: (msg) => {
-      noteSeq(msg.seq);
-      if (client.subscriptions.get(SUB_ID)?.state === "pending") replayed++;
+  const spec = {
+    table: TABLE,
+    key: "id",
+    on: {
+      change: (msg) => {
+        noteSeq(msg.seq);
+        if (client.subscriptions.get(SUB_ID)?.state === "pending") replayed++;
+      },
+      // the live table applied a transaction whole: log its changes
+      commit: (c) => logCommit(c.changes),
+      resync: (r) => logNote("RESYNC", r.seq, r.reason),
+      ack: (ack) => {
+        batch(() => {
+          noteSeq(ack.seq);
+          if (ack.resumed) {
+            logNote("RESUMED", ack.seq, `${replayed} missed ${replayed === 1 ? "change" : "changes"}`);
+          }
+          lastError.value = null;
+          connState.value = "open";
+        });
+        wasOpen = true;
+      },
+      error: (err) => batch(() => {
+        lastError.value = `${err.code}: ${err.message}`;
+        connState.value = "error";
+      }),
     },
-    // a transaction is applied whole, when its commit arrives
-    commit: (c) => applyCommit(c.changes),
-    resync: (r) => batch(() => {
-      logNote("RESYNC", r.seq, r.reason);
-      if (!r.snapshot) mayHaveGaps.value = true;
-    }),
-    ack: (ack) => {
-      batch(() => {
-        noteSeq(ack.seq);
-        if (ack.resumed) {
-          logNote("RESUMED", ack.seq, `${replayed} missed ${replayed === 1 ? "change" : "changes"}`);
-        }
-        lastError.value = null;
-        connState.value = "open";
-      });
-      wasOpen = true;
-    },
-    error: (err) => batch(() => {
-      lastError.value = `${err.code}: ${err.message}`;
-      connState.value = "error";
-    }),
-  });
+  };
 
   return {
     client,
+    spec,
     close() {
       stopCountdown();
       client.close();

@@ -2,5 +2,5 @@ import { render } from "preact";
 import { App } from "./App.jsx";
 import { connect } from "./connection.js";
 
-render(<App />, document.getElementById("app"));
-connect();
+const { client, spec } = connect();
+render(<App client={client} spec={spec} />, document.getElementById("app"));

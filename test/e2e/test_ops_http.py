@@ -4,14 +4,17 @@ plank.http_allowed_addresses."""
 import asyncio
 import json
 
-from conftest import DB, PORT, client, run, tag
+import time
+
+from conftest import DB, PORT, client, run, sql, tag
 from test_ops_common import (PORT2, apoll, http_get, metric_value, parse_prometheus, plank_settings,
-                             stats, worker_pid)
+                             roles, stats, token, worker_pid)
 
 COUNTERS = ["plank_notifications_received_total", "plank_messages_sent_total",
             "plank_bytes_sent_total", "plank_connections_total",
             "plank_clients_dropped_slow_total", "plank_resyncs_total",
-            "plank_protocol_errors_total", "plank_auth_failures_total"]
+            "plank_protocol_errors_total", "plank_auth_failures_total",
+            "plank_clients_rate_limited_total", "plank_rls_check_failures_total"]
 GAUGES = ["plank_connections", "plank_subscriptions", "plank_replay_ring_events",
           "plank_replay_ring_bytes", "plank_last_seq", "plank_notify_queue_usage",
           "plank_uptime_seconds"]
@@ -124,3 +127,78 @@ def test_http_allowed_addresses_refuses_other_clients_with_403():
     with plank_settings({"plank.http_allowed_addresses": "192.0.2.1, 127.0.0.1"}):
         assert http_get("/health")[0] == 200
         assert http_get("/metrics")[0] == 200
+
+
+def _changes_of(fams, schema, table):
+    for name, labels, value in fams.get("plank_changes_total", {}).get("samples", []):
+        if labels == {"schema": schema, "table": table}:
+            return value
+    return 0
+
+
+def test_metrics_count_changes_per_table(db):
+    fams = metrics()
+    assert fams.get("plank_changes_total", {}).get("type") == "counter"
+    before = _changes_of(fams, "public", "items")
+    name = "ops-pertable-" + tag()
+
+    async def body():
+        async with client() as c:
+            await c.subscribe("pt", table="public.items")
+            for i in range(4):
+                db.insert_item(f"{name}-{i}", i)
+            db.execute("DELETE FROM items WHERE name LIKE %s", (name + "-%",))
+            for i in range(4):
+                await c.change_named("pt", f"{name}-{i}")
+            await c.wait_for(lambda m: m.get("type") == "change" and m["change"]["op"] == "DELETE",
+                             what="a delete")
+    try:
+        run(body())
+    finally:
+        db.execute("DELETE FROM items WHERE name LIKE %s", (name + "-%",))
+    after = asyncio.run(apoll(lambda: (lambda v: v if v >= before + 8 else None)(
+        _changes_of(metrics(), "public", "items")), 5, what="8 more changes of public.items"))
+    assert after >= before + 8, (before, after)
+
+
+def test_metrics_time_row_level_security_checks_and_count_failures(db, roles):
+    """plank_rls_check_seconds counts every batch of checks; a policy that raises makes
+    plank_rls_check_failures_total grow (the change is then hidden from that role)."""
+    role = roles.make("opsrls", "NOLOGIN")
+    t = f"ops_rls_{tag()}"
+    sql(f"CREATE TABLE public.{t} (id int PRIMARY KEY, v int NOT NULL)")
+    sql(f"""CREATE FUNCTION public.{t}_ok(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+            BEGIN IF v < 0 THEN RAISE EXCEPTION 'negative'; END IF; RETURN true; END $$""")
+    sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+    sql(f"CREATE POLICY p ON public.{t} FOR SELECT USING (public.{t}_ok(v))")
+    sql(f'GRANT SELECT ON public.{t} TO "{role}"')
+    sql(f"SELECT plank.track('public.{t}')")
+    before = metrics()
+
+    async def body():
+        async with client() as c:
+            ack = await c.request({"type": "auth", "id": "a",
+                                   "token": token({"role": role, "exp": int(time.time()) + 300})})
+            assert ack["type"] == "ack", ack
+            await c.subscribe("r", table=f"public.{t}")
+            db.execute(f"INSERT INTO public.{t} VALUES (1, 1)")
+            await c.wait_for(lambda m: m.get("type") == "change" and m["change"]["new"]["id"] == 1,
+                             what="the visible row")
+            db.execute(f"INSERT INTO public.{t} VALUES (2, -1)")
+            db.execute(f"INSERT INTO public.{t} VALUES (3, 3)")
+            await c.wait_for(lambda m: m.get("type") == "change" and m["change"]["new"]["id"] == 3,
+                             what="the row after the failing check")
+            assert not any(m.get("type") == "change" and m["change"].get("new", {}).get("id") == 2
+                           for m in c.inbox), "the row whose check failed was sent"
+    try:
+        run(body())
+    finally:
+        sql(f"DROP TABLE IF EXISTS public.{t}")
+        sql(f"DROP FUNCTION IF EXISTS public.{t}_ok(int)")
+    after = metrics()
+    hist = "plank_rls_check_seconds"
+    assert after[hist]["type"] == "histogram"
+    assert after[hist]["count"] >= before[hist]["count"] + 3, (before[hist], after[hist])
+    assert after[hist]["sum"] > before[hist]["sum"]
+    assert metric_value(after, "plank_rls_check_failures_total") >= \
+        metric_value(before, "plank_rls_check_failures_total") + 1

@@ -3,13 +3,16 @@
 # package serves WebSocket clients directly and through nginx (deploy/nginx/plank.conf).
 #
 #   build    copy the source tree to a temp dir, dpkg-buildpackage -us -uc -b there
-#            (the frontend is built by the package build: npm ci && npm run build),
-#            inspect the .deb (files, Depends)
-#   install  dpkg -i (apt-get install -f for missing dependencies), dpkg -L checks
+#            (the frontend is built by the package build: npm ci && npm run build; the
+#            client tarball by npm pack), inspect the .deb (files: the extension, the
+#            page, the client tarball, the docs and the nginx example; Depends; the
+#            copyright's license)
+#   install  dpkg -i (apt-get install -f for missing dependencies), dpkg -L checks, npm
+#            install of the shipped client tarball into an app, which loads it in Node
 #   cluster  throwaway cluster as postgres in a temp dir: PostgreSQL on 127.0.0.1:5495,
 #            Plank on 127.0.0.1:18093 (static files from the package's SHAREDIR/plank/www)
 #   direct   ws:// client: welcome, subscribe, an INSERT arrives; GET / is the packaged page
-#   nginx    Debian's nginx with deploy/nginx/plank.conf and a self-signed certificate, run
+#   nginx    Debian's nginx with the packaged nginx example and a self-signed certificate, run
 #            from a temp prefix on 127.0.0.1:18443 (not the system service): wss:// client
 #            with the site's Origin gets welcome and the change, a foreign Origin is
 #            refused, GET https://127.0.0.1:18443/ is the page, /metrics is denied
@@ -28,6 +31,8 @@
 #   PLANK_PKG_PREBUILT_FRONTEND=1    use frontend/dist as it is (build profile
 #                                    pkg.plank.prebuilt-frontend; no npm in the build)
 #   PLANK_PKG_NOCHECK=1              skip pg_regress during the package build
+#   PLANK_PKG_BUILD_ONLY=1           build and inspect the .deb only: no install, no
+#                                    cluster, no nginx (the system's files stay untouched)
 #   PLANK_PKG_KEEP=1                 leave the package installed and keep the temp dir
 #   PLANK_PKG_OUT=DIR                also copy the built .deb files to DIR
 #
@@ -202,6 +207,8 @@ build_args=(-us -uc -b)
 if [ "${PLANK_PKG_PREBUILT_FRONTEND:-}" = 1 ]; then
     [ -f "$ROOT/frontend/dist/index.html" ] || fail "PLANK_PKG_PREBUILT_FRONTEND=1 but frontend/dist/index.html is missing"
     mkdir -p "$SRC/frontend/dist" && cp -a "$ROOT/frontend/dist/." "$SRC/frontend/dist/"
+    # and the client tarball, for a build without npm
+    (cd "$ROOT/client" && npm pack --pack-destination "$SRC/client" --silent >/dev/null)
     build_args+=(--build-profiles=pkg.plank.prebuilt-frontend)
 fi
 build_env=()
@@ -232,11 +239,28 @@ for f in /usr/lib/postgresql/15/lib/plank.so /usr/share/postgresql/15/extension/
     grep -qx "$f" <<<"$contents" || fail "$(basename "$DEB") lacks $f"
 done
 ok ".deb contains plank.so, plank.control, plank--1.0.sql, www/index.html"
+DOC=/usr/share/doc/$PKG
+for f in "$DOC/README.md" "$DOC/docs/PROTOCOL.md" "$DOC/docs/SECURITY.md" "$DOC/docs/DEPLOYMENT.md" \
+         "$DOC/examples/nginx/plank.conf"; do
+    grep -qx -e "$f" -e "$f.gz" <<<"$contents" || fail "$(basename "$DEB") lacks $f"
+done
+ok ".deb contains the docs (README.md, docs/*.md) and the nginx example"
+CLIENT_TGZ=$(grep -x '/usr/share/postgresql/15/plank/client/plank-db-client-[0-9.]*\.tgz' <<<"$contents" || true)
+[ -n "$CLIENT_TGZ" ] || fail "$(basename "$DEB") lacks /usr/share/postgresql/15/plank/client/plank-db-client-*.tgz"
+ok ".deb contains the client package $(basename "$CLIENT_TGZ")"
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ".$DOC/copyright" | grep -qx 'License: PostgreSQL' \
+    || fail "debian/copyright does not state the PostgreSQL License"
+ok "copyright: License: PostgreSQL"
 depends=$(dpkg-deb -f "$DEB" Depends)
 for d in postgresql-15 libwebsockets17 libssl3; do
     grep -Eq "(^|, )$d( |,|$)" <<<"$depends" || fail "Depends lacks $d: $depends"
 done
 ok "Depends: $depends"
+
+if [ "${PLANK_PKG_BUILD_ONLY:-}" = 1 ]; then
+    log "PLANK_PKG_BUILD_ONLY=1: the package is not installed"
+    exit 0
+fi
 
 # --- install --------------------------------------------------------------------------
 log "=== install: dpkg -i $(basename "$DEB")"
@@ -273,6 +297,14 @@ cmp -s "$SRC/debian/$PKG/usr/share/postgresql/15/plank/www/index.html" \
               /usr/share/postgresql/15/plank/www/index.html \
     || fail "installed www/index.html differs from the package's"
 ok "installed www/index.html is the package's"
+# the shipped client tarball installs into an app and loads in Node
+APPDIR=$TMP/client-app
+mkdir -p "$APPDIR" && printf '{"name":"pkg-app","private":true,"type":"module"}\n' >"$APPDIR/package.json"
+(cd "$APPDIR" && npm install --no-audit --no-fund --loglevel=error "$CLIENT_TGZ" >/dev/null) \
+    || fail "npm install $CLIENT_TGZ"
+(cd "$APPDIR" && node -e 'import("@plank-db/client").then((m) => { if (typeof m.PlankClient !== "function" || typeof m.liveTable !== "function") process.exit(1); })') \
+    || fail "the installed client package does not load"
+ok "npm install of the shipped $(basename "$CLIENT_TGZ") into an app; it loads in Node"
 
 # --- cluster --------------------------------------------------------------------------
 log "=== cluster: PostgreSQL 127.0.0.1:$PGPORT, Plank 127.0.0.1:$PLANK_PORT (as postgres)"
@@ -328,7 +360,7 @@ EOF
 ok "GET http://127.0.0.1:$PLANK_PORT/ serves the packaged www/index.html"
 
 # --- nginx ----------------------------------------------------------------------------
-log "=== nginx: deploy/nginx/plank.conf on 127.0.0.1:$NGINX_PORT (temp prefix $NGINX_PREFIX)"
+log "=== nginx: the packaged examples/nginx/plank.conf (deploy/nginx/plank.conf) on 127.0.0.1:$NGINX_PORT (temp prefix $NGINX_PREFIX)"
 mkdir -p "$NGINX_PREFIX/logs" "$NGINX_PREFIX/tls"
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=127.0.0.1" \
     -addext "subjectAltName=IP:127.0.0.1" \
@@ -338,7 +370,7 @@ chmod 600 "$NGINX_PREFIX/tls/key.pem"
 ok "self-signed certificate for 127.0.0.1"
 sed -e "s|@SERVER_NAME@|127.0.0.1|g" -e "s|@HTTPS_LISTEN@|127.0.0.1:$NGINX_PORT|g" \
     -e "s|@TLS_CERT@|$NGINX_PREFIX/tls/cert.pem|g" -e "s|@TLS_KEY@|$NGINX_PREFIX/tls/key.pem|g" \
-    -e "s|@PLANK_ADDR@|127.0.0.1:$PLANK_PORT|g" "$ROOT/deploy/nginx/plank.conf" >"$NGINX_PREFIX/plank.conf"
+    -e "s|@PLANK_ADDR@|127.0.0.1:$PLANK_PORT|g" <(zcat -f "$DOC/examples/nginx/plank.conf"*) >"$NGINX_PREFIX/plank.conf"
 if grep -n '^[^#]*@[A-Z_]*@' "$NGINX_PREFIX/plank.conf"; then fail "placeholders left in the rendered plank.conf"; fi
 cat >"$NGINX_CONF" <<EOF
 # minimal main configuration around deploy/nginx/plank.conf (test/packaging/run.sh)
