@@ -645,7 +645,7 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	int			i;
 	List	   *cols;
 
-	names = stringToQualifiedNameList(name);
+	names = plank_string_to_qualified_name_list(name);
 	if (list_length(names) > 2)
 		return request_error("unknown_table", "table name \"%s\" has too many dotted names", name);
 	/* an unqualified name means public: never looked up in the search path */
