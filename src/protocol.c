@@ -68,6 +68,11 @@ request_error(const char *code, const char *fmt,...) pg_attribute_printf(2, 3);
 static RequestError *
 request_error(const char *code, const char *fmt,...)
 {
+	/*
+	 * in request_cxt: an error found inside a transaction (resolve_table)
+	 * is sent after its commit has freed the transaction's memory
+	 */
+	MemoryContext oldcxt = MemoryContextSwitchTo(request_cxt ? request_cxt : CurrentMemoryContext);
 	RequestError *err = palloc(sizeof(RequestError));
 	StringInfoData buf;
 
@@ -86,6 +91,7 @@ request_error(const char *code, const char *fmt,...)
 	}
 	err->code = code;
 	err->message = buf.data;
+	MemoryContextSwitchTo(oldcxt);
 	return err;
 }
 
@@ -883,7 +889,13 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	}
 	/* a client that resumes has the rows already */
 	if (err == NULL && want_snapshot && !covered)
+	{
+		/* in request_cxt: the query outlives this transaction */
+		MemoryContext old = MemoryContextSwitchTo(request_cxt);
+
 		snapshot = snapshot_sql(schema, relname, columns, filters, nfilters);
+		MemoryContextSwitchTo(old);
+	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(request_cxt);
