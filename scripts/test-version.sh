@@ -26,11 +26,12 @@ MODE=${2:-core}
 log() { printf '[pg%s] %s\n' "$V" "$*"; }
 
 # The core of the e2e suite: changes, transactions and commit markers, channels,
-# resume, security, snapshot, overflow.
+# resume, security, snapshot, overflow, and what differs between versions.
 CORE=(test_changes.py test_commit.py test_channels.py test_resume.py test_resume_commit.py
       test_security_authz.py test_security_injection.py test_security_isolation.py
       test_security_jwt.py test_security_search_path.py test_security_sql.py
-      test_security_tls.py test_security_transport.py test_snapshot.py test_overflow.py)
+      test_security_tls.py test_security_transport.py test_snapshot.py test_overflow.py
+      test_versions.py)
 
 # --- the PostgreSQL tree --------------------------------------------------------------
 PREFIX=/opt/plank-pg/$V

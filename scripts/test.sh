@@ -79,7 +79,7 @@ source "$ROOT/scripts/lib.sh"
 # What the server reports about Plank's use of its internals fails the run even when
 # every test passed: a failed assertion (TRAP, on assertion-enabled builds), a crashed
 # process, and the warnings of resource owners, memory contexts, locks and snapshots.
-SERVER_LOG_PROBLEMS='TRAP: |terminated by signal|PANIC:|leaked|not closed|problem in alloc set|detected write past chunk end|you don.t own a lock|snapshot reference leak|cache reference leak|buffer refcount leak|resource was not closed|WARNING: +(AbortTransaction|StartTransaction|CommitTransaction)'
+SERVER_LOG_PROBLEMS='TRAP: |terminated by signal|PANIC: |reference leak|refcount leak|memory leak|file leak|resource was not closed|problem in alloc set|detected write past chunk end|you don.t own a lock|non-empty SPI stack|WARNING: +(AbortTransaction|StartTransaction|CommitTransaction)'
 check_server_log() {  # check_server_log FILE...
     local found=0
     for f in "$@"; do
