@@ -1,7 +1,9 @@
 """What differs between the PostgreSQL major versions Plank supports (README "Supported
 PostgreSQL versions"): MERGE exists from PostgreSQL 15, where one statement's inserts,
 updates and deletes reach clients grouped by kind in one transaction; on 14 the statement
-is refused by the server and nothing reaches clients.  scripts/test.sh runs this module on
+is refused by the server and nothing reaches clients.  From 15 the "plank." prefix of
+settings is reserved (MarkGUCPrefixReserved): a misspelt plank.* setting is refused; 14
+accepts it as a placeholder.  scripts/test.sh runs this module on
 every version whose install tree is present."""
 
 import asyncio
@@ -9,7 +11,7 @@ import asyncio
 import psycopg2
 import pytest
 
-from conftest import client, run, sql, tag
+from conftest import Db, client, run, sql, tag
 
 
 def server_version_num():
@@ -63,3 +65,16 @@ def test_merge_is_captured_from_15_and_refused_on_14(merge_table):
             assert len({e["change"]["xid"] for e in changes}) == 1, events
             assert commit["type"] == "commit" and commit["xid"] == changes[0]["change"]["xid"], events
     run(body())
+
+
+def test_misspelt_setting_refused_from_15():
+    db = Db()
+    try:
+        if server_version_num() < 150000:
+            db.execute("SET plank.no_such_setting = 'x'")
+            assert db.scalar("SHOW plank.no_such_setting") == "x"
+        else:
+            with pytest.raises(psycopg2.errors.InvalidName, match="invalid configuration parameter name"):
+                db.execute("SET plank.no_such_setting = 'x'")
+    finally:
+        db.close()
