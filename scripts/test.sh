@@ -56,7 +56,7 @@ record() {  # record NAME passed|failed|skipped: the step that began at step_sta
         skipped) skipped=$((skipped + 1)) ;;
     esac
     local took=$((SECONDS - step_start))
-    summary+=("$(printf '  %-8s %-7s %3d min %02d s' "$1" "$2" $((took / 60)) $((took % 60)))")
+    summary+=("$(printf '  %-10s %-7s %3d min %02d s' "$1" "$2" $((took / 60)) $((took % 60)))")
     log "step $1: $2 (${took} s)"
     step_start=$SECONDS
 }
