@@ -11,10 +11,11 @@
 # ("skipped").  The build is out of the source tree, in a fresh temporary directory,
 # so the tree's own build (PostgreSQL 15) is left alone.
 #
-# Environment: PLANK_VERSIONS_PGPORT (PostgreSQL's port, default 5470; pg_regress's
-# temporary instance uses the next one), PLANK_VERSIONS_PORT (Plank's ports: that one
-# and the next for the two test databases, the one after for pg_regress; default
-# 18070), PG_CFLAGS (e.g. -Werror), PYTEST_ARGS (more pytest arguments, e.g. "-k jwt").
+# Environment: PLANK_VERSIONS_PGPORT (PostgreSQL's ports, default 5470: the test
+# cluster, then pg_regress's temporary instance, test_workers.py's and
+# test_security_tls.py's clusters), PLANK_VERSIONS_PORT (Plank's ports, default 18070:
+# the two test databases, then pg_regress, test_workers.py, test_security_tls.py),
+# PG_CFLAGS (e.g. -Werror), PYTEST_ARGS (more pytest arguments, e.g. "-k jwt").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,5 +73,8 @@ PORT=${PLANK_VERSIONS_PORT:-18070}
 log "pg_regress and the $MODE e2e suite: PostgreSQL on $PGPORT, Plank on $PORT"
 PLANK_PGBIN=$PGBIN PLANK_BUILD_DIR=$BUILD PLANK_SKIP_SETUP=1 \
     PLANK_TEST_PGPORT=$PGPORT PLANK_TEST_PORT=$PORT PLANK_REGRESS_PORT=$((PORT + 2)) \
-    PLANK_REGRESS_PGPORT=$((PGPORT + 1)) PLANK_TEST_STEPS="regress e2e serverlog" PLANK_PG_VERSIONS=none \
+    PLANK_REGRESS_PGPORT=$((PGPORT + 1)) \
+    PLANK_WORKERS_PGPORT=$((PGPORT + 2)) PLANK_WORKERS_PORT=$((PORT + 3)) \
+    PLANK_TLS_PGPORT=$((PGPORT + 3)) PLANK_TLS_PORT=$((PORT + 4)) \
+    PLANK_TEST_STEPS="regress e2e serverlog" PLANK_PG_VERSIONS=none \
     PLANK_E2E_MODULES="$MODULES" PYTEST_ARGS="${PYTEST_ARGS:-}" bash "$ROOT/scripts/test.sh"

@@ -27,8 +27,9 @@
  * JSON parser (common/jsonapi.h).
  *
  * From 16 the semantic-action callbacks return JsonParseErrorType (a
- * callback may stop the parse with an error); up to 15 they return void.  Declare a callback as returning PlankJsonCbResult and
- * end it with "return PLANK_JSON_CB_OK;".
+ * callback may stop the parse with an error); up to 15 they return void.
+ * Declare a callback as returning PlankJsonCbResult and end it with
+ * "return PLANK_JSON_CB_OK;".
  */
 #if PG_VERSION_NUM >= 160000
 typedef JsonParseErrorType PlankJsonCbResult;
