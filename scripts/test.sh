@@ -8,6 +8,11 @@
 #   cluster    a throwaway cluster in a temp dir with Plank preloaded and demo/items.sql
 #   e2e        pytest end-to-end tests (test/e2e) against that cluster's worker
 #   browser    node --test test/browser/ (when test/browser/package.json exists)
+#   pg14 pg16 pg17 pg18
+#              scripts/test-version.sh: the build, pg_regress and the core of the e2e
+#              suite on each PostgreSQL version of PLANK_PG_VERSIONS whose install tree
+#              is present (../shared/postgresql), the whole e2e suite on
+#              PLANK_PG_FULL; skipped, with the reason, where the tree is absent
 #
 # Every step runs even when an earlier one failed (except after a failed setup or
 # cluster start, which the later steps need); the script exits non-zero if any step
@@ -17,13 +22,20 @@
 # 18099), PLANK_REGRESS_PORT (Plank's port under pg_regress, default 18098),
 # PYTEST_ARGS (extra pytest arguments, e.g. "-k seq -x"), PLANK_TEST_STEPS (the steps to
 # run after the cluster is up, e.g. "e2e client"; default: all of them; a step left out is
-# reported as skipped).
+# reported as skipped), PLANK_PG_VERSIONS (the other PostgreSQL major versions, default
+# "14 16 17 18"; "none": no other), PLANK_PG_FULL (the one of them that runs the whole
+# e2e suite, default 18), PLANK_E2E_MODULES (the e2e modules, default test/e2e).
+# With PLANK_PGBIN a server other than Debian's 15, pg_regress runs on a temporary
+# instance of that server (port PLANK_REGRESS_PGPORT, default 5498) in
+# PLANK_BUILD_DIR (the build directory; default: the source tree); PLANK_SKIP_SETUP=1
+# skips the setup step (the caller built and installed Plank).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-# PLANK_PGBIN: another PostgreSQL 15 tree (e.g. a relocated copy) to build and test against
+# PLANK_PGBIN: another PostgreSQL tree (a relocated copy of 15, or another major
+# version: scripts/test-version.sh) to build and test against
 PGBIN=${PLANK_PGBIN:-/usr/lib/postgresql/15/bin}
 PG_CONFIG=$PGBIN/pg_config
 PGPORT=${PLANK_TEST_PGPORT:-5499}
@@ -38,14 +50,17 @@ passed=0
 failed=0
 skipped=0
 summary=()
-record() {  # record NAME passed|failed|skipped
+step_start=$SECONDS
+record() {  # record NAME passed|failed|skipped: the step that began at step_start
     case $2 in
         passed) passed=$((passed + 1)) ;;
         failed) failed=$((failed + 1)) ;;
         skipped) skipped=$((skipped + 1)) ;;
     esac
-    summary+=("$(printf '  %-8s %s' "$1" "$2")")
-    log "step $1: $2"
+    local took=$((SECONDS - step_start))
+    summary+=("$(printf '  %-10s %-7s %3d min %02d s' "$1" "$2" $((took / 60)) $((took % 60)))")
+    log "step $1: $2 (${took} s)"
+    step_start=$SECONDS
 }
 finish() {
     stop_cluster
@@ -63,6 +78,22 @@ finish() {
 # as_pg
 source "$ROOT/scripts/lib.sh"
 
+# What the server reports about Plank's use of its internals fails the run even when
+# every test passed: a failed assertion (TRAP, on assertion-enabled builds), a crashed
+# process, and the warnings of resource owners, memory contexts, locks and snapshots.
+SERVER_LOG_PROBLEMS='TRAP: |terminated by signal|PANIC: |reference leak|refcount leak|memory leak|file leak|resource was not closed|problem in alloc set|detected write past chunk end|you don.t own a lock|non-empty SPI stack|WARNING: +(AbortTransaction|StartTransaction|CommitTransaction)'
+check_server_log() {  # check_server_log FILE...
+    local found=0
+    for f in "$@"; do
+        [ -f "$f" ] || continue
+        if grep -En "$SERVER_LOG_PROBLEMS" "$f" >/dev/null; then
+            log "$f reports:"
+            grep -En -B2 -A4 "$SERVER_LOG_PROBLEMS" "$f" | head -n 80
+            found=1
+        fi
+    done
+    return $found
+}
 TMPDIR_TEST=""
 DATADIR=""
 # Stop the throwaway cluster by its PID file (pg_ctl) and remove its directory.
@@ -80,7 +111,9 @@ stop_cluster() {
 
 # --- setup ----------------------------------------------------------------------------
 log "=== setup"
-if bash scripts/setup.sh; then
+if [ "${PLANK_SKIP_SETUP:-}" = 1 ]; then
+    record setup skipped
+elif bash scripts/setup.sh; then
     record setup passed
 else
     record setup failed
@@ -111,9 +144,34 @@ script_step() {  # script_step NAME SCRIPT
 
 # --- pg_regress -----------------------------------------------------------------------
 rm -f test/regression.diffs test/regression.out
-# -t: the throwaway cluster lives in a temp dir even as root (nothing in /etc/postgresql)
+REGRESS_DIR=${PLANK_BUILD_DIR:-$ROOT}
+# pg_regress on a temporary instance of the server in $PGBIN, run by the postgres user
+# in the build directory (another major version: scripts/test-version.sh)
+regress_temp_instance() {
+    local conf=$REGRESS_DIR/regress.conf
+    printf "shared_preload_libraries = 'plank'\nplank.port = %s\nplank.listen_addresses = '127.0.0.1'\n" \
+        "$REGRESS_PORT" >"$conf"
+    chown -R postgres:postgres "$REGRESS_DIR"
+    as_pg make -C "$REGRESS_DIR" -f "$ROOT/Makefile" VPATH="$ROOT" PG_CONFIG="$PG_CONFIG" installcheck \
+        EXTRA_REGRESS_OPTS="--temp-instance=$REGRESS_DIR/tmp_check --temp-config=$conf --port=${PLANK_REGRESS_PGPORT:-5498}" \
+        </dev/null
+}
 if ! want regress; then
     :
+elif [ "$PGBIN" != /usr/lib/postgresql/15/bin ] && [ -n "${PLANK_BUILD_DIR:-}" ]; then
+    log "=== regress: pg_regress on a temporary $("$PGBIN/postgres" --version) instance (plank.port $REGRESS_PORT)"
+    if regress_temp_instance && check_server_log "$REGRESS_DIR"/test/log/postmaster.log; then
+        record regress passed
+    else
+        if [ -f "$REGRESS_DIR/test/regression.diffs" ]; then
+            log "regression.diffs:"
+            cat "$REGRESS_DIR/test/regression.diffs"
+        fi
+        for f in "$REGRESS_DIR"/test/log/postmaster.log "$REGRESS_DIR"/tmp_check/log/*.log; do
+            [ -f "$f" ] && { log "last lines of $f:"; tail -n 40 "$f"; }
+        done
+        record regress failed
+    fi
 elif log "=== regress: pg_regress on a pg_virtualenv cluster (plank.port $REGRESS_PORT)" && pg_virtualenv -t -v 15 -o shared_preload_libraries=plank -o plank.port="$REGRESS_PORT" \
         -o "plank.listen_addresses='127.0.0.1'" \
         make installcheck PG_CONFIG="$PG_CONFIG" </dev/null; then
@@ -131,6 +189,7 @@ fi
 script_step install test/install/run.sh
 
 # --- throwaway cluster ----------------------------------------------------------------
+step_start=$SECONDS
 log "=== cluster: PostgreSQL on 127.0.0.1:$PGPORT, Plank on 127.0.0.1:$PORT"
 TMPDIR_TEST=$(mktemp -d /tmp/plank-test.XXXXXX)
 DATADIR=$TMPDIR_TEST/data
@@ -238,12 +297,23 @@ export PLANK_PSQL="psql -h 127.0.0.1 -p $PGPORT -U postgres -d $DB -v ON_ERROR_S
 if ! want e2e; then
     :
 # shellcheck disable=SC2086
-elif log "=== e2e: pytest test/e2e" && "$PY" -m pytest -v -p no:cacheprovider test/e2e ${PYTEST_ARGS:-} </dev/null; then
+elif log "=== e2e: pytest ${PLANK_E2E_MODULES:-test/e2e}" \
+        && "$PY" -m pytest -v -p no:cacheprovider ${PLANK_E2E_MODULES:-test/e2e} ${PYTEST_ARGS:-} </dev/null; then
     record e2e passed
 else
     record e2e failed
     log "last lines of $LOGFILE:"
     tail -n 60 "$LOGFILE" || true
+fi
+
+# --- the server log (check_server_log) ------------------------------------------------
+if want serverlog; then
+    log "=== serverlog: $LOGFILE"
+    if check_server_log "$LOGFILE"; then
+        record serverlog passed
+    else
+        record serverlog failed
+    fi
 fi
 
 # --- JavaScript client tests (node's test runner, against the same worker) -------------
@@ -266,6 +336,26 @@ script_step packaging test/packaging/run.sh
 script_step fuzz test/fuzz/run.sh
 # the e2e suite against an ASan+UBSan build, and a focused part of it under valgrind
 script_step sanitize test/sanitize/run.sh
+
+# --- other PostgreSQL major versions (scripts/test-version.sh) --------------------------
+# Each runs with its own build, cluster and ports (PLANK_VERSIONS_PGPORT/_PORT) while
+# this cluster stays up; a version whose install tree is absent is skipped.
+if [ "${PLANK_PG_VERSIONS:-}" != none ]; then
+    for v in ${PLANK_PG_VERSIONS:-14 16 17 18}; do
+        want "pg$v" || continue
+        mode=core
+        [ "$v" = "${PLANK_PG_FULL:-18}" ] && mode=full
+        step_start=$SECONDS
+        log "=== pg$v: bash scripts/test-version.sh $v $mode"
+        rc=0
+        bash scripts/test-version.sh "$v" "$mode" </dev/null || rc=$?
+        case $rc in
+            0) record "pg$v" passed ;;
+            77) record "pg$v" skipped ;;
+            *) record "pg$v" failed ;;
+        esac
+    done
+fi
 
 # --- browser tests --------------------------------------------------------------------
 if ! [ -f test/browser/package.json ]; then

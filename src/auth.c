@@ -966,11 +966,11 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		return refuse(detail, "invalid_token", "token audience does not match plank.jwt_audience");
 	if (plank_jwt_issuer[0] != '\0')
 	{
-		JsonbValue	v;
+		JsonbValue	iss;
 
-		if (getKeyJsonValueFromContainer(&claims->root, "iss", 3, &v) == NULL ||
-			v.type != jbvString || v.val.string.len != strlen(plank_jwt_issuer) ||
-			memcmp(v.val.string.val, plank_jwt_issuer, v.val.string.len) != 0)
+		if (getKeyJsonValueFromContainer(&claims->root, "iss", 3, &iss) == NULL ||
+			iss.type != jbvString || iss.val.string.len != strlen(plank_jwt_issuer) ||
+			memcmp(iss.val.string.val, plank_jwt_issuer, iss.val.string.len) != 0)
 		{
 				return refuse(detail, "invalid_token", "token issuer does not match plank.jwt_issuer");
 		}

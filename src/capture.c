@@ -384,9 +384,9 @@ static uint32
 next_change_number(void)
 {
 	/* a fresh counter for each transaction; makes every payload unique */
-	if (MyProc->lxid != counter_lxid)
+	if (plank_my_lxid() != counter_lxid)
 	{
-		counter_lxid = MyProc->lxid;
+		counter_lxid = plank_my_lxid();
 		counter_n = 0;
 	}
 	return ++counter_n;
@@ -922,13 +922,13 @@ truncate_covered(Relation rel, Trigger *trigger)
 	CommandId	cid = GetCurrentCommandId(false);
 	MemoryContext old;
 
-	if (MyProc->lxid != truncated_lxid || subxid != truncated_subxid ||
+	if (plank_my_lxid() != truncated_lxid || subxid != truncated_subxid ||
 		cid != truncated_cid)
 	{
 		/* a list of an earlier transaction went with its memory */
-		if (MyProc->lxid == truncated_lxid)
+		if (plank_my_lxid() == truncated_lxid)
 			list_free(truncated_covered);
-		truncated_lxid = MyProc->lxid;
+		truncated_lxid = plank_my_lxid();
 		truncated_subxid = subxid;
 		truncated_cid = cid;
 		truncated_covered = NIL;

@@ -316,7 +316,7 @@ push_request(CheckWorker *w)
 
 	if (!w->sending)
 		return true;
-	res = shm_mq_send(w->request_mq, w->msg.len, w->msg.data, true, true);
+	res = plank_shm_mq_send(w->request_mq, w->msg.len, w->msg.data, true, true);
 	if (res == SHM_MQ_SUCCESS)
 		w->sending = false;
 	return res != SHM_MQ_DETACHED;

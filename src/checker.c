@@ -370,7 +370,7 @@ send_reply(const PlankCheckReply *rep, const StringInfo out)
 	appendBinaryStringInfo(&msg, out->data, out->len);
 	for (;;)
 	{
-		shm_mq_result res = shm_mq_send(reply_mq, msg.len, msg.data, true, true);
+		shm_mq_result res = plank_shm_mq_send(reply_mq, msg.len, msg.data, true, true);
 
 		/* the socket worker waits in poll(), not on its latch: signal it */
 		poke_socket_worker();

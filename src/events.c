@@ -367,23 +367,24 @@ typedef struct SplitState
 	int			count;
 } SplitState;
 
-static void
+static PlankJsonCbResult
 split_element_start(void *state, bool isnull)
 {
 	SplitState *st = (SplitState *) state;
 
 	if (st->lex->lex_level == 1)
-		st->start = st->lex->token_start;
+		st->start = (char *) st->lex->token_start;
+	return PLANK_JSON_CB_OK;
 }
 
-static void
+static PlankJsonCbResult
 split_element_end(void *state, bool isnull)
 {
 	SplitState *st = (SplitState *) state;
 	PlankNotification *pn;
 
 	if (st->lex->lex_level != 1)
-		return;
+		return PLANK_JSON_CB_OK;
 	pn = palloc(sizeof(PlankNotification));
 	pn->next = NULL;
 	pn->pid = st->proto->pid;
@@ -392,6 +393,7 @@ split_element_end(void *state, bool isnull)
 	*st->tail = pn;
 	st->tail = &pn->next;
 	st->count++;
+	return PLANK_JSON_CB_OK;
 }
 
 /*
@@ -409,7 +411,7 @@ split_changes(PlankNotification *proto, char *json, PlankNotification **tail)
 
 	memset(&sem, 0, sizeof(sem));
 	memset(&st, 0, sizeof(st));
-	st.lex = makeJsonLexContextCstringLen(json, strlen(json), GetDatabaseEncoding(), false);
+	st.lex = plank_json_lex_cstring(json, strlen(json), GetDatabaseEncoding(), false);
 	st.proto = proto;
 	st.tail = &first;
 	sem.semstate = &st;

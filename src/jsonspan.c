@@ -22,6 +22,7 @@
 
 #include "common/jsonapi.h"
 
+#include "compat.h"
 #include "jsonspan.h"
 
 typedef struct MembersState
@@ -40,7 +41,7 @@ json_space(char c)
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
-static void
+static PlankJsonCbResult
 members_object_start(void *state)
 {
 	MembersState *st = (MembersState *) state;
@@ -48,11 +49,12 @@ members_object_start(void *state)
 	if (st->lex->lex_level == 0)
 	{
 		st->is_object = true;
-		st->next_key = st->lex->token_terminator;	/* past the '{' */
+		st->next_key = (char *) st->lex->token_terminator;	/* past the '{' */
 	}
+	return PLANK_JSON_CB_OK;
 }
 
-static void
+static PlankJsonCbResult
 members_field_start(void *state, char *fname, bool isnull)
 {
 	MembersState *st = (MembersState *) state;
@@ -61,7 +63,7 @@ members_field_start(void *state, char *fname, bool isnull)
 	char	   *e;
 
 	if (st->lex->lex_level != 1)
-		return;
+		return PLANK_JSON_CB_OK;
 	if (st->n == st->cap)
 	{
 		st->cap = st->cap ? st->cap * 2 : 16;
@@ -76,24 +78,26 @@ members_field_start(void *state, char *fname, bool isnull)
 	p = st->next_key;
 	while (json_space(*p))
 		p++;
-	e = st->lex->prev_token_terminator - 1;	/* the ':' */
+	e = (char *) st->lex->prev_token_terminator - 1;	/* the ':' */
 	while (e > p && json_space(e[-1]))
 		e--;
 	m->key = p;
 	m->keylen = e - p;
+	return PLANK_JSON_CB_OK;
 }
 
-static void
+static PlankJsonCbResult
 members_field_end(void *state, char *fname, bool isnull)
 {
 	MembersState *st = (MembersState *) state;
 	PlankJsonMember *m;
 
 	if (st->lex->lex_level != 1)
-		return;
+		return PLANK_JSON_CB_OK;
 	m = &st->members[st->n - 1];
 	m->valuelen = st->lex->prev_token_terminator - m->value;
-	st->next_key = st->lex->token_terminator;	/* past the ',' or '}' */
+	st->next_key = (char *) st->lex->token_terminator;	/* past the ',' or '}' */
+	return PLANK_JSON_CB_OK;
 }
 
 /*
@@ -115,7 +119,7 @@ plank_json_members(const char *json, int len, int encoding,
 
 	memset(&sem, 0, sizeof(sem));
 	memset(&st, 0, sizeof(st));
-	st.lex = makeJsonLexContextCstringLen((char *) json, len, encoding, false);
+	st.lex = plank_json_lex_cstring(json, len, encoding, false);
 	sem.semstate = &st;
 	sem.object_start = members_object_start;
 	sem.object_field_start = members_field_start;

@@ -80,7 +80,7 @@ plank_base64url_decode(const char *in, int len, StringInfo out)
 	while (std.len % 4 != 0)
 		appendStringInfoChar(&std, '=');
 	enlargeStringInfo(out, pg_b64_dec_len(std.len) + 1);
-	n = pg_b64_decode(std.data, std.len, out->data, out->maxlen - 1);
+	n = pg_b64_decode(std.data, std.len, (void *) out->data, out->maxlen - 1);
 	pfree(std.data);
 	if (n < 0)
 		return false;

@@ -223,7 +223,9 @@ define_settings(void)
 	/*
 	 * plank.jwt_secret is logged with its value when a reload changes it
 	 * (PostgreSQL logs every changed setting): plank.jwt_secret_file is the
-	 * way to give the secret.
+	 * way to give the secret.  Hidden from SHOW ALL, hence also absent from
+	 * the sample file (from 16 an assertion requires GUC_NOT_IN_SAMPLE with
+	 * GUC_NO_SHOW_ALL).
 	 */
 	DefineCustomStringVariable("plank.jwt_secret",
 							   "Sets the shared secret that verifies HS256, HS384 and HS512 tokens.",
@@ -232,7 +234,7 @@ define_settings(void)
 							   &plank_jwt_secret,
 							   "",
 							   PGC_SIGHUP,
-							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 
 	/* RFC 7518 section 3.2; read by auth.c at start and on reload */

@@ -15,6 +15,8 @@
 #include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 
+#include "compat.h"
+
 /*
  * Channel names that WebSocket clients may not subscribe to and
  * plank.publish() refuses: the capture trigger's channel is one of them.
@@ -89,6 +91,8 @@ extern int	plank_worker_port;
 #include "lib/ilist.h"
 #include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
+
+#include "compat.h"
 #include "utils/jsonb.h"
 #include "common/jsonapi.h"
 #include "utils/timestamp.h"

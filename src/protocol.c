@@ -69,6 +69,11 @@ request_error(const char *code, const char *fmt,...) pg_attribute_printf(2, 3);
 static RequestError *
 request_error(const char *code, const char *fmt,...)
 {
+	/*
+	 * in request_cxt: an error found inside a transaction (resolve_table)
+	 * is sent after its commit has freed the transaction's memory
+	 */
+	MemoryContext oldcxt = MemoryContextSwitchTo(request_cxt ? request_cxt : CurrentMemoryContext);
 	RequestError *err = palloc(sizeof(RequestError));
 	StringInfoData buf;
 
@@ -87,6 +92,7 @@ request_error(const char *code, const char *fmt,...)
 	}
 	err->code = code;
 	err->message = buf.data;
+	MemoryContextSwitchTo(oldcxt);
 	return err;
 }
 
@@ -633,7 +639,7 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 	int			i;
 	List	   *cols;
 
-	names = stringToQualifiedNameList(name);
+	names = plank_string_to_qualified_name_list(name);
 	if (list_length(names) > 2)
 		return request_error("unknown_table", "table name \"%s\" has too many dotted names", name);
 	/* an unqualified name means public: never looked up in the search path */
@@ -868,7 +874,13 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	}
 	/* a client that resumes has the rows already */
 	if (err == NULL && want_snapshot && !covered)
+	{
+		/* in request_cxt: the query outlives this transaction */
+		MemoryContext old = MemoryContextSwitchTo(request_cxt);
+
 		snapshot = snapshot_sql(schema, relname, columns, filters, nfilters);
+		MemoryContextSwitchTo(old);
+	}
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(request_cxt);

@@ -193,8 +193,7 @@ plank_queue_init(int ndbs)
 	if (plank_workers <= 1)
 		return;
 	ndatabases = ndbs;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = queue_shmem_request;
+	plank_install_shmem_request_hook(&prev_shmem_request_hook, queue_shmem_request);
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = queue_shmem_startup;
 }
@@ -279,7 +278,7 @@ plank_queue_attach(void)
 		my_generation = ++queue->generation;
 		strlcpy(queue->epoch, plank_epoch, sizeof(queue->epoch));
 		queue->reader_pid = MyProcPid;
-		queue->reader_procno = MyProc->pgprocno;
+		queue->reader_procno = plank_my_procno();
 		queue->last_seq = 0;
 		queue->in_progress = false;
 		SpinLockRelease(&queue->mutex);
@@ -305,7 +304,7 @@ plank_queue_attach(void)
 
 	SpinLockAcquire(&queue->mutex);
 	queue->workers[plank_worker_number].pid = MyProcPid;
-	queue->workers[plank_worker_number].procno = MyProc->pgprocno;
+	queue->workers[plank_worker_number].procno = plank_my_procno();
 	SpinLockRelease(&queue->mutex);
 	before_shmem_exit(consumer_detach, (Datum) 0);
 

@@ -342,8 +342,7 @@ plank_stats_init(int nworkers)
 {
 	nsections = nworkers * plank_workers;
 	slots_at_start = Min((int64) plank_max_connections + plank_max_unauthenticated, 10000);
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = stats_shmem_request;
+	plank_install_shmem_request_hook(&prev_shmem_request_hook, stats_shmem_request);
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = stats_shmem_startup;
 }

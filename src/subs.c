@@ -523,8 +523,8 @@ plank_json_string(const char *tok, int len, int *outlen)
 	}
 	PG_TRY();
 	{
-		JsonLexContext *lex = makeJsonLexContextCstringLen((char *) tok, len,
-														   GetDatabaseEncoding(), true);
+		JsonLexContext *lex = plank_json_lex_cstring(tok, len,
+													 GetDatabaseEncoding(), true);
 
 		if (json_lex(lex) == JSON_SUCCESS && lex->token_type == JSON_TOKEN_STRING &&
 			lex->token_terminator == tok + len)

@@ -6,6 +6,7 @@ The module runs with plank.anonymous_role = '': every client authenticates with 
 naming a role made for the test (`sub` claims tell users of one role apart)."""
 
 import asyncio
+import threading
 
 import psycopg2
 import pytest
@@ -875,7 +876,8 @@ def test_revoked_schema_usage_ends_the_subscription(res):
 def test_recheck_does_not_wait_for_a_locked_table(res):
     """A table held in ACCESS EXCLUSIVE mode by another session: the worker does not wait
     for the lock to recheck it (clients are answered meanwhile) and ends the subscription
-    once the lock is released."""
+    once the lock is released.  The REVOKE runs in a thread: from PostgreSQL 18 it takes
+    an ACCESS SHARE lock on the table, so it commits only once the lock is released."""
     r = res.role()
     t = res.table("id int PRIMARY KEY, body text")
     sql(f'GRANT SELECT ON public.{t} TO "{r}"')
@@ -884,15 +886,19 @@ def test_recheck_does_not_wait_for_a_locked_table(res):
         async with authed(token(r)) as c:
             await c.subscribe("s", table=f"public.{t}")
             locker = connect(autocommit=False)
+            revoker = None
             try:
                 locker.cursor().execute(f"LOCK TABLE public.{t} IN ACCESS EXCLUSIVE MODE")
-                sql(f'REVOKE SELECT ON public.{t} FROM "{r}"')
+                revoker = threading.Thread(target=sql, args=(f'REVOKE SELECT ON public.{t} FROM "{r}"',))
+                revoker.start()
                 await asyncio.sleep(1.0)
                 await c.sync()
                 assert not [m for m in c.inbox if m["type"] == "error"], c.inbox
             finally:
                 locker.rollback()
                 locker.close()
+                if revoker is not None:
+                    revoker.join(timeout=30)
             err = await sub_error(c, "s", timeout=1.5)
             assert err["code"] == "permission_denied", err
     run(body())

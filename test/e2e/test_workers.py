@@ -36,9 +36,10 @@ import time
 import psycopg2
 import pytest
 
-from conftest import Client, RawWebSocket, as_postgres, run, tag, write_transaction
+from conftest import PGCTL, Client, RawWebSocket, as_postgres, run, tag, write_transaction
 
-PGBIN = "/usr/lib/postgresql/15/bin"
+# the suite's server (scripts/test.sh: PLANK_PGBIN, any supported major version)
+PGBIN = os.path.dirname(PGCTL)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PGPORT = int(os.environ.get("PLANK_WORKERS_PGPORT", "5480"))
 PORT = int(os.environ.get("PLANK_WORKERS_PORT", "18080"))
