@@ -21,24 +21,45 @@
  */
 #define PLANK_RESERVED_CHANNEL_PREFIX "plank"
 
-/* Settings (GUCs), defined and documented in plank.c */
+/*
+ * Settings (GUCs), each defined by the file that reads it, in its
+ * plank_<file>_define_settings(), called from _PG_init; README.md
+ * "Settings" documents them.
+ */
+
+/* plank.c */
 extern char *plank_database;
+extern int	plank_workers;
+
+/* server.c */
 extern char *plank_listen_addresses;
 extern int	plank_port;
 extern char *plank_static_dir;
 extern int	plank_max_message_size;	/* kB */
 extern int	plank_max_client_buffer;	/* kB */
 extern int	plank_max_client_lag;	/* ms */
-extern int	plank_max_subscriptions;
-extern int	plank_snapshot_limit;
-extern int	plank_replay_buffer;	/* kB */
-extern int	plank_workers;
-extern bool plank_permessage_deflate;
-extern int	plank_shared_queue_size;	/* kB */
-extern bool plank_log_connections;
-extern int	plank_log_level;
-extern char *plank_http_allowed_addresses;
 extern int	plank_ping_interval;	/* s */
+extern int	plank_ping_timeout;	/* s */
+extern int	plank_max_backlog_memory;	/* kB */
+extern char *plank_allowed_origins;
+extern int	plank_max_connections;
+extern int	plank_max_unauthenticated;
+extern int	plank_auth_timeout;	/* s */
+extern int	plank_rate_limit;	/* messages per second */
+extern bool plank_permessage_deflate;
+extern bool plank_ssl;
+extern char *plank_ssl_cert_file;
+extern char *plank_ssl_key_file;
+extern char *plank_http_allowed_addresses;
+extern int	plank_log_level;
+extern bool plank_log_connections;
+extern void plank_server_define_settings(void);
+
+/* protocol.c */
+extern int	plank_max_subscriptions;
+extern void plank_protocol_define_settings(void);
+
+/* auth.c */
 extern char *plank_jwt_secret;
 extern char *plank_jwt_secret_file;
 extern char *plank_jwt_public_key_file;
@@ -47,20 +68,23 @@ extern char *plank_jwt_audience;
 extern char *plank_jwt_issuer;
 extern char *plank_jwt_role_claim;
 extern char *plank_anonymous_role;
-extern char *plank_allowed_origins;
-extern int	plank_max_connections;
-extern int	plank_max_unauthenticated;
-extern int	plank_auth_timeout;	/* s */
-extern int	plank_rate_limit;	/* messages per second */
-extern bool plank_ssl;
-extern char *plank_ssl_cert_file;
-extern char *plank_ssl_key_file;
-extern int	plank_ping_timeout;	/* s */
+extern void plank_auth_define_settings(void);
+
+/* check.c */
+extern int	plank_snapshot_limit;
 extern char *plank_authenticator;
 extern bool plank_allow_privileged_roles;
 extern int	plank_check_workers;
 extern int	plank_check_timeout;	/* ms */
-extern int	plank_max_backlog_memory;	/* kB */
+extern void plank_check_define_settings(void);
+
+/* ring.c */
+extern int	plank_replay_buffer;	/* kB */
+extern void plank_ring_define_settings(void);
+
+/* queue.c */
+extern int	plank_shared_queue_size;	/* kB */
+extern void plank_queue_define_settings(void);
 
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);

@@ -22,6 +22,7 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -1302,4 +1303,28 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 	request_sub = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_cxt);
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+int			plank_max_subscriptions = 100;
+
+/*
+ * plank_protocol_define_settings
+ *		Defines the plank.* settings of the protocol: the subscriptions
+ *		one connection may hold.  Called once from _PG_init, in the
+ *		postmaster, before the plank prefix is reserved
+ *		(MarkGUCPrefixReserved).  Raises no error.  PostgreSQL docs:
+ *		"Customized Options".
+ */
+void
+plank_protocol_define_settings(void)
+{
+	DefineCustomIntVariable("plank.max_subscriptions",
+							"Sets the largest number of subscriptions one WebSocket connection may hold.",
+							NULL,
+							&plank_max_subscriptions,
+							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 }
