@@ -342,10 +342,8 @@ extern void plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *
 extern void plank_conn_wake(PlankConn *conn, uint64 seq);
 typedef bool (*plank_conn_filler) (PlankConn *conn, int max_msgs, size_t max_bytes);
 extern void plank_server_set_filler(plank_conn_filler fn);
-extern uint64 plank_server_pass(void);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
 extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
-extern void plank_conn_close(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_close_after_send(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
 extern void plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
@@ -354,7 +352,6 @@ extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 
 /* capture.c */
 extern const char *const plank_output_settings[][2];
-extern int	plank_output_settings_push(void);
 
 /* stats.c, from capture.c in a logical replication worker */
 extern void plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed);
@@ -371,8 +368,6 @@ extern PlankReadable plank_table_readable(Oid relid, Oid roleid, MemoryContext c
 										  List **columns);
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
-extern void plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code,
-									   const char *detail);
 
 /* events.c */
 extern void plank_events_init(void);

@@ -317,7 +317,7 @@ plank_protocol_welcome(PlankConn *conn)
  *		Answer a refused token with an error carrying its code, then close
  *		the connection with 4001 once the error is sent.
  */
-void
+static void
 plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code, const char *detail)
 {
 	send_error_code(conn, id, code, detail);

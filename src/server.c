@@ -165,7 +165,7 @@ conn_purge_queue(PlankConn *conn)
  *		a constant string): queued messages are dropped and the close frame
  *		goes out on the next writeable callback.
  */
-void
+static void
 plank_conn_close(PlankConn *conn, int code, const char *reason)
 {
 	if (conn->closing)
@@ -505,13 +505,6 @@ void
 plank_server_set_filler(plank_conn_filler fn)
 {
 	conn_filler = fn;
-}
-
-/* plank_server_pass: the number of the current pass of the worker's loop */
-uint64
-plank_server_pass(void)
-{
-	return service_passes_started;
 }
 
 /*
