@@ -57,7 +57,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* the longest key file read: far above any real secret or key set */
 #define MAX_KEY_FILE	(1024 * 1024)

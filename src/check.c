@@ -37,7 +37,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 #include "check.h"
 
 typedef struct CheckWorker

@@ -38,7 +38,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "plank.h"
+#include "worker.h"
 
 #define PLANK_MAX_ID_LEN 64
 

@@ -63,7 +63,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* channels all the workers of one database may LISTEN on at once */
 #define QUEUE_CHANNELS 1024

@@ -16,7 +16,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "plank.h"
+#include "worker.h"
 
 static PlankEvent *ring = NULL;
 static int	ring_cap = 0;

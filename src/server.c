@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* RFC 6455 7.4.2 / IANA registry: "Try Again Later"; libwebsockets 4.1 has no name for it */
 #define PLANK_CLOSE_TRY_AGAIN_LATER 1013
