@@ -58,9 +58,16 @@ log "server: $("$PGBIN/postgres" --version)"
 BUILD=$(mktemp -d "/tmp/plank-build-$V.XXXXXX")
 cleanup() { rm -rf "$BUILD"; }
 trap cleanup EXIT
-log "building in $BUILD (make -f $ROOT/Makefile VPATH=$ROOT${PG_CFLAGS:+, PG_CFLAGS=$PG_CFLAGS})"
-make -s -j"$(nproc)" -C "$BUILD" -f "$ROOT/Makefile" VPATH="$ROOT" PG_CONFIG="$PGBIN/pg_config"
-as_root make -s -C "$BUILD" -f "$ROOT/Makefile" VPATH="$ROOT" PG_CONFIG="$PGBIN/pg_config" install >/dev/null
+# from a copy of the sources without build products: objects that a build in the source
+# tree left there would be found through VPATH and linked from the wrong place
+SRC=$BUILD/source
+mkdir -p "$SRC"
+(cd "$ROOT" && tar cf - --exclude='*.o' --exclude='*.bc' --exclude='*.so' \
+    Makefile plank.control plank--1.0.sql src test $( [ -d frontend/dist ] && echo frontend/dist )) |
+    tar xf - -C "$SRC"
+log "building in $BUILD (make -f $SRC/Makefile VPATH=$SRC${PG_CFLAGS:+, PG_CFLAGS=$PG_CFLAGS})"
+make -s -j"$(nproc)" -C "$BUILD" -f "$SRC/Makefile" VPATH="$SRC" PG_CONFIG="$PGBIN/pg_config"
+as_root make -s -C "$BUILD" -f "$SRC/Makefile" VPATH="$SRC" PG_CONFIG="$PGBIN/pg_config" install >/dev/null
 log "installed into $("$PGBIN/pg_config" --pkglibdir)"
 
 # --- pg_regress and the e2e suite (scripts/test.sh with this server) -------------------

@@ -35,7 +35,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* the per-event cache of rewritten frames, cleared by plank_access_event_done() */
 typedef struct FrameEntry

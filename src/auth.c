@@ -57,7 +57,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* the longest key file read: far above any real secret or key set */
 #define MAX_KEY_FILE	(1024 * 1024)
@@ -1059,4 +1059,110 @@ plank_auth_channel_allowed(Oid roleid, const char *channel)
 	allowed = SPI_processed > 0;
 	SPI_finish();
 	return allowed;
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+char	   *plank_jwt_secret = NULL;
+char	   *plank_jwt_secret_file = NULL;
+char	   *plank_jwt_public_key_file = NULL;
+char	   *plank_jwt_jwks_file = NULL;
+char	   *plank_jwt_audience = NULL;
+char	   *plank_jwt_issuer = NULL;
+char	   *plank_jwt_role_claim = NULL;
+char	   *plank_anonymous_role = NULL;
+
+/*
+ * plank_auth_define_settings
+ *		Defines the plank.* settings of token verification (JWT) and the
+ *		role of clients without a token.  Called once from _PG_init, in
+ *		the postmaster, before the plank prefix is reserved
+ *		(MarkGUCPrefixReserved).  Raises no error.  PostgreSQL docs:
+ *		"Customized Options".
+ */
+void
+plank_auth_define_settings(void)
+{
+	/*
+	 * plank.jwt_secret is logged with its value when a reload changes it
+	 * (PostgreSQL logs every changed setting): plank.jwt_secret_file is the
+	 * way to give the secret.  Hidden from SHOW ALL, hence also absent from
+	 * the sample file (from 16 an assertion requires GUC_NOT_IN_SAMPLE with
+	 * GUC_NO_SHOW_ALL).
+	 */
+	DefineCustomStringVariable("plank.jwt_secret",
+							   "Sets the shared secret that verifies HS256, HS384 and HS512 tokens.",
+							   "Discouraged: a reload that changes it writes it to the server log; use plank.jwt_secret_file. "
+							   "Not used when plank.jwt_secret_file is set. Empty refuses HMAC-signed tokens.",
+							   &plank_jwt_secret,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	/* RFC 7518 section 3.2; read by auth.c at start and on reload */
+	DefineCustomStringVariable("plank.jwt_secret_file",
+							   "Sets the file holding the shared secret that verifies HS256, HS384 and HS512 tokens.",
+							   "Read at start and on reload; trailing newlines are not part of the secret. "
+							   "The file must not be readable by group or others. Empty: plank.jwt_secret is used.",
+							   &plank_jwt_secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_public_key_file",
+							   "Sets the PEM file of the public key that verifies RS256/384/512 and ES256/384/512 tokens.",
+							   "Read at start and on reload. Empty refuses those algorithms.",
+							   &plank_jwt_public_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	/* RFC 7517 section 5; read by auth.c at start and on reload */
+	DefineCustomStringVariable("plank.jwt_jwks_file",
+							   "Sets the JSON Web Key Set file whose keys verify tokens, chosen by the token's kid.",
+							   "Read at start and on reload. When set, the only source of keys. "
+							   "The file must not be readable by group or others. Empty: no key set.",
+							   &plank_jwt_jwks_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_audience",
+							   "Sets the audience a token's aud claim must contain.",
+							   "Empty: the aud claim is not checked.",
+							   &plank_jwt_audience,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_issuer",
+							   "Sets the issuer a token's iss claim must equal.",
+							   "Empty: the iss claim is not checked.",
+							   &plank_jwt_issuer,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.jwt_role_claim",
+							   "Sets the path of the token claim that names the client's role.",
+							   "Object keys separated by dots, for example app_metadata.role.",
+							   &plank_jwt_role_claim,
+							   "role",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.anonymous_role",
+							   "Sets the role of clients that present no token.",
+							   "Empty refuses clients without a token.",
+							   &plank_anonymous_role,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
 }

@@ -890,7 +890,7 @@ const char *const plank_output_settings[][2] = {
  *		90-95 ms without, 108-154 ms with, about 1 us per statement (once
  *		per statement, not per row).
  */
-int
+static int
 plank_output_settings_push(void)
 {
 	int			nestlevel = NewGUCNestLevel();

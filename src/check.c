@@ -33,10 +33,11 @@
 #include "storage/proc.h"
 #include "storage/shm_mq.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 #include "check.h"
 
 typedef struct CheckWorker
@@ -556,4 +557,71 @@ plank_check_role_allowed(Oid roleid, const char *role)
 		return false;
 	}
 	return true;
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+int			plank_snapshot_limit = 10000;
+char	   *plank_authenticator = NULL;
+bool		plank_allow_privileged_roles = false;
+int			plank_check_workers = 2;
+int			plank_check_timeout = 5000;
+
+/*
+ * plank_check_define_settings
+ *		Defines the plank.* settings of the check workers: their role,
+ *		their number, the time limit of a check and the size of a
+ *		snapshot.  Called once from _PG_init, in the postmaster, before
+ *		the plank prefix is reserved (MarkGUCPrefixReserved).  Raises no
+ *		error.  PostgreSQL docs: "Customized Options".
+ */
+void
+plank_check_define_settings(void)
+{
+	DefineCustomIntVariable("plank.snapshot_limit",
+							"Sets the largest number of rows a subscription's snapshot sends.",
+							"A table with more matching rows sends this many with \"complete\": false.",
+							&plank_snapshot_limit,
+							10000, 0, INT_MAX / 2,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.authenticator",
+							   "Sets the login role whose sessions evaluate users' objects for Plank.",
+							   "Snapshots and row-level security checks run in check workers connected as this role, "
+							   "which must not be a superuser; a client's role must be one the authenticator is a member of "
+							   "(docs/SECURITY.md).",
+							   &plank_authenticator,
+							   "plank_authenticator",
+							   PGC_SIGHUP,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.allow_privileged_roles",
+							 "Lets clients act as superuser or BYPASSRLS roles.",
+							 "Off: a token or plank.anonymous_role naming such a role is refused with unknown_role.",
+							 &plank_allow_privileged_roles,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.check_workers",
+							"Sets the number of check workers per database.",
+							"Check workers run snapshots and row-level security checks as the client's role, "
+							"outside the worker that holds the sockets.",
+							&plank_check_workers,
+							2, 1, 32,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.check_timeout",
+							"Sets the time limit of one snapshot or row-level security check.",
+							"It is the statement_timeout and lock_timeout of the check's transaction.",
+							&plank_check_timeout,
+							5000, 10, 600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 }

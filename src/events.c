@@ -32,7 +32,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "plank.h"
+#include "worker.h"
 
 static MemoryContext batch_cxt = NULL;
 

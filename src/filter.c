@@ -36,7 +36,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 static const char *const op_names[] = {
 	[PLANK_FILTER_EQ] = "eq",

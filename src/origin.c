@@ -21,7 +21,7 @@
 #include "access/xlogdefs.h"
 #include "mb/pg_wchar.h"
 
-#include "plank.h"
+#include "worker.h"
 
 typedef struct OriginSearch
 {

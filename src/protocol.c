@@ -22,6 +22,7 @@
 #include "catalog/pg_type.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
@@ -37,7 +38,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "plank.h"
+#include "worker.h"
 
 #define PLANK_MAX_ID_LEN 64
 
@@ -322,7 +323,7 @@ plank_protocol_welcome(PlankConn *conn)
  *		Answer a refused token with an error carrying its code, then close
  *		the connection with 4001 once the error is sent.
  */
-void
+static void
 plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code, const char *detail)
 {
 	send_error_code(conn, id, code, detail);
@@ -1314,4 +1315,28 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 	request_sub = NULL;
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(request_cxt);
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+int			plank_max_subscriptions = 100;
+
+/*
+ * plank_protocol_define_settings
+ *		Defines the plank.* settings of the protocol: the subscriptions
+ *		one connection may hold.  Called once from _PG_init, in the
+ *		postmaster, before the plank prefix is reserved
+ *		(MarkGUCPrefixReserved).  Raises no error.  PostgreSQL docs:
+ *		"Customized Options".
+ */
+void
+plank_protocol_define_settings(void)
+{
+	DefineCustomIntVariable("plank.max_subscriptions",
+							"Sets the largest number of subscriptions one WebSocket connection may hold.",
+							NULL,
+							&plank_max_subscriptions,
+							100, 1, 100000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
 }

@@ -35,7 +35,7 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /*
  * plank_publish_channel

@@ -60,9 +60,10 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* channels all the workers of one database may LISTEN on at once */
 #define QUEUE_CHANNELS 1024
@@ -763,4 +764,32 @@ plank_queue_serve_listens(void)
 			set_latch_of(queue->workers[k].procno);
 		SpinLockRelease(&queue->mutex);
 	}
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+int			plank_shared_queue_size = 16384;
+
+/*
+ * plank_queue_define_settings
+ *		Defines the plank.* settings of the shared-memory queue between
+ *		the workers of a database.  Called once from _PG_init, in the
+ *		postmaster, before the plank prefix is reserved
+ *		(MarkGUCPrefixReserved).  Raises no error.  PostgreSQL docs:
+ *		"Customized Options".
+ */
+void
+plank_queue_define_settings(void)
+{
+	/*
+	 * PGC_POSTMASTER: the queue is sized in shared memory at server start
+	 * (plank_queue_init, from _PG_init).
+	 */
+	DefineCustomIntVariable("plank.shared_queue_size",
+							"Sets the size of the shared-memory queue through which the first worker of a database passes events to the others.",
+							"Used only when plank.workers is above 1; a full queue makes the first worker wait for the slowest of the others.",
+							&plank_shared_queue_size,
+							16384, 64, MAX_KILOBYTES,
+							PGC_POSTMASTER,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
 }

@@ -64,7 +64,7 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* how often an idle worker with table subscriptions reads invalidations */
 #define RECHECK_INTERVAL_MS 500

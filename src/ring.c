@@ -13,9 +13,10 @@
  */
 #include "postgres.h"
 
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "plank.h"
+#include "worker.h"
 
 static PlankEvent *ring = NULL;
 static int	ring_cap = 0;
@@ -196,4 +197,27 @@ plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
 			break;
 		lo--;
 	}
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+int			plank_replay_buffer = 32768;
+
+/*
+ * plank_ring_define_settings
+ *		Defines the plank.* settings of the replay ring of recent events.
+ *		Called once from _PG_init, in the postmaster, before the plank
+ *		prefix is reserved (MarkGUCPrefixReserved).  Raises no error.
+ *		PostgreSQL docs: "Customized Options".
+ */
+void
+plank_ring_define_settings(void)
+{
+	DefineCustomIntVariable("plank.replay_buffer",
+							"Sets how much memory the replay ring of recent events may use.",
+							"A client that reconnects with \"since\" is sent the events it missed while they are still in the ring; older ones make it resync.",
+							&plank_replay_buffer,
+							32768, 0, MAX_KILOBYTES,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
 }

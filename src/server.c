@@ -36,7 +36,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "plank.h"
+#include "worker.h"
 
 /* RFC 6455 7.4.2 / IANA registry: "Try Again Later"; libwebsockets 4.1 has no name for it */
 #define PLANK_CLOSE_TRY_AGAIN_LATER 1013
@@ -165,7 +165,7 @@ conn_purge_queue(PlankConn *conn)
  *		a constant string): queued messages are dropped and the close frame
  *		goes out on the next writeable callback.
  */
-void
+static void
 plank_conn_close(PlankConn *conn, int code, const char *reason)
 {
 	if (conn->closing)
@@ -505,13 +505,6 @@ void
 plank_server_set_filler(plank_conn_filler fn)
 {
 	conn_filler = fn;
-}
-
-/* plank_server_pass: the number of the current pass of the worker's loop */
-uint64
-plank_server_pass(void)
-{
-	return service_passes_started;
 }
 
 /*
@@ -1826,4 +1819,260 @@ plank_server_shutdown(void)
 
 	lws_context_destroy(lws_ctx);
 	lws_ctx = NULL;
+}
+
+/* Settings (GUCs) read by this file; documented in README.md "Settings" */
+char	   *plank_listen_addresses = NULL;
+int			plank_port = 8090;
+char	   *plank_static_dir = NULL;
+int			plank_max_message_size = 64;
+int			plank_max_client_buffer = 8192;
+int			plank_max_client_lag = 5000;
+int			plank_ping_interval = 30;
+int			plank_ping_timeout = 10;
+int			plank_max_backlog_memory = 262144;
+char	   *plank_allowed_origins = NULL;
+int			plank_max_connections = 10000;
+int			plank_max_unauthenticated = 1000;
+int			plank_auth_timeout = 10;
+int			plank_rate_limit = 50;
+bool		plank_permessage_deflate = false;
+bool		plank_ssl = false;
+char	   *plank_ssl_cert_file = NULL;
+char	   *plank_ssl_key_file = NULL;
+char	   *plank_http_allowed_addresses = NULL;
+int			plank_log_level = LOG;
+bool		plank_log_connections = false;
+
+static const struct config_enum_entry log_level_options[] = {
+	{"debug5", DEBUG5, false},
+	{"debug4", DEBUG4, false},
+	{"debug3", DEBUG3, false},
+	{"debug2", DEBUG2, false},
+	{"debug1", DEBUG1, false},
+	{"debug", DEBUG2, true},
+	{"info", INFO, false},
+	{"notice", NOTICE, false},
+	{"warning", WARNING, false},
+	{"log", LOG, false},
+	{NULL, 0, false}
+};
+
+/*
+ * plank_server_define_settings
+ *		Defines the plank.* settings of the WebSocket/HTTP server: its
+ *		addresses, port and TLS, the limits on clients and the logging of
+ *		connections.  Called once from _PG_init, in the postmaster, before
+ *		the plank prefix is reserved (MarkGUCPrefixReserved).  Raises no
+ *		error.  PostgreSQL docs: "Customized Options".
+ */
+void
+plank_server_define_settings(void)
+{
+	DefineCustomStringVariable("plank.listen_addresses",
+							   "Sets the addresses the Plank WebSocket/HTTP server listens on.",
+							   "A comma-separated list of IP addresses; \"localhost\" means 127.0.0.1 "
+							   "and \"*\" means every address.",
+							   &plank_listen_addresses,
+							   "localhost",
+							   PGC_POSTMASTER,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.port",
+							"Sets the TCP port of the Plank WebSocket/HTTP server.",
+							NULL,
+							&plank_port,
+							8090, 1, 65535,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.static_dir",
+							   "Sets the directory whose files the Plank server serves over HTTP.",
+							   "Empty means SHAREDIR/plank/www, where \"make install\" puts the frontend.",
+							   &plank_static_dir,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_message_size",
+							"Sets the largest message a WebSocket client may send.",
+							"A larger message closes the connection with code 1009.",
+							&plank_max_message_size,
+							64, 1, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_client_buffer",
+							"Sets the backlog above which a WebSocket client that stops reading is closed.",
+							"A client whose queued messages, not counting the largest, exceed this while its socket takes no data for plank.max_client_lag is closed with code 1013; a client that reads is kept however large its backlog.",
+							&plank_max_client_buffer,
+							8192, 64, 1024 * 1024,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_client_lag",
+							"Sets how long a client over plank.max_client_buffer may take no data before it is closed.",
+							"Counted only while the worker polls the client's socket and finds it full; past it the client is closed with 1013.",
+							&plank_max_client_lag,
+							5000, 0, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.ping_interval",
+							"Sets how long a WebSocket connection may be silent before the server sends it a ping.",
+							"Zero turns pings off. A change applies from each connection's next ping.",
+							&plank_ping_interval,
+							30, 0, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.ping_timeout",
+							"Sets how long after a ping without answer a silent connection is dropped.",
+							"A client whose network went away without a close is detected after plank.ping_interval plus this.",
+							&plank_ping_timeout,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_backlog_memory",
+							"Sets the memory the backlogs of all clients of a worker may take.",
+							"A backlog is one 24-byte entry per queued message and client; past this, the "
+							"client furthest behind is closed with 1013.",
+							&plank_max_backlog_memory,
+							262144, 1024, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.allowed_origins",
+							   "Sets the web origins whose pages may open WebSocket connections.",
+							   "A comma-separated list such as https://app.example.com; \"*\" allows any. "
+							   "Empty allows only the pages Plank serves itself. Clients that send no Origin "
+							   "(non-browser clients) are not affected.",
+							   &plank_allowed_origins,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_connections",
+							"Sets the largest number of concurrent WebSocket connections that have a role.",
+							"Further connections are refused during the handshake, or closed with 1013 when "
+							"they authenticate. Connections waiting to authenticate are bounded by "
+							"plank.max_unauthenticated instead.",
+							&plank_max_connections,
+							10000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.max_unauthenticated",
+							"Sets the largest number of WebSocket connections waiting to authenticate.",
+							"A connection waits from its handshake until its auth message is accepted; beyond "
+							"this many, the one that waited longest is closed with 1013. Connections with a role "
+							"count against plank.max_connections only. Not used with plank.anonymous_role set: "
+							"every connection has that role from the start.",
+							&plank_max_unauthenticated,
+							1000, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.auth_timeout",
+							"Sets how long a client without a token has to send an auth message.",
+							"When no anonymous role is set, a client that does not authenticate in time is closed with 4001.",
+							&plank_auth_timeout,
+							10, 1, 3600,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("plank.rate_limit",
+							"Sets how many messages per second a client may send, on average.",
+							"Bursts of twice as many are allowed; a client going faster is closed with 1008. Zero: no limit.",
+							&plank_rate_limit,
+							50, 0, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	/*
+	 * plank.permessage_deflate: RFC 7692, through libwebsockets' extension
+	 * (lws_extension_callback_pm_deflate).  Off by default: compression is
+	 * per connection, so each message is compressed once per client instead
+	 * of being shared as one frame (docs/BENCHMARKS.md).
+	 */
+	DefineCustomBoolVariable("plank.permessage_deflate",
+							 "Offers the permessage-deflate WebSocket extension (RFC 7692) to clients.",
+							 "Clients that ask for it get compressed messages; it costs CPU per client and message.",
+							 &plank_permessage_deflate,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.ssl",
+							 "Serves WebSocket and HTTP over TLS (wss://, https://).",
+							 NULL,
+							 &plank_ssl,
+							 false,
+							 PGC_POSTMASTER,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.ssl_cert_file",
+							   "Sets the PEM certificate (chain) file of the TLS server.",
+							   "Empty uses PostgreSQL's ssl_cert_file. Relative paths are relative to the data directory.",
+							   &plank_ssl_cert_file,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.ssl_key_file",
+							   "Sets the PEM private key file of the TLS server.",
+							   "Empty uses PostgreSQL's ssl_key_file. Relative paths are relative to the data directory.",
+							   &plank_ssl_key_file,
+							   "",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("plank.http_allowed_addresses",
+							   "Sets the client addresses that may read /health and /metrics.",
+							   "A comma-separated list of IP addresses; \"localhost\" means 127.0.0.1 and ::1, \"*\" any.",
+							   &plank_http_allowed_addresses,
+							   "localhost",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("plank.log_level",
+							 "Sets the message level of Plank's connection log lines.",
+							 "Connections and disconnections (with plank.log_connections), refused "
+							 "handshakes and tokens, slow clients closed and administrator disconnects "
+							 "are logged at this level; they never carry a token.",
+							 &plank_log_level,
+							 LOG,
+							 log_level_options,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("plank.log_connections",
+							 "Logs each WebSocket connection and disconnection.",
+							 NULL,
+							 &plank_log_connections,
+							 false,
+							 PGC_SIGHUP,
+							 0,
+							 NULL, NULL, NULL);
 }

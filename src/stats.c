@@ -45,7 +45,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 #define SLOT_TEXT 128
 #define SLOT_CLAIMS 512

@@ -29,7 +29,7 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 typedef struct TableKey
 {

@@ -49,7 +49,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "plank.h"
+#include "worker.h"
 
 int			plank_worker_index = 0;
 int			plank_worker_number = 0;
