@@ -5,8 +5,8 @@ import asyncio
 import json
 
 from conftest import DB, PORT, client, run, tag
-from test_ops_common import (PORT2, apoll, http_get, metric_value, parse_prometheus, plank_settings,
-                             stats, worker_pid)
+from helpers import (PORT2, apoll, http_get, metric_value, parse_prometheus, plank_settings,
+                     stats, worker_pid)
 
 COUNTERS = ["plank_notifications_received_total", "plank_messages_sent_total",
             "plank_bytes_sent_total", "plank_connections_total",

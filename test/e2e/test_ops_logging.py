@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import LOGFILE, ServerLog, client, run, tag
-from test_ops_common import SECRET, apoll, connection_of, plank_settings, token
+from helpers import SECRET, apoll, connection_of, plank_settings, sign
 
 pytestmark = pytest.mark.skipif(not LOGFILE, reason="PLANK_LOGFILE is not set")
 
@@ -47,8 +47,8 @@ def test_authenticated_role_is_in_the_disconnection_line(log_level_log):
     async def body():
         async with client() as c:
             ack = await c.request({"type": "auth", "id": "a",
-                                   "token": token({"role": "plank_web",
-                                                   "exp": int(time.time()) + 300})})
+                                   "token": sign({"role": "plank_web",
+                                                  "exp": int(time.time()) + 300})})
             assert ack["type"] == "ack", ack
             await c.subscribe(f"{t}-s", table="public.items")
             return await apoll(lambda: connection_of(f"{t}-s"), 5, what="the client's id")
@@ -62,10 +62,10 @@ def test_refused_tokens_are_logged_without_the_token(log_level_log):
     marker = "NOTLOGGED123" + tag()
     now = int(time.time())
     tokens = {
-        "bad signature": token({"role": "postgres", "note": marker, "exp": now + 300},
-                               key="not-the-secret"),
-        "expired": token({"role": "postgres", "note": marker, "exp": now - 3600}),
-        "unknown role": token({"role": "ops_no_such_role", "note": marker, "exp": now + 300}),
+        "bad signature": sign({"role": "postgres", "note": marker, "exp": now + 300},
+                              key="not-the-secret"),
+        "expired": sign({"role": "postgres", "note": marker, "exp": now - 3600}),
+        "unknown role": sign({"role": "ops_no_such_role", "note": marker, "exp": now + 300}),
         "malformed": f"{marker}.{marker}.{marker}",
     }
     log = ServerLog()
