@@ -17,7 +17,7 @@
 #               worker VmRSS; again with plank.workers = $IDLE_WORKERS (2: the sends
 #               spread over 2 processes; a cluster restart)
 #   conn100k    100,000 concurrent WebSocket connections, all subscribed, with
-#               plank.workers = 7 and plank.max_connections = 20000 per worker (a
+#               plank.workers = $CONN_WORKERS (32) and plank.max_connections = 20000 per worker (a
 #               cluster restart; loadgen over --procs processes and --sources source
 #               addresses), then single changes: every connection must get every change;
 #               p50/p99/max to reach all, connect time, worker memory per connection

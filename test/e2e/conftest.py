@@ -625,3 +625,41 @@ def db():
         yield d
     finally:
         d.close()
+
+
+# --------------------------------------------------------------------------- test order
+
+# Tests that restart or stop the shared cluster (or change a setting that is read at server
+# start) carry @pytest.mark.disruptive(STAGE). They run after every other test, in the
+# order of the stages below, each stage's tests in the order they were collected; every
+# one leaves the cluster running as it found it, but a restart ends every connection, a
+# new epoch begins and the worker's counters start again, so nothing else runs after them.
+DISRUPTIVE_STAGES = (
+    "deflate",    # test_deflate.py: two restarts, plank.permessage_deflate on then off
+    "restart",    # test_restart.py: pg_ctl restart -m fast with clients connected
+    "shutdown",   # test_shutdown.py: pg_ctl stop -m fast, then start again
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "disruptive(stage): restarts or stops the shared cluster; runs after every other "
+        f"test, by stage in this order: {', '.join(DISRUPTIVE_STAGES)}")
+
+
+def _disruptive_rank(item):
+    mark = item.get_closest_marker("disruptive")
+    if mark is None:
+        return 0
+    stage = mark.args[0] if mark.args else None
+    if stage not in DISRUPTIVE_STAGES:
+        raise pytest.UsageError(f"{item.nodeid}: disruptive stage {stage!r} is not one of "
+                                f"conftest.DISRUPTIVE_STAGES {DISRUPTIVE_STAGES}")
+    return 1 + DISRUPTIVE_STAGES.index(stage)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Move the disruptive tests to the end, by stage (a stable sort: the others keep
+    their order)."""
+    items.sort(key=_disruptive_rank)

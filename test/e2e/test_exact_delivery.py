@@ -18,7 +18,7 @@ import json
 import pytest
 
 from conftest import client, connect, run, sql, tag, worker_pids
-from test_security_common import authed, res, token  # noqa: F401
+from helpers import authed, res, token  # noqa: F401
 
 CLAIMS_SUB = "current_setting('request.jwt.claims', true)::jsonb ->> 'sub'"
 

@@ -1,7 +1,7 @@
 """Faults: the worker terminated (clients closed with 1001, a new worker with a new epoch,
 resume then needs a resync), and an error inside notification processing (the worker
 survives, the change still goes out, truncated). A client whose network went away is in
-test_idle.py, a PostgreSQL restart in test_zy_restart.py."""
+test_idle.py, a PostgreSQL restart in test_restart.py."""
 
 import asyncio
 import time

@@ -11,7 +11,7 @@ import asyncio
 import pytest
 
 from conftest import client, run, sql
-from test_security_common import authed, res, token  # noqa: F401
+from helpers import authed, res, token  # noqa: F401
 
 COLUMNS = ("id int PRIMARY KEY, n int, x numeric, f float8, s text, b boolean, "
            "ts timestamptz, d date, j jsonb")

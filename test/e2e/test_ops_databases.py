@@ -6,8 +6,8 @@ import asyncio
 import json
 
 from conftest import DB, Db, client, run, tag
-from test_ops_common import (DB2, PORT2, WS_URL2, apoll, connection_of, connections,
-                             http_get, stats, subscriptions, worker_pid)
+from helpers import (DB2, PORT2, WS_URL2, apoll, connection_of, connections,
+                     http_get, stats, subscriptions, worker_pid)
 
 
 def test_second_database_is_served_on_the_next_port_only():

@@ -7,8 +7,8 @@ import json
 import time
 
 from conftest import DB, PORT, client, run, sql, tag
-from test_ops_common import (PORT2, apoll, http_get, metric_value, parse_prometheus, plank_settings,
-                             roles, stats, token, worker_pid)
+from helpers import (PORT2, apoll, http_get, metric_value, parse_prometheus, plank_settings,
+                     roles, sign, stats, worker_pid)
 
 COUNTERS = ["plank_notifications_received_total", "plank_messages_sent_total",
             "plank_bytes_sent_total", "plank_connections_total",
@@ -178,7 +178,7 @@ def test_metrics_time_row_level_security_checks_and_count_failures(db, roles):
     async def body():
         async with client() as c:
             ack = await c.request({"type": "auth", "id": "a",
-                                   "token": token({"role": role, "exp": int(time.time()) + 300})})
+                                   "token": sign({"role": role, "exp": int(time.time()) + 300})})
             assert ack["type"] == "ack", ack
             await c.subscribe("r", table=f"public.{t}")
             db.execute(f"INSERT INTO public.{t} VALUES (1, 1)")

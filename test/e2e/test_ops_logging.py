@@ -12,8 +12,8 @@ import pytest
 import websockets
 
 from conftest import LOGFILE, ServerLog, client, run, tag
-from test_ops_common import (SECRET, apoll, connection_of, http_get, metric_value, parse_prometheus,
-                             plank_settings, token)
+from helpers import (SECRET, apoll, connection_of, http_get, metric_value, parse_prometheus,
+                     plank_settings, sign)
 
 pytestmark = pytest.mark.skipif(not LOGFILE, reason="PLANK_LOGFILE is not set")
 
@@ -54,7 +54,7 @@ def test_authentication_is_logged_with_role_sub_and_address(log_level_log):
     async def body():
         async with client() as c:
             ack = await c.request({"type": "auth", "id": "a",
-                                   "token": token({"role": "plank_web", "sub": sub, "exp": exp})})
+                                   "token": sign({"role": "plank_web", "sub": sub, "exp": exp})})
             assert ack["type"] == "ack", ack
             await c.subscribe(f"{t}-s", table="public.items")
             cid = await apoll(lambda: connection_of(f"{t}-s"), 5, what="the client's id")
@@ -64,7 +64,7 @@ def test_authentication_is_logged_with_role_sub_and_address(log_level_log):
                 what=f"the authentication line of client {cid}")
             # a fresh token on the same connection: one more line
             ack = await c.request({"type": "auth", "id": "b",
-                                   "token": token({"role": "plank_web", "sub": sub, "exp": exp + 60})})
+                                   "token": sign({"role": "plank_web", "sub": sub, "exp": exp + 60})})
             assert ack["type"] == "ack", ack
             await apoll(lambda: re.search(
                 rf"LOG:  plank connection {cid} from 127\.0\.0\.1 sent a fresh token as role plank_web "
@@ -72,7 +72,7 @@ def test_authentication_is_logged_with_role_sub_and_address(log_level_log):
             # and one without sub
             async with client() as c2:
                 ack = await c2.request({"type": "auth", "id": "a",
-                                        "token": token({"role": "plank_web"})})
+                                        "token": sign({"role": "plank_web"})})
                 assert ack["type"] == "ack", ack
                 await c2.subscribe(f"{t}-s2", table="public.items")
                 cid2 = await apoll(lambda: connection_of(f"{t}-s2"), 5, what="the second client's id")
@@ -97,7 +97,7 @@ def test_unauthenticated_connection_and_close_code_4001_are_logged(log_level_log
         async def body():
             async with client() as c:
                 await c.send({"type": "auth", "id": "a",
-                              "token": token({"role": role, "exp": int(time.time()) + 300})})
+                              "token": sign({"role": role, "exp": int(time.time()) + 300})})
                 err = await c.wait_for(lambda m: m["type"] == "error", what="the refusal")
                 assert err["code"] == "unknown_role", err
                 assert await c.expect_close() == 4001
@@ -147,10 +147,10 @@ def test_refused_tokens_are_logged_without_the_token(log_level_log):
     marker = "NOTLOGGED123" + tag()
     now = int(time.time())
     tokens = {
-        "bad signature": token({"role": "postgres", "note": marker, "exp": now + 300},
-                               key="not-the-secret"),
-        "expired": token({"role": "postgres", "note": marker, "exp": now - 3600}),
-        "unknown role": token({"role": "ops_no_such_role", "note": marker, "exp": now + 300}),
+        "bad signature": sign({"role": "postgres", "note": marker, "exp": now + 300},
+                              key="not-the-secret"),
+        "expired": sign({"role": "postgres", "note": marker, "exp": now - 3600}),
+        "unknown role": sign({"role": "ops_no_such_role", "note": marker, "exp": now + 300}),
         "malformed": f"{marker}.{marker}.{marker}",
     }
     log = ServerLog()

@@ -9,7 +9,7 @@ import pytest
 import websockets
 
 from conftest import PORT, ServerLog, client, run, set_settings, sql, tag
-from test_ops_common import apoll, connection_of
+from helpers import apoll, connection_of
 
 POSTMASTER = ["plank.database", "plank.listen_addresses", "plank.port", "plank.static_dir",
               "plank.ssl", "plank.ssl_cert_file", "plank.ssl_key_file", "plank.workers",

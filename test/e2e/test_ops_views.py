@@ -12,8 +12,8 @@ import pytest
 import websockets
 
 from conftest import DB, WS_URL, Closed, client, run, sql, tag
-from test_ops_common import (apoll, connection_of, connections, login_as,  # noqa: F401
-                             plank_settings, roles, stats, subscriptions, token, worker_pid)
+from helpers import (apoll, connection_of, connections, login_as,  # noqa: F401
+                     plank_settings, roles, sign, stats, subscriptions, worker_pid)
 
 
 def _settle_connections(timeout=10.0):
@@ -44,8 +44,8 @@ def test_views_show_connected_clients_their_subscriptions_and_counters(db):
             assert c1.welcome.get("role") == "postgres", c1.welcome
             # c2 upgrades its anonymous connection with a token naming plank_web
             ack = await c2.request({"type": "auth", "id": "a1",
-                                    "token": token({"role": "plank_web",
-                                                    "exp": int(time.time()) + 600})})
+                                    "token": sign({"role": "plank_web",
+                                                   "exp": int(time.time()) + 600})})
             assert ack.get("type") == "ack" and ack.get("role") == "plank_web", ack
 
             await c1.subscribe(s1t, table="public.items", ops=["INSERT", "UPDATE"],
@@ -267,7 +267,7 @@ async def _authed_client(claims):
     old = set(connections())
     cm = client()
     c = await cm.__aenter__()
-    ack = await c.request({"type": "auth", "id": "a", "token": token(claims)})
+    ack = await c.request({"type": "auth", "id": "a", "token": sign(claims)})
     assert ack["type"] == "ack", ack
     new = await apoll(lambda: set(connections()) - old, 5, what="the new client")
     assert len(new) == 1, new
@@ -278,7 +278,7 @@ async def _refused_with(claims):
     """The close code of a new connection that authenticates with these claims (None if
     it was accepted: then its ack came and it was closed by us)."""
     async with client() as c:
-        await c.send({"type": "auth", "id": "a", "token": token(claims)})
+        await c.send({"type": "auth", "id": "a", "token": sign(claims)})
         try:
             m = await c.wait_for(lambda m: m["type"] in ("ack", "error"), what="the auth reply")
         except Closed as e:
@@ -558,14 +558,14 @@ def test_role_is_null_until_authenticated_and_auth_failures_are_counted():
                 cid = new.pop()
                 assert connections()[cid]["role"] is None, connections()[cid]
                 ack = await c.request({"type": "auth", "id": "a",
-                                       "token": token({"role": "plank_web",
+                                       "token": sign({"role": "plank_web",
                                                        "exp": int(time.time()) + 300})})
                 assert ack["type"] == "ack", ack
                 await apoll(lambda: connections()[cid]["role"] == "plank_web", 5,
                             what="the role to show after auth")
             async with client() as c:
                 await c.send({"type": "auth", "id": "a",
-                              "token": token({"role": "plank_web"}, key="wrong")})
+                              "token": sign({"role": "plank_web"}, key="wrong")})
                 err = await c.wait_for(lambda m: m["type"] == "error", what="the refusal")
                 assert err["code"] == "invalid_token", err
                 assert await c.expect_close() == 4001

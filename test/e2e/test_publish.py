@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from conftest import client, connect, run, sql, tag
-from test_security_common import authed, plank_settings, res, token  # noqa: F401
+from helpers import authed, plank_settings, res, token  # noqa: F401
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ never gets a marker for a transaction of which it received nothing."""
 import asyncio
 
 from conftest import Client, client, run, sql, write_transaction
-from test_security_common import authed, res, token  # noqa: F401
+from helpers import authed, res, token  # noqa: F401
 
 CLAIMS_SUB = "(current_setting('request.jwt.claims', true)::jsonb ->> 'sub')"
 

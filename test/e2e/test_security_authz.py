@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from conftest import ServerLog, connect, poll, run, sql, tag, worker_pids
-from test_security_common import (authed, no_anonymous, res, silent, token)  # noqa: F401
+from helpers import (authed, no_anonymous, res, silent, token)  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("no_anonymous")
 

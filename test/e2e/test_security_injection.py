@@ -6,7 +6,7 @@ break the JSON of a message, or take the worker down."""
 import pytest
 
 from conftest import client, run, sql, tag, worker_pids
-from test_security_common import authed, plank_settings, res, token  # noqa: F401
+from helpers import authed, plank_settings, res, token  # noqa: F401
 
 CLAIMS_SUB = "current_setting('request.jwt.claims', true)::jsonb ->> 'sub'"
 
@@ -190,7 +190,7 @@ def test_token_claims_are_data(sentinel, res):
     sql(f"INSERT INTO public.{t} VALUES (1, 'alice', 'a'), (2, 'x'' OR ''1''=''1', 'odd')")
     with plank_settings({"plank.anonymous_role": ""}):
         async def body():
-            from test_security_common import auth_refusal
+            from helpers import auth_refusal
             for role_claim in (f"postgres; DROP TABLE public.{sentinel}",
                                f"{r}' OR '1'='1", f'{r}"; DROP TABLE public.{sentinel}; --'):
                 reply, close = await auth_refusal(token(role_claim))

@@ -18,9 +18,8 @@ import time
 import pytest
 
 from conftest import ServerLog, run, sql, tag
-from test_ops_common import http_get
-from test_security_common import (authed, auth_refusal, login_as, plank_settings,  # noqa: F401
-                                  res, token)
+from helpers import (auth_refusal, authed, http_get, login_as, plank_settings,  # noqa: F401
+                     res, token)
 
 CLAIMS_SUB = "(current_setting('request.jwt.claims', true)::jsonb ->> 'sub')"
 MARK = "PLANK-SHADOW-RAN"

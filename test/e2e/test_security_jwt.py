@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from conftest import Closed, ServerLog, run, sql, tag
-from test_security_common import (SECRET, apply_settings, auth_refusal, authed, b64u, jws,  # noqa: F401
-                                  no_anonymous, now, open_client, plank_settings, refused, res,
-                                  send_auth, token)
+from helpers import (SECRET, apply_settings, auth_refusal, authed, b64u, jws,  # noqa: F401
+                     no_anonymous, now, open_client, plank_settings, refused, res,
+                     send_auth, token)
 
 pytestmark = pytest.mark.usefixtures("no_anonymous")
 

@@ -31,7 +31,7 @@ import psycopg2
 import pytest
 
 from conftest import DB, PGHOST, PGPORT, client, run, sql, tag
-from test_security_common import authed, login_as, token
+from helpers import authed, login_as, token
 
 # (operator, left type, right type, pg_catalog function computing it)
 OPERATORS = [

@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from conftest import client, run, sql, tag
-from test_security_common import login_as, res  # noqa: F401
+from helpers import login_as, res  # noqa: F401
 
 
 

@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from conftest import PORT, URL, WS_URL, Closed, client, poll, run, sql, tag, worker_pids
-from test_security_common import open_client, plank_settings, raw_handshake, send_auth, token
+from helpers import open_client, plank_settings, raw_handshake, send_auth, token
 
 SELF_ORIGIN = f"http://127.0.0.1:{PORT}"
 HOST = f"127.0.0.1:{PORT}"

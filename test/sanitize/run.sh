@@ -21,8 +21,8 @@
 # throwaway ones in a temp dir (initdb as the postgres user), like scripts/test.sh's,
 # stopped on exit.
 #
-# The e2e tests that stop and restart the server (test_zy_restart, test_zz_shutdown) and
-# test_security_tls (a cluster of its own) start postgres through $PLANK_PGCTL, which
+# The e2e tests that stop and restart the server (test_deflate, test_restart,
+# test_shutdown) and test_security_tls (a cluster of its own) start postgres through $PLANK_PGCTL, which
 # here is a wrapper around pg_ctl: every postmaster it starts or restarts gets
 # "-p <wrapper>" (a script that execs postgres with the ASan runtime preloaded, or under
 # valgrind) and "-c extension_destdir=...", so restarted servers stay instrumented.

@@ -1,6 +1,7 @@
 """A PostgreSQL restart (pg_ctl restart -m fast): connected clients get close code 1001
 (going away); once the new worker is up, a client that resumes with the old epoch is told
-epoch_changed and reloads with a snapshot. Sorts just before test_zz_shutdown.py, and
+epoch_changed and reloads with a snapshot. Marked disruptive: it runs after every other
+test, between test_deflate.py and test_shutdown.py (conftest.DISRUPTIVE_STAGES), and
 leaves the cluster running."""
 
 import asyncio
@@ -15,6 +16,7 @@ def pg_ctl(*args, timeout=120):
     return as_postgres(PGCTL, "-D", DATADIR, *args, timeout=timeout)
 
 
+@pytest.mark.disruptive("restart")
 @pytest.mark.skipif(not DATADIR, reason="PLANK_DATADIR is not set (run through scripts/test.sh)")
 def test_postgres_restart_closes_with_1001_and_resume_gets_epoch_changed(db):
     name = tag()

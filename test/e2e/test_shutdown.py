@@ -1,5 +1,6 @@
 """Fast shutdown of the cluster: clients get close code 1001 (going away). The cluster is
-started again afterwards, so this file sorts last and leaves the server as it found it."""
+started again afterwards, so the server is left as it was found. Marked disruptive: it
+runs last (conftest.DISRUPTIVE_STAGES)."""
 
 import asyncio
 
@@ -13,6 +14,7 @@ def pg_ctl(*args, timeout=120):
     return as_postgres(PGCTL, "-D", DATADIR, *args, timeout=timeout)
 
 
+@pytest.mark.disruptive("shutdown")
 @pytest.mark.skipif(not DATADIR, reason="PLANK_DATADIR is not set (run through scripts/test.sh)")
 def test_fast_shutdown_sends_going_away(db):
     async def body():

@@ -1,8 +1,8 @@
 """permessage-deflate (RFC 7692, plank.permessage_deflate): off by default; when on, a
 client that offers it gets compressed messages that decompress to exactly what a plain
 client receives, in far fewer bytes on the wire. Needs two PostgreSQL restarts (the
-setting is read at server start); sorts before test_zy_restart.py and leaves the cluster
-as it found it."""
+setting is read at server start); marked disruptive, so it runs after every other test
+(conftest.DISRUPTIVE_STAGES gives the order), and leaves the cluster as it found it."""
 
 import asyncio
 import base64
@@ -16,7 +16,8 @@ import websockets
 
 from conftest import DATADIR, PORT, WS_URL, restart_postgres, run, sql, tag
 
-pytestmark = pytest.mark.skipif(not DATADIR, reason="PLANK_DATADIR is not set (run through scripts/test.sh)")
+pytestmark = [pytest.mark.skipif(not DATADIR, reason="PLANK_DATADIR is not set (run through scripts/test.sh)"),
+              pytest.mark.disruptive("deflate")]
 
 
 def raw_client(offer_deflate):

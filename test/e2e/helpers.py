@@ -1,21 +1,37 @@
-"""Helpers shared by the operations tests (test_ops_*.py); this module holds no tests.
+"""Probes and resources shared by the e2e test modules; this module holds no tests
+(conftest.py holds the basics every module uses: sql(), client(), poll(), run()).
 
 - SQL: `rows()` returns dicts (column name -> value), in any database of the cluster;
-  `login_as()` connects as another role (the test cluster trusts 127.0.0.1);
-  `worker_pid()` is the pid pg_stat_activity shows for a database's worker;
+  `login_as(role)` is a database connection (autocommit) logged in as another role (the
+  test cluster trusts 127.0.0.1); `worker_pid()` is the pid pg_stat_activity shows for a
+  database's worker;
 - views: `stats()`, `connections()`, `subscriptions()` read plank.stats,
-  plank.connections and plank.subscriptions;
-- `connection_of()` finds a client's connection id by one of its (unique) subscription
-  ids, since the welcome does not carry the id;
+  plank.connections and plank.subscriptions; `connection_of()` finds a client's
+  connection id by one of its (unique) subscription ids, since the welcome does not
+  carry the id;
 - `apoll()` is conftest.poll for coroutines (it sleeps with asyncio.sleep);
 - HTTP: `http_get()` (status, headers, body) on Plank's port;
 - Prometheus: `parse_prometheus()` checks the text exposition format 0.0.4 line by line
-  and returns the families;
-- settings: `plank_settings({...})` applies plank.* settings (ALTER SYSTEM +
-  pg_reload_conf() and a reload barrier that needs no authentication) and resets them
-  afterwards;
-- tokens: `token()` signs HS256 with the test cluster's plank.jwt_secret;
-- `Roles`: login roles with unique names, dropped at the end of the test.
+  and returns the families; `metric_value()` reads one unlabelled sample;
+- settings: `plank_settings({...})` is a context manager that applies plank.* settings
+  with ALTER SYSTEM + pg_reload_conf(), waits until the worker has applied them, and
+  restores them (and waits again) on the way out: to an enclosing block's values, else
+  RESET. The reload carries a marker the worker can be seen to apply without any
+  authentication or subscription: plank.max_message_size = 1kB (a 1.5 kB ping is closed
+  with 1009), so it works whatever plank.anonymous_role, the JWT settings or the origin
+  list say; `apply_settings()` is the same without the restore;
+- tokens: `token(role, **claims)` signs HS256 (or another HS* alg) with the test
+  cluster's plank.jwt_secret; `sign(claims)` signs a claims dict as it is; `jws()`
+  builds any compact JWS by hand (alg none, crit headers, an HMAC keyed with arbitrary
+  bytes), which PyJWT refuses to produce;
+- clients: `open_client()` (with an Origin or extra headers), `authed()` (a client that
+  sent a token and got its ack), `auth_refusal()`, `refused()`, `silent()`,
+  `raw_handshake()` (a hand-written HTTP upgrade, for headers websockets will not send,
+  such as a forged Host);
+- fixtures (import them into a test module to use them): `res` (`Resources`: roles,
+  tables and channel grants with unique names, dropped afterwards), `roles` (`Roles`:
+  login roles dropped afterwards, in both databases), `no_anonymous` (module scope:
+  clients must authenticate).
 """
 
 import asyncio
@@ -26,7 +42,9 @@ import hmac
 import http.client
 import json
 import math
+import os
 import re
+import socket
 import time
 
 import psycopg2
@@ -34,12 +52,14 @@ import psycopg2.extras
 import pytest
 import websockets
 
-from conftest import DB, PGHOST, PGPORT, PORT, WS_URL, set_settings, sql, tag
+from conftest import (DB, PGHOST, PGPORT, PORT, TIMEOUT, WS_URL, Client, Closed, poll, run,
+                      set_settings, sql, tag)
 
-DB2 = __import__("os").environ.get("PLANK_DB2", DB + "2")
+DB2 = os.environ.get("PLANK_DB2", DB + "2")
 PORT2 = PORT + 1
 WS_URL2 = f"ws://127.0.0.1:{PORT2}/ws"
 SECRET = "plank-test-secret-0123456789abcdef"   # plank.jwt_secret set by scripts/test.sh
+HS = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 
 # --------------------------------------------------------------------------- SQL
@@ -48,7 +68,7 @@ SECRET = "plank-test-secret-0123456789abcdef"   # plank.jwt_secret set by script
 def rows(query, params=None, dbname=DB, user="postgres"):
     """Run one statement on a fresh autocommit connection; return its rows as dicts."""
     conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=user, dbname=dbname,
-                            connect_timeout=10, application_name="plank-e2e-ops")
+                            connect_timeout=10, application_name="plank-e2e")
     conn.autocommit = True
     try:
         with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
@@ -60,8 +80,9 @@ def rows(query, params=None, dbname=DB, user="postgres"):
 
 @contextlib.contextmanager
 def login_as(role, dbname=DB):
+    """A connection (autocommit) logged in as `role` (trust authentication on loopback)."""
     conn = psycopg2.connect(host=PGHOST, port=PGPORT, user=role, dbname=dbname,
-                            connect_timeout=10, application_name="plank-e2e-ops")
+                            connect_timeout=10, application_name="plank-e2e-role")
     conn.autocommit = True
     try:
         yield conn
@@ -275,9 +296,10 @@ def _alter_system(name, value):
 
 
 def _message_size_limited():
-    """Is plank.max_message_size = 1kB in effect (a 1.5 kB ping is closed with 1009)?
-    Works whatever the authentication settings: the size is checked before the message
-    is read. None when the probe could not tell."""
+    """Is the marker plank.max_message_size = 1kB in effect (a 1.5 kB ping closes with
+    1009)? Works whatever the authentication settings: the size is checked before the
+    message is read. None when the probe could not tell (the server refused the
+    handshake)."""
     async def probe():
         try:
             ws = await asyncio.wait_for(
@@ -292,29 +314,22 @@ def _message_size_limited():
                 try:
                     raw = await asyncio.wait_for(ws.recv(), 5)
                 except websockets.ConnectionClosed as e:
-                    return (e.rcvd.code if e.rcvd is not None else 1006) == 1009
+                    code = e.rcvd.code if e.rcvd is not None else 1006
+                    return code == 1009
+                # a pong, or an error such as unauthenticated: the ping was read
                 if json.loads(raw).get("type") in ("pong", "error"):
                     return False
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(ws.close(), 3)
-    return asyncio.run(asyncio.wait_for(probe(), 20))
-
-
-def _wait(fn, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not fn():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+    return run(probe(), timeout=20)
 
 
 def apply_settings(settings, timeout=20.0):
-    """ALTER SYSTEM SET each name = value (RESET for None), pg_reload_conf(), and wait
-    until the worker has applied them. The reload carries a marker the worker can be seen
-    to apply without authenticating: plank.max_message_size = 1kB; a second reload resets
-    the marker. When the settings include plank.max_message_size itself, conftest's
-    barrier (plank.snapshot_limit) is used instead; it needs anonymous clients."""
+    """ALTER SYSTEM SET each name = value (RESET for None), reload, and wait until the
+    worker has applied them (see the module docstring). When the settings include
+    plank.max_message_size itself, conftest's barrier (plank.snapshot_limit) is used
+    instead; it needs anonymous clients."""
     if "plank.max_message_size" in settings:
         set_settings(settings, timeout)
         return
@@ -322,21 +337,35 @@ def apply_settings(settings, timeout=20.0):
         _alter_system(name, value)
     _alter_system("plank.max_message_size", "1kB")
     sql("SELECT pg_reload_conf()")
-    _wait(lambda: _message_size_limited() is True, timeout, f"the worker to apply {settings}")
+    poll(lambda: _message_size_limited() is True, timeout,
+         what=f"the worker to apply {settings}")
     _alter_system("plank.max_message_size", None)
     sql("SELECT pg_reload_conf()")
-    _wait(lambda: _message_size_limited() is False, timeout, "the worker to reset the marker")
+    poll(lambda: _message_size_limited() is False, timeout,
+         what="the worker to reset plank.max_message_size")
+
+
+# what this module has set with ALTER SYSTEM, so that nested plank_settings() blocks
+# restore the outer block's values instead of the configuration file's
+_current = {}
 
 
 @contextlib.contextmanager
 def plank_settings(settings):
-    """Apply plank.* settings (reload, and wait until the worker applied them) for the
-    duration of a with block; RESET them (and wait) after."""
+    """Apply plank.* settings for the duration of a with block; restore them after (to
+    an enclosing block's values, else RESET)."""
+    previous = {name: _current.get(name) for name in settings}
     try:
+        _current.update(settings)
         apply_settings(settings)
         yield
     finally:
-        apply_settings({name: None for name in settings})
+        for name, value in previous.items():
+            if value is None:
+                _current.pop(name, None)
+            else:
+                _current[name] = value
+        apply_settings(previous)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -348,18 +377,195 @@ def b64u(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def token(claims, key=SECRET, header=None):
-    """An HS256 compact JWS of these claims, signed with `key`."""
-    h = {"alg": "HS256", "typ": "JWT"}
-    h.update(header or {})
-    signing_input = (f"{b64u(json.dumps(h, separators=(',', ':')))}."
-                     f"{b64u(json.dumps(claims, separators=(',', ':')))}")
-    k = key.encode() if isinstance(key, str) else key
-    sig = hmac.new(k, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64u(sig)}"
+def jws(header, claims, key=SECRET, signature=None):
+    """A compact JWS. header and claims are dicts (or str/bytes taken as they are).
+    The signature is an HMAC of the header's alg keyed with `key` (str or bytes) when the
+    alg is HS*, empty for anything else, or `signature` (bytes) when given."""
+    h = header if isinstance(header, (str, bytes)) else json.dumps(header, separators=(",", ":"))
+    c = claims if isinstance(claims, (str, bytes)) else json.dumps(claims, separators=(",", ":"))
+    signing_input = f"{b64u(h)}.{b64u(c)}"
+    if signature is None:
+        alg = header.get("alg") if isinstance(header, dict) else None
+        if alg in HS:
+            k = key.encode() if isinstance(key, str) else key
+            signature = hmac.new(k, signing_input.encode(), HS[alg]).digest()
+        else:
+            signature = b""
+    return f"{signing_input}.{b64u(signature)}"
 
 
-# --------------------------------------------------------------------------- roles
+def sign(claims, key=SECRET, alg="HS256", header=None):
+    """An HMAC-signed compact JWS of the claims dict `claims`, as it is."""
+    hdr = {"alg": alg, "typ": "JWT"}
+    hdr.update(header or {})
+    return jws(hdr, claims, key)
+
+
+def token(role="postgres", key=SECRET, alg="HS256", header=None, **claims):
+    """An HMAC-signed token naming `role` (None: no role claim), with these claims."""
+    body = dict(claims)
+    if role is not None:
+        body["role"] = role
+    return sign(body, key, alg, header)
+
+
+def now():
+    return int(time.time())
+
+
+# --------------------------------------------------------------------------- clients
+
+
+async def open_client(url=WS_URL, origin=None, headers=None, ssl=None, timeout=TIMEOUT,
+                      keep_commits=False):
+    """A conftest.Client, with an Origin and extra handshake headers when given."""
+    kw = {}
+    if ssl is not None:
+        kw["ssl"] = ssl
+    ws = await asyncio.wait_for(
+        websockets.connect(url, origin=origin, extra_headers=headers, max_size=None,
+                           max_queue=None, ping_interval=None, close_timeout=2,
+                           open_timeout=timeout, **kw),
+        timeout)
+    try:
+        raw = await asyncio.wait_for(ws.recv(), timeout)
+    except BaseException:
+        await ws.close()
+        raise
+    welcome = json.loads(raw)
+    assert welcome.get("type") == "welcome", welcome
+    return Client(ws, welcome, keep_commits)
+
+
+async def send_auth(c, tok, req_id="a1", timeout=TIMEOUT):
+    """Send an auth message; return the reply (ack or error)."""
+    return await c.request({"type": "auth", "id": req_id, "token": tok}, timeout)
+
+
+@contextlib.asynccontextmanager
+async def authed(tok, **kw):
+    """A client that authenticated with `tok` (its ack is in c.auth_ack)."""
+    c = await open_client(**kw)
+    try:
+        reply = await send_auth(c, tok)
+        assert reply.get("type") == "ack" and reply.get("request") == "auth", reply
+        c.auth_ack = reply
+        yield c
+    finally:
+        await c.close()
+
+
+async def refused(c, timeout=TIMEOUT):
+    """After a refused token: (the error message, the close code)."""
+    err = await c.wait_for(lambda m: m["type"] == "error", timeout, what="an error")
+    code = await c.expect_close(timeout)
+    return err, code
+
+
+async def auth_refusal(tok, timeout=TIMEOUT):
+    """Open a client, send tok; return (reply, close code or None if still open)."""
+    c = await open_client()
+    try:
+        await c.send({"type": "auth", "id": "a1", "token": tok})
+        try:
+            reply = await c.wait_for(lambda m: m["type"] in ("ack", "error"), timeout,
+                                     what="a reply to auth")
+        except Closed as e:
+            return None, e.code
+        if reply["type"] == "ack":
+            return reply, None
+        return reply, await c.expect_close(timeout)
+    finally:
+        await c.close()
+
+
+def raw_handshake(headers, path="/ws", port=PORT, timeout=10):
+    """Send a hand-written WebSocket upgrade request with exactly `headers` (a list of
+    (name, value), Host included when wanted); return the status code of the answer."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1"]
+    lines += [f"{n}: {v}" for n, v in headers]
+    lines += ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+              "Sec-WebSocket-Version: 13", "", ""]
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall("\r\n".join(lines).encode())
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    status = buf.split(b"\r\n", 1)[0].decode(errors="replace")
+    parts = status.split()
+    assert len(parts) >= 2 and parts[0].startswith("HTTP/"), f"no HTTP status: {buf[:200]!r}"
+    return int(parts[1])
+
+
+async def silent(c, sub=None, seconds=1.0):
+    """Read for `seconds` and return the data messages of `sub` that arrived."""
+    await asyncio.sleep(seconds)
+    await c.sync()
+    return c.kept_pushes(sub)
+
+
+# --------------------------------------------------------------------------- roles, tables
+
+
+class Resources:
+    """Roles and tables with unique names, dropped at the end of the test."""
+
+    def __init__(self):
+        self.roles = []
+        self.tables = []
+        self.grants = []   # (channel pattern, grantee)
+
+    def role(self, prefix="sec", options="NOLOGIN"):
+        name = f"{prefix}_{tag()}"
+        sql(f'CREATE ROLE "{name}" {options}')
+        sql(f'GRANT "{name}" TO plank_authenticator')
+        self.roles.append(name)
+        return name
+
+    def table(self, ddl_columns, prefix="sec", track=True):
+        name = f"{prefix}_{tag()}"
+        sql(f"CREATE TABLE public.{name} ({ddl_columns})")
+        self.tables.append(name)
+        if track:
+            sql("SELECT plank.track(%s::regclass)", (f"public.{name}",))
+        return name
+
+    def grant_channel(self, pattern, grantee):
+        sql("SELECT plank.grant_channel(%s, %s)", (pattern, grantee))
+        self.grants.append((pattern, grantee))
+
+    def cleanup(self):
+        for pattern, grantee in self.grants:
+            with contextlib.suppress(Exception):
+                sql("SELECT plank.revoke_channel(%s, %s)", (pattern, grantee))
+        for t in self.tables:
+            with contextlib.suppress(Exception):
+                sql(f"DROP TABLE IF EXISTS public.{t} CASCADE")
+        for r in self.roles:
+            with contextlib.suppress(Exception):
+                sql(f'DROP OWNED BY "{r}"')
+            with contextlib.suppress(Exception):
+                sql(f'DROP ROLE IF EXISTS "{r}"')
+
+
+@pytest.fixture
+def res():
+    r = Resources()
+    try:
+        yield r
+    finally:
+        r.cleanup()
+
+
+@pytest.fixture(scope="module")
+def no_anonymous():
+    """plank.anonymous_role = '' for a whole module: clients must authenticate."""
+    with plank_settings({"plank.anonymous_role": ""}):
+        yield
 
 
 class Roles:
