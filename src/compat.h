@@ -175,6 +175,18 @@ plank_string_to_qualified_name_list(const char *string)
 extern void plank_init_materialized_srf(FunctionCallInfo fcinfo, bits32 flags);
 #endif
 
+/*
+ * A generation memory context (utils/mmgr/generation.c): its sizes became
+ * minimum, initial and maximum block sizes in 15.
+ */
+#if PG_VERSION_NUM >= 150000
+#define plank_generation_context_create(parent, name, block) \
+	GenerationContextCreate(parent, name, 0, block, block)
+#else
+#define plank_generation_context_create(parent, name, block) \
+	GenerationContextCreate(parent, name, block)
+#endif
+
 #endif							/* FRONTEND */
 
 #endif							/* PLANK_COMPAT_H */

@@ -1616,8 +1616,13 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 
 	conns_cxt = AllocSetContextCreate(TopMemoryContext, "plank connections",
 									  ALLOCSET_DEFAULT_SIZES);
-	frames_cxt = AllocSetContextCreate(TopMemoryContext, "plank frames",
-									   ALLOCSET_DEFAULT_SIZES);
+	/*
+	 * Frames are freed in about the order they were made (the replay ring
+	 * drops the oldest): a generation context keeps them at their own size,
+	 * where an AllocSet would round each up to a power of two.
+	 */
+	frames_cxt = plank_generation_context_create(TopMemoryContext, "plank frames",
+												 64 * 1024);
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 
