@@ -200,7 +200,7 @@ plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-int			plank_replay_buffer = 32768;
+int			plank_replay_buffer = 40960;
 
 /*
  * plank_ring_define_settings
@@ -216,7 +216,7 @@ plank_ring_define_settings(void)
 							"Sets how much memory the replay ring of recent events may use.",
 							"A client that reconnects with \"since\" is sent the events it missed while they are still in the ring; older ones make it resync.",
 							&plank_replay_buffer,
-							32768, 0, MAX_KILOBYTES,
+							40960, 0, MAX_KILOBYTES,
 							PGC_SIGHUP,
 							GUC_UNIT_KB,
 							NULL, NULL, NULL);
