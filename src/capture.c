@@ -991,10 +991,10 @@ defer_change(CaptureTarget *t, const char *op, HeapTuple newtup, HeapTuple oldtu
 	initStringInfo(&fallback);
 	oversized = append_change_deferrable(&full, t, op, newtup, oldtup, &fallback);
 
-	if (deferred_lxid != MyProc->lxid)
+	if (deferred_lxid != plank_my_lxid())
 	{
 		/* an earlier transaction's list went with its memory */
-		deferred_lxid = MyProc->lxid;
+		deferred_lxid = plank_my_lxid();
 		deferred_changes = NIL;
 	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
@@ -1022,7 +1022,7 @@ send_deferred_changes(XLogRecPtr origin_lsn)
 	char		origin[ORIGIN_MAXLEN + 1];
 	bool		pushed = false;
 
-	if (deferred_lxid != MyProc->lxid || deferred_changes == NIL)
+	if (deferred_lxid != plank_my_lxid() || deferred_changes == NIL)
 		return;
 	/* plank.overflow is written through SPI, which needs a snapshot */
 	if (!ActiveSnapshotSet())
@@ -1083,7 +1083,7 @@ send_deferred_changes(XLogRecPtr origin_lsn)
 static void
 origin_xact_callback(XactEvent event, void *arg)
 {
-	if (event != XACT_EVENT_PRE_COMMIT || MyProc->lxid != applied_lxid)
+	if (event != XACT_EVENT_PRE_COMMIT || plank_my_lxid() != applied_lxid)
 		return;
 	send_deferred_changes(replorigin_session_origin == InvalidRepOriginId ?
 						  InvalidXLogRecPtr : replorigin_session_origin_lsn);
@@ -1124,7 +1124,7 @@ replica_change_sent(Trigger *trigger)
 		RegisterXactCallback(origin_xact_callback, NULL);
 		origin_callback_registered = true;
 	}
-	applied_lxid = MyProc->lxid;
+	applied_lxid = plank_my_lxid();
 	return true;
 }
 

@@ -48,16 +48,20 @@ cleanup() {
 trap cleanup EXIT
 
 # --- the README's blocks ------------------------------------------------------------------
-# The fenced blocks of section "## Installation", and the js block of "### WebSocket protocol".
+# The fenced blocks of section "## Installation" (up to its first subsection), and the js
+# block of "### WebSocket protocol".
 /usr/bin/python3 - "$ROOT/README.md" "$TMP/blocks" <<'EOF'
 import os, re, sys
 text = open(sys.argv[1]).read()
 out = sys.argv[2]
 os.makedirs(out)
 def section(start):
+    # up to the next heading of level 2 or 3 (a subsection such as "### Supported
+    # PostgreSQL versions" is not part of the steps)
     i = text.index(start)
-    j = text.find("\n## ", i + len(start))
-    return text[i:j if j >= 0 else len(text)]
+    ends = [j for j in (text.find("\n## ", i + len(start)), text.find("\n### ", i + len(start)))
+            if j >= 0]
+    return text[i:min(ends) if ends else len(text)]
 fence = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 inst = fence.findall(section("\n## Installation"))
 for n, (lang, code) in enumerate(inst, 1):
