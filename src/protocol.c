@@ -677,10 +677,16 @@ resolve_table(const char *name, PlankFilter *filters, int nfilters, Oid roleid,
 			return hidden_column(name, filters[i].column, roleid, "the table has no such column");
 		if (cols != NIL && !column_in(cols, filters[i].column))
 			return hidden_column(name, filters[i].column, roleid, "the role may not SELECT the column");
-		/* the operator against the column's type: the role may read the column */
+		/*
+		 * the operator against the column's type: the role may read the
+		 * column.  What it resolves (bounds, pattern) must outlive this
+		 * transaction: it is made in the request's context.
+		 */
 		{
+			MemoryContext old = MemoryContextSwitchTo(request_cxt);
 			char	   *err = plank_filter_resolve(&filters[i], get_atttype(relid, attnum));
 
+			MemoryContextSwitchTo(old);
 			if (err != NULL)
 				return request_error("bad_filter", "%s", err);
 		}
