@@ -1026,14 +1026,12 @@ plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id)
 }
 
 /*
- * plank_auth_channel_allowed
- *		May a role subscribe to a NOTIFY channel?  Superusers may; others if
- *		a row of plank.channel_grants whose channel pattern (LIKE) matches
- *		names "public" or a role the role is a member of.  Runs inside the
- *		caller's transaction, with a snapshot.
+ * Does a row of the grants table (plank.channel_grants or
+ * plank.publish_grants, a constant) whose channel pattern (LIKE) matches
+ * name "public" or a role roleid is a member of?  Superusers need none.
  */
-bool
-plank_auth_channel_allowed(Oid roleid, const char *channel)
+static bool
+grant_allows(const char *table, Oid roleid, const char *channel)
 {
 	Oid			argtypes[2] = {TEXTOID, OIDOID};
 	Datum		args[2];
@@ -1046,19 +1044,43 @@ plank_auth_channel_allowed(Oid roleid, const char *channel)
 	args[1] = ObjectIdGetDatum(roleid);
 	SPI_connect();
 	/* every name qualified: immune to the search path (SECURITY.md) */
-	if (SPI_execute_with_args("SELECT 1 FROM plank.channel_grants g "
-							  "LEFT JOIN pg_catalog.pg_roles r "
-							  "ON r.rolname OPERATOR(pg_catalog.=) g.grantee "
-							  "WHERE $1 OPERATOR(pg_catalog.~~) g.channel AND CASE "
-							  "WHEN g.grantee OPERATOR(pg_catalog.=) 'public'::pg_catalog.name THEN true "
-							  "WHEN r.oid IS NULL THEN false "
-							  "ELSE pg_catalog.pg_has_role($2, r.oid, 'MEMBER') END "
-							  "LIMIT 1",
+	if (SPI_execute_with_args(psprintf("SELECT 1 FROM %s g "
+									   "LEFT JOIN pg_catalog.pg_roles r "
+									   "ON r.rolname OPERATOR(pg_catalog.=) g.grantee "
+									   "WHERE $1 OPERATOR(pg_catalog.~~) g.channel AND CASE "
+									   "WHEN g.grantee OPERATOR(pg_catalog.=) 'public'::pg_catalog.name THEN true "
+									   "WHEN r.oid IS NULL THEN false "
+									   "ELSE pg_catalog.pg_has_role($2, r.oid, 'MEMBER') END "
+									   "LIMIT 1", table),
 							  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read plank.channel_grants");
+		elog(ERROR, "could not read %s", table);
 	allowed = SPI_processed > 0;
 	SPI_finish();
 	return allowed;
+}
+
+/*
+ * plank_auth_channel_allowed
+ *		May a role subscribe to a NOTIFY channel?  Superusers may; others if
+ *		a row of plank.channel_grants whose channel pattern (LIKE) matches
+ *		names "public" or a role the role is a member of.  Runs inside the
+ *		caller's transaction, with a snapshot.
+ */
+bool
+plank_auth_channel_allowed(Oid roleid, const char *channel)
+{
+	return grant_allows("plank.channel_grants", roleid, channel);
+}
+
+/*
+ * plank_auth_publish_allowed
+ *		May a role publish to a channel (docs/PROTOCOL.md "publish")?  As
+ *		plank_auth_channel_allowed(), with plank.publish_grants.
+ */
+bool
+plank_auth_publish_allowed(Oid roleid, const char *channel)
+{
+	return grant_allows("plank.publish_grants", roleid, channel);
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */

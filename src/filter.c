@@ -53,29 +53,6 @@ static const char *const op_names[] = {
 
 #define NUM_OPS lengthof(op_names)
 
-static char *
-filter_error(const char *fmt,...) pg_attribute_printf(1, 2);
-
-static char *
-filter_error(const char *fmt,...)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (;;)
-	{
-		va_list		args;
-		int			needed;
-
-		va_start(args, fmt);
-		needed = appendStringInfoVA(&buf, fmt, args);
-		va_end(args);
-		if (needed == 0)
-			break;
-		enlargeStringInfo(&buf, needed);
-	}
-	return buf.data;
-}
 
 static bool
 is_scalar(const JsonbValue *v)
@@ -101,7 +78,7 @@ parse_operand(PlankFilter *f, const char *column, JsonbValue *v)
 
 				if (v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data) ||
 					JsonContainerSize(v->val.binary.data) == 0)
-					return filter_error("operand of \"in\" for column \"%s\" must be a non-empty array of strings, numbers, booleans or nulls",
+					return psprintf("operand of \"in\" for column \"%s\" must be a non-empty array of strings, numbers, booleans or nulls",
 										column);
 				f->values = palloc0(JsonContainerSize(v->val.binary.data) * sizeof(JsonbValue));
 				it = JsonbIteratorInit(v->val.binary.data);
@@ -110,7 +87,7 @@ parse_operand(PlankFilter *f, const char *column, JsonbValue *v)
 					if (tok != WJB_ELEM)
 						continue;
 					if (!is_scalar(&e))
-						return filter_error("operand of \"in\" for column \"%s\" must be a non-empty array of strings, numbers, booleans or nulls",
+						return psprintf("operand of \"in\" for column \"%s\" must be a non-empty array of strings, numbers, booleans or nulls",
 											column);
 					f->values[n++] = e;
 				}
@@ -119,28 +96,28 @@ parse_operand(PlankFilter *f, const char *column, JsonbValue *v)
 			}
 		case PLANK_FILTER_EQ:
 			if (!is_scalar(v))
-				return filter_error("operand of \"eq\" for column \"%s\" must be a string, number, boolean or null",
+				return psprintf("operand of \"eq\" for column \"%s\" must be a string, number, boolean or null",
 									column);
 			break;
 		case PLANK_FILTER_NEQ:
 			if (!is_scalar(v) || v->type == jbvNull)
-				return filter_error("operand of \"neq\" for column \"%s\" must be a string, number or boolean (use \"is\" for null)",
+				return psprintf("operand of \"neq\" for column \"%s\" must be a string, number or boolean (use \"is\" for null)",
 									column);
 			break;
 		case PLANK_FILTER_IS:
 			if (v->type != jbvNull && v->type != jbvBool)
-				return filter_error("operand of \"is\" for column \"%s\" must be null, true or false",
+				return psprintf("operand of \"is\" for column \"%s\" must be null, true or false",
 									column);
 			break;
 		case PLANK_FILTER_LIKE:
 		case PLANK_FILTER_ILIKE:
 			if (v->type != jbvString)
-				return filter_error("operand of \"%s\" for column \"%s\" must be a string (a LIKE pattern)",
+				return psprintf("operand of \"%s\" for column \"%s\" must be a string (a LIKE pattern)",
 									op, column);
 			break;
 		default:				/* lt, lte, gt, gte */
 			if (v->type != jbvString && v->type != jbvNumeric)
-				return filter_error("operand of \"%s\" for column \"%s\" must be a number or a string",
+				return psprintf("operand of \"%s\" for column \"%s\" must be a number or a string",
 									op, column);
 			break;
 	}
@@ -175,7 +152,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 	*filters = NULL;
 	*nfilters = 0;
 	if (filter->type != jbvBinary || !JsonContainerIsObject(filter->val.binary.data))
-		return filter_error("\"filter\" must be an object of column names to values or operators");
+		return psprintf("\"filter\" must be an object of column names to values or operators");
 
 	it = JsonbIteratorInit(filter->val.binary.data);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -194,7 +171,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 		if (tok != WJB_VALUE)
 			continue;
 		if (v.type == jbvBinary && !JsonContainerIsObject(v.val.binary.data))
-			return filter_error("filter for column \"%s\" must be a string, number, boolean, null or an object of operators",
+			return psprintf("filter for column \"%s\" must be a string, number, boolean, null or an object of operators",
 								column);
 		if (v.type != jbvBinary)
 		{
@@ -231,7 +208,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 				if (strcmp(opname, op_names[op]) == 0)
 					break;
 			if (op == (int) NUM_OPS)
-				return filter_error("unknown filter operator \"%.32s\" for column \"%s\": expected eq, neq, lt, lte, gt, gte, in, is, like or ilike",
+				return psprintf("unknown filter operator \"%.32s\" for column \"%s\": expected eq, neq, lt, lte, gt, gte, in, is, like or ilike",
 									opname, column);
 			if (n == cap)
 			{
@@ -247,7 +224,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 			n++;
 		}
 		if (n == before)
-			return filter_error("filter for column \"%s\" has no operator", column);
+			return psprintf("filter for column \"%s\" has no operator", column);
 	}
 	*filters = out;
 	*nfilters = n;
@@ -407,10 +384,10 @@ plank_filter_resolve(PlankFilter *f, Oid typid)
 		case PLANK_FILTER_LIKE:
 		case PLANK_FILTER_ILIKE:
 			if (f->kind != PLANK_KIND_TEXT)
-				return filter_error("operator \"%s\" does not apply to column \"%s\" of type %s: like and ilike apply to text columns",
+				return psprintf("operator \"%s\" does not apply to column \"%s\" of type %s: like and ilike apply to text columns",
 									op, f->column, format_type_be(typid));
 			if (pattern_ends_in_escape(f->values[0].val.string.val, f->values[0].val.string.len))
-				return filter_error("pattern of \"%s\" for column \"%s\" must not end with the escape character \\",
+				return psprintf("pattern of \"%s\" for column \"%s\" must not end with the escape character \\",
 									op, f->column);
 			f->pattern = cstring_to_text_with_len(f->values[0].val.string.val,
 												  f->values[0].val.string.len);
@@ -420,12 +397,12 @@ plank_filter_resolve(PlankFilter *f, Oid typid)
 		case PLANK_FILTER_GT:
 		case PLANK_FILTER_GTE:
 			if (f->kind == PLANK_KIND_OTHER)
-				return filter_error("operator \"%s\" does not apply to column \"%s\" of type %s: lt, lte, gt and gte apply to numbers, text, timestamps and dates",
+				return psprintf("operator \"%s\" does not apply to column \"%s\" of type %s: lt, lte, gt and gte apply to numbers, text, timestamps and dates",
 									op, f->column, format_type_be(typid));
 			if (f->kind == PLANK_KIND_NUMBER && f->values[0].type != jbvNumeric)
-				return filter_error("operand of \"%s\" for column \"%s\" must be a number", op, f->column);
+				return psprintf("operand of \"%s\" for column \"%s\" must be a number", op, f->column);
 			if (f->kind != PLANK_KIND_NUMBER && f->values[0].type != jbvString)
-				return filter_error("operand of \"%s\" for column \"%s\" must be a string", op, f->column);
+				return psprintf("operand of \"%s\" for column \"%s\" must be a string", op, f->column);
 			break;
 		default:
 			break;
@@ -454,7 +431,7 @@ plank_filter_resolve(PlankFilter *f, Oid typid)
 		}
 		PG_END_TRY();
 		if (!ok)
-			return filter_error("operand of \"%s\" for column \"%s\" must be a %s, such as \"2026-11-21T09:00:00+00:00\"; \"%.64s\" is not",
+			return psprintf("operand of \"%s\" for column \"%s\" must be a %s, such as \"2026-11-21T09:00:00+00:00\"; \"%.64s\" is not",
 								op, f->column, format_type_be(typid), str);
 	}
 	return NULL;

@@ -52,39 +52,6 @@ plank_publish_channel(void)
 	return name;
 }
 
-/*
- * May a role publish to a channel?  Superusers may; others if a row of
- * plank.publish_grants whose channel pattern (LIKE) matches names "public"
- * or a role the role is a member of.  Inside the caller's transaction.
- */
-static bool
-publish_allowed(Oid roleid, const char *channel)
-{
-	Oid			argtypes[2] = {TEXTOID, OIDOID};
-	Datum		args[2];
-	bool		allowed;
-
-	if (superuser_arg(roleid))
-		return true;
-	args[0] = CStringGetTextDatum(channel);
-	args[1] = ObjectIdGetDatum(roleid);
-	SPI_connect();
-	/* every name qualified: immune to the search path (SECURITY.md) */
-	if (SPI_execute_with_args("SELECT 1 FROM plank.publish_grants g "
-							  "LEFT JOIN pg_catalog.pg_roles r "
-							  "ON r.rolname OPERATOR(pg_catalog.=) g.grantee "
-							  "WHERE $1 OPERATOR(pg_catalog.~~) g.channel AND CASE "
-							  "WHEN g.grantee OPERATOR(pg_catalog.=) 'public'::pg_catalog.name THEN true "
-							  "WHEN r.oid IS NULL THEN false "
-							  "ELSE pg_catalog.pg_has_role($2, r.oid, 'MEMBER') END "
-							  "LIMIT 1",
-							  2, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read plank.publish_grants");
-	allowed = SPI_processed > 0;
-	SPI_finish();
-	return allowed;
-}
-
 /* The token's "sub" claim when it is a string, else NULL. */
 static char *
 claims_sub(const char *claims)
@@ -147,7 +114,7 @@ plank_publish(const PlankIdentity *ident, const char *channel, const char *paylo
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!publish_allowed(ident->roleid, channel))
+	if (!plank_auth_publish_allowed(ident->roleid, channel))
 		result = PLANK_PUBLISH_DENIED;
 	else
 		Async_Notify(plank_publish_channel(), env.data);

@@ -348,6 +348,7 @@ extern const char *plank_auth_verify(const char *token, MemoryContext cxt,
 									 PlankIdentity *id, char **detail);
 extern bool plank_auth_anonymous(MemoryContext cxt, PlankIdentity *id);
 extern bool plank_auth_channel_allowed(Oid roleid, const char *channel);
+extern bool plank_auth_publish_allowed(Oid roleid, const char *channel);
 
 /* access.c */
 extern List *plank_access_key_columns(Oid relid);
