@@ -447,7 +447,7 @@ plank_check_service(void)
 			job_fail(job, "no check worker is running");
 		}
 		if (!dlist_is_empty(&queue))
-			plank_server_schedule(&retry_sul, retry_tick, (lws_usec_t) START_RETRY_MS * 1000);
+			plank_schedule(&retry_sul, retry_tick, (lws_usec_t) START_RETRY_MS * 1000);
 		return;
 	}
 	dlist_foreach_modify(iter, &queue)

@@ -678,7 +678,7 @@ plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 	ev.pid = pid;
 	ev.is_change = is_change;
 	ev.tx_last = tx_last;
-	plank_seq = seq;
+	plank_runtime_set_seq(seq);
 	if (is_change)
 	{
 		int64		overflow_id;
@@ -808,7 +808,7 @@ plank_events_process(PlankNotification *batch)
 	{
 		PlankEvent *ev = &evs[i];
 
-		ev->seq = ++plank_seq;
+		ev->seq = plank_runtime_next_seq();
 		/* plank.workers > 1: the other workers get it through the shared queue */
 		plank_queue_publish(ev, payloads[i], strlen(payloads[i]));
 		deliver(ev, payloads[i]);

@@ -19,78 +19,13 @@
 #include "postmaster/bgworker.h"
 #include "nodes/pg_list.h"
 #include "utils/guc.h"
-#include "utils/varlena.h"
 
 #include "plank.h"
 
 PG_MODULE_MAGIC;
 
-char	   *plank_database = NULL;
-int			plank_workers = 1;
-
 void		_PG_init(void);
 static void register_worker(int index, const char *dbname);
-
-/* the settings this file reads: the databases served and the workers per database */
-static void
-define_settings(void)
-{
-	DefineCustomStringVariable("plank.database",
-							   "Sets the databases whose changes and notifications Plank serves.",
-							   "A comma-separated list: one worker per database, serving the first on plank.port, "
-							   "the second on plank.port + 1, and so on. Each worker connects as the bootstrap "
-							   "superuser. Do not name template1: a connected worker blocks CREATE DATABASE.",
-							   &plank_database,
-							   "postgres",
-							   PGC_POSTMASTER,
-							   GUC_LIST_INPUT,
-							   NULL, NULL, NULL);
-
-	/*
-	 * plank.workers, plank.shared_queue_size: PGC_POSTMASTER (the workers are
-	 * registered and the shared memory sized at server start).  Docs:
-	 * README.md "Settings", docs/BENCHMARKS.md "Several workers".
-	 */
-	DefineCustomIntVariable("plank.workers",
-							"Sets the number of worker processes that serve the WebSocket clients of each database.",
-							"They share plank.port (SO_REUSEPORT); the first one LISTENs and passes every event to the others through shared memory.",
-							&plank_workers,
-							1, 1, PLANK_MAX_WORKERS,
-							PGC_POSTMASTER,
-							0,
-							NULL, NULL, NULL);
-}
-
-/*
- * plank_database_list
- *		The database names of plank.database, in order (a list of strings in
- *		the current memory context).  Raises 22023 for a malformed list.
- */
-List *
-plank_database_list(void)
-{
-	char	   *raw = pstrdup(plank_database);
-	List	   *names;
-
-	if (!SplitIdentifierString(raw, ',', &names) || names == NIL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in parameter \"plank.database\""),
-				 errhint("List database names separated by commas.")));
-	return names;
-}
-
-/* plank_serves_database: is this database in plank.database? */
-bool
-plank_serves_database(const char *dbname)
-{
-	ListCell   *lc;
-
-	foreach(lc, plank_database_list())
-		if (strcmp((const char *) lfirst(lc), dbname) == 0)
-			return true;
-	return false;
-}
 
 /*
  * One worker per database of plank.database, with its index as argument.
@@ -158,7 +93,7 @@ _PG_init(void)
 				 errhint("Add plank to the shared_preload_libraries configuration variable in postgresql.conf and restart the server.")));
 
 	/* each module defines the settings it reads; then plank.* is reserved */
-	define_settings();
+	plank_runtime_define_settings();
 	plank_server_define_settings();
 	plank_protocol_define_settings();
 	plank_auth_define_settings();

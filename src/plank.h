@@ -36,9 +36,12 @@
  * "Settings" documents them.
  */
 
-/* plank.c */
+/* runtime.c: the databases served (plank.database), the workers of each */
 extern char *plank_database;
 extern int	plank_workers;
+extern void plank_runtime_define_settings(void);
+extern List *plank_database_list(void);
+extern bool plank_serves_database(const char *dbname);
 
 /*
  * The other files' settings, each defined in plank_<file>_define_settings(),
@@ -51,10 +54,6 @@ extern void plank_auth_define_settings(void);
 extern void plank_check_define_settings(void);
 extern void plank_ring_define_settings(void);
 extern void plank_queue_define_settings(void);
-
-/* plank.c */
-extern List *plank_database_list(void);
-extern bool plank_serves_database(const char *dbname);
 
 /* capture.c; checker.c renders rows with the same settings */
 extern const char *const plank_output_settings[][2];

@@ -323,7 +323,7 @@ plank_queue_attach(void)
 			pg_atomic_write_u64(&queue->workers[plank_worker_number].pos,
 								pg_atomic_read_u64(&queue->head));
 			/* an event half written is skipped: it counts as read */
-			plank_seq = queue->last_seq + (queue->in_progress ? 1 : 0);
+			plank_runtime_set_seq(queue->last_seq + (queue->in_progress ? 1 : 0));
 			queue->workers[plank_worker_number].attached = true;
 		}
 		SpinLockRelease(&queue->mutex);

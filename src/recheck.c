@@ -657,7 +657,7 @@ plank_recheck_service(void)
 	if (!timer_armed && (retry_at_tick || plank_subs_any_table()))
 	{
 		timer_armed = true;
-		plank_server_schedule(&recheck_sul, recheck_tick,
+		plank_schedule(&recheck_sul, recheck_tick,
 							  (lws_usec_t) RECHECK_INTERVAL_MS * LWS_US_PER_MS);
 	}
 }

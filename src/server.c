@@ -1225,21 +1225,6 @@ plank_server_disconnect(uint64 id)
 }
 
 /*
- * plank_server_schedule
- *		Run cb once, us microseconds from now, from inside lws_service().
- *		libwebsockets 4.1 runs due timers when lws_service() starts, before it
- *		polls: a callback that needs the main loop to act at once must also
- *		wake it (plank_wakeup_handler()).  The callback runs inside
- *		libwebsockets: it must not raise errors.  Scheduling a pending sul
- *		again moves it.
- */
-void
-plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us)
-{
-	lws_sul_schedule(lws_ctx, 0, sul, cb, us);
-}
-
-/*
  * plank_server_conns_walk
  *		Call fn for every open WebSocket connection.  fn may close the
  *		connection it is given (it stays in the list until libwebsockets
@@ -1327,7 +1312,7 @@ plank_ws_callback(struct lws *wsi, enum lws_callback_reasons reason,
 	MemoryContext oldcxt = CurrentMemoryContext;
 	volatile int rc = 0;
 
-	plank_now = GetCurrentTimestamp();
+	plank_runtime_tick();
 	PG_TRY();
 	{
 		rc = plank_ws_callback_guts(wsi, reason, user, in, len);
@@ -1672,6 +1657,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	/* room for long Cookie and Origin headers */
 	info.max_http_header_data = 8192;
 	lws_ctx = lws_create_context(&info);
+	plank_runtime_set_loop(lws_ctx);
 	if (lws_ctx == NULL)
 		ereport(FATAL,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -1824,6 +1810,7 @@ plank_server_shutdown(void)
 
 	lws_context_destroy(lws_ctx);
 	lws_ctx = NULL;
+	plank_runtime_set_loop(NULL);
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
@@ -1846,22 +1833,7 @@ bool		plank_ssl = false;
 char	   *plank_ssl_cert_file = NULL;
 char	   *plank_ssl_key_file = NULL;
 char	   *plank_http_allowed_addresses = NULL;
-int			plank_log_level = LOG;
-bool		plank_log_connections = false;
 
-static const struct config_enum_entry log_level_options[] = {
-	{"debug5", DEBUG5, false},
-	{"debug4", DEBUG4, false},
-	{"debug3", DEBUG3, false},
-	{"debug2", DEBUG2, false},
-	{"debug1", DEBUG1, false},
-	{"debug", DEBUG2, true},
-	{"info", INFO, false},
-	{"notice", NOTICE, false},
-	{"warning", WARNING, false},
-	{"log", LOG, false},
-	{NULL, 0, false}
-};
 
 /*
  * plank_server_define_settings
@@ -2059,25 +2031,4 @@ plank_server_define_settings(void)
 							   PGC_SIGHUP,
 							   GUC_LIST_INPUT,
 							   NULL, NULL, NULL);
-
-	DefineCustomEnumVariable("plank.log_level",
-							 "Sets the message level of Plank's connection log lines.",
-							 "Connections and disconnections (with plank.log_connections), refused "
-							 "handshakes and tokens, slow clients closed and administrator disconnects "
-							 "are logged at this level; they never carry a token.",
-							 &plank_log_level,
-							 LOG,
-							 log_level_options,
-							 PGC_SIGHUP,
-							 0,
-							 NULL, NULL, NULL);
-
-	DefineCustomBoolVariable("plank.log_connections",
-							 "Logs each WebSocket connection and disconnection.",
-							 NULL,
-							 &plank_log_connections,
-							 false,
-							 PGC_SIGHUP,
-							 0,
-							 NULL, NULL, NULL);
 }

@@ -51,22 +51,6 @@
 
 #include "worker.h"
 
-int			plank_worker_index = 0;
-int			plank_worker_number = 0;
-char	   *plank_worker_database = NULL;
-int			plank_worker_port = 0;
-
-TimestampTz plank_now = 0;
-
-/* the worker's sequence number: one per notification received */
-uint64		plank_seq = 0;
-
-/* identifies this run of the worker: its start time, in Unix microseconds */
-char		plank_epoch[32];
-
-/* the self-pipe that wakes the libwebsockets loop from signal handlers */
-static int	wake_pipe[2] = {-1, -1};
-
 /*
  * Notifications captured by putmessage(), dispatched once
  * ProcessNotifyInterrupt() has returned.  putmessage() must never elog or
@@ -76,21 +60,6 @@ static MemoryContext notify_cxt = NULL;
 static PlankNotification *pending_head = NULL;
 static PlankNotification *pending_tail = NULL;
 static uint64 pending_lost = 0;
-
-/* Write a byte to the self-pipe; async-signal-safe. */
-void
-plank_wakeup_handler(void)
-{
-	int			save_errno = errno;
-
-	if (wake_pipe[1] >= 0)
-	{
-		ssize_t		rc pg_attribute_unused();
-
-		rc = write(wake_pipe[1], "x", 1);
-	}
-	errno = save_errno;
-}
 
 static void
 plank_sigusr1(SIGNAL_ARGS)
@@ -296,6 +265,7 @@ void
 plank_worker_main(Datum main_arg)
 {
 	int			pm_fd;
+	int			wake_fd;
 
 	/* handlers are installed before signals are unblocked (worker_spi) */
 	pqsignal(SIGHUP, plank_sighup);
@@ -306,11 +276,8 @@ plank_worker_main(Datum main_arg)
 	/* pg_cancel_backend() must not stop the worker */
 	pqsignal(SIGINT, SIG_IGN);
 
-	if (pipe(wake_pipe) != 0 ||
-		fcntl(wake_pipe[0], F_SETFL, O_NONBLOCK) != 0 ||
-		fcntl(wake_pipe[1], F_SETFL, O_NONBLOCK) != 0 ||
-		fcntl(wake_pipe[0], F_SETFD, FD_CLOEXEC) != 0 ||
-		fcntl(wake_pipe[1], F_SETFD, FD_CLOEXEC) != 0)
+	wake_fd = plank_runtime_wake_pipe();
+	if (wake_fd < 0)
 		ereport(FATAL,
 				(errcode_for_file_access(),
 				 errmsg("could not create self-pipe for the plank worker: %m")));
@@ -327,10 +294,8 @@ plank_worker_main(Datum main_arg)
 	}
 
 	BackgroundWorkerUnblockSignals();
-	plank_worker_index = DatumGetInt32(main_arg) / PLANK_MAX_WORKERS;
-	plank_worker_number = DatumGetInt32(main_arg) % PLANK_MAX_WORKERS;
-	plank_worker_database = pstrdup((const char *) list_nth(plank_database_list(), plank_worker_index));
-	plank_worker_port = plank_port + plank_worker_index;
+	plank_runtime_start(DatumGetInt32(main_arg),
+						plank_port + DatumGetInt32(main_arg) / PLANK_MAX_WORKERS);
 	BackgroundWorkerInitializeConnection(plank_worker_database, NULL, 0);
 
 	/*
@@ -344,10 +309,6 @@ plank_worker_main(Datum main_arg)
 	 * throughout, and why code of users must not run in this session.
 	 */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
-
-	snprintf(plank_epoch, sizeof(plank_epoch), INT64_FORMAT,
-			 (int64) (GetCurrentTimestamp() +
-					  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * SECS_PER_DAY * USECS_PER_SEC));
 
 	/* with plank.workers > 1, the others take worker 0's epoch and seq */
 	plank_queue_attach();
@@ -370,7 +331,7 @@ plank_worker_main(Datum main_arg)
 		ereport(FATAL,
 				(errcode_for_file_access(),
 				 errmsg("could not duplicate the postmaster death pipe: %m")));
-	plank_server_start(wake_pipe[0], pm_fd);
+	plank_server_start(wake_fd, pm_fd);
 
 	if (plank_workers > 1)
 		ereport(LOG,
@@ -386,7 +347,7 @@ plank_worker_main(Datum main_arg)
 	for (;;)
 	{
 		ResetLatch(MyLatch);
-		plank_now = GetCurrentTimestamp();
+		plank_runtime_tick();
 
 		if (plank_server_postmaster_died())
 			proc_exit(1);

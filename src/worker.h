@@ -48,8 +48,6 @@ extern bool plank_ssl;
 extern char *plank_ssl_cert_file;
 extern char *plank_ssl_key_file;
 extern char *plank_http_allowed_addresses;
-extern int	plank_log_level;
-extern bool plank_log_connections;
 
 /* protocol.c */
 extern int	plank_max_subscriptions;
@@ -74,14 +72,30 @@ extern int	plank_shared_queue_size;	/* kB */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
 
 /*
- * this worker: its database's index in plank.database, its number among the
+ * runtime.c: the bottom of the worker, used by every other file.  This
+ * worker: its database's index in plank.database, its number among the
  * plank.workers workers of that database (0: the one that LISTENs), its
- * database and its port
+ * database and its port; its run (epoch, Unix microseconds of its start),
+ * the newest event's sequence number, the time of the loop pass.  Only
+ * runtime.c writes them (plank_runtime_*).
  */
+extern int	plank_log_level;
+extern bool plank_log_connections;
 extern int	plank_worker_index;
 extern int	plank_worker_number;
 extern char *plank_worker_database;
 extern int	plank_worker_port;
+extern uint64 plank_seq;
+extern TimestampTz plank_now;
+extern char plank_epoch[32];
+extern void plank_runtime_start(int arg, int port);
+extern void plank_runtime_tick(void);
+extern void plank_runtime_set_seq(uint64 seq);
+extern uint64 plank_runtime_next_seq(void);
+extern int	plank_runtime_wake_pipe(void);
+extern void plank_wakeup_handler(void);
+extern void plank_runtime_set_loop(struct lws_context *ctx);
+extern void plank_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 
 struct PlankSub;
 
@@ -285,11 +299,6 @@ typedef struct PlankPayload
 	void	   *values[3];		/* their values as filters read them (subs.c) */
 } PlankPayload;
 
-/* worker.c */
-extern uint64 plank_seq;
-extern TimestampTz plank_now;	/* the time of the loop pass, read once per pass */
-extern char plank_epoch[32];
-extern void plank_wakeup_handler(void);
 
 /* server.c */
 extern void plank_server_start(int wake_fd, int postmaster_fd);
@@ -310,7 +319,6 @@ extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
 extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
 extern void plank_conn_close_after_send(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
-extern void plank_server_schedule(lws_sorted_usec_list_t *sul, sul_cb_t cb, lws_usec_t us);
 typedef void (*plank_conn_walker) (PlankConn *conn, void *arg);
 extern void plank_server_conns_walk(plank_conn_walker fn, void *arg);
 
