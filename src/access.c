@@ -468,7 +468,7 @@ enqueue(PlankSub *sub, PlankEvent *ev, bool seen)
 	{
 		/* the checks cannot keep up: start over from a snapshot */
 		clear_queue(sub);
-		plank_subs_resync(sub, "check_backlog");
+		plank_conn_resync(sub, "check_backlog");
 	}
 	e = MemoryContextAllocZero(rls_cxt, sizeof(RlsEntry));
 	e->seen = seen;
@@ -649,7 +649,7 @@ check_frame(RlsCheck *check, PlankSub *sub, char mode)
 static void
 send_commit_marker(PlankSub *sub, PlankEvent *ev)
 {
-	PlankFrame *frame = plank_subs_commit_frame(ev);
+	PlankFrame *frame = plank_commit_frame(ev);
 
 	plank_conn_send(sub->conn, frame, sub);
 	plank_frame_unref(frame);
@@ -719,7 +719,7 @@ deliver_change(PlankSub *sub, RlsEntry *e, volatile bool *sent)
 		ev->parsed = NULL;
 		edata = CopyErrorData();
 		FlushErrorState();
-		plank_subs_undeliverable(sub, ev, edata->message);
+		plank_conn_undeliverable(sub, ev, edata->message);
 		FreeErrorData(edata);
 		ok = false;
 	}

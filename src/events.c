@@ -43,56 +43,6 @@ static MemoryContext batch_cxt = NULL;
  */
 static MemoryContext event_cxt = NULL;
 
-/* the names events carry (tables, schemas, channels), each stored once */
-static HTAB *event_names = NULL;
-
-/*
- * plank_event_name
- *		The stored copy of a table, schema or channel name (at most
- *		NAMEDATALEN - 1 bytes are kept), valid for the worker's lifetime: an
- *		event carries a pointer to it, not a copy, so that the replay ring
- *		holds events compactly.  Names are few (those of tracked tables, of
- *		channels the worker LISTENs on, and of channels clients publish to);
- *		past MAX_EVENT_NAMES distinct ones, a new name is refused with a
- *		WARNING (NULL: the event is skipped), so that memory stays bounded.
- */
-#define MAX_EVENT_NAMES 100000
-
-const char *
-plank_event_name(const char *name)
-{
-	NameData	key;
-	NameData   *entry;
-	bool		found;
-
-	if (event_names == NULL)
-	{
-		HASHCTL		ctl;
-
-		memset(&ctl, 0, sizeof(ctl));
-		ctl.keysize = sizeof(NameData);
-		ctl.entrysize = sizeof(NameData);
-		event_names = hash_create("plank event names", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-	}
-	memset(&key, 0, sizeof(key));
-	strlcpy(NameStr(key), name, NAMEDATALEN);
-	entry = hash_search(event_names, &key, HASH_FIND, &found);
-	if (entry == NULL)
-	{
-		if (hash_get_num_entries(event_names) >= MAX_EVENT_NAMES)
-		{
-			ereport(WARNING,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("plank skipping an event on \"%s\": its worker has seen %d distinct table and channel names",
-							NameStr(key), MAX_EVENT_NAMES),
-					 errhint("Restart the worker (pg_terminate_backend) to forget the names of dropped tables and unused channels.")));
-			return NULL;
-		}
-		entry = hash_search(event_names, &key, HASH_ENTER, NULL);
-	}
-	return NameStr(*entry);
-}
-
 /* plank_events_init: memory for event batches (worker start). */
 void
 plank_events_init(void)
@@ -565,33 +515,6 @@ to_utf8(const char *s)
 	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
 		return s;
 	return pg_server_to_any(s, strlen(s), PG_UTF8);
-}
-
-/*
- * plank_change_frame
- *		The message body of a change event: its type, seq and epoch, the
- *		change object (len bytes of JSON text at change) and, when the event
- *		is the last change of its transaction, "commit":true, which closes the
- *		transaction for whoever receives it (docs/PROTOCOL.md, "commit").
- *		*change_off, when not NULL, is set to the change's offset in the body.
- *		Raises only out-of-memory errors.
- */
-PlankFrame *
-plank_change_frame(const PlankEvent *ev, const char *change, int len, uint32 *change_off)
-{
-	StringInfoData buf;
-	PlankFrame *frame;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "\"type\":\"change\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"change\":",
-					 ev->seq, plank_epoch);
-	if (change_off)
-		*change_off = buf.len;
-	appendBinaryStringInfo(&buf, change, len);
-	appendStringInfoString(&buf, ev->tx_last ? ",\"commit\":true}" : "}");
-	frame = plank_frame_make(buf.data, buf.len);
-	pfree(buf.data);
-	return frame;
 }
 
 static void

@@ -785,7 +785,7 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 		PlankFrame *frame;
 
 		if (wait->resync_reason)
-			plank_subs_resync(sub, wait->resync_reason);
+			plank_conn_resync(sub, wait->resync_reason);
 		initStringInfo(&body);
 		appendStringInfo(&body, "\"type\":\"snapshot\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"complete\":%s,\"rows\":[",
 						 wait->seq, plank_epoch, rep->complete ? "true" : "false");
@@ -801,7 +801,7 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 		if (plank_ring_covers(wait->seq))
 			plank_subs_replay(sub, wait->seq);
 		else
-			plank_subs_resync(sub, "out_of_range");
+			plank_conn_resync(sub, "out_of_range");
 	}
 	pfree(wait->request_id);
 	pfree(wait);

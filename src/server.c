@@ -68,7 +68,6 @@ static int	nunauth = 0;		/* of nconns: without a role yet */
 static dlist_head unauth_conns = DLIST_STATIC_INIT(unauth_conns);	/* those, oldest first */
 static uint64 next_conn_id = 0;
 static MemoryContext conns_cxt = NULL;
-static MemoryContext frames_cxt = NULL;
 
 /*
  * Buffers shared by every connection (the worker has one thread): wbuf holds
@@ -104,35 +103,6 @@ static char static_dir[MAXPGPATH];
 static struct lws_http_mount static_mount;
 static struct lws_http_mount health_mount;
 static struct lws_http_mount metrics_mount;
-
-/* ---------- frames ---------- */
-
-/*
- * plank_frame_make
- *		A shared message body holding len bytes of data (a JSON object without
- *		its opening brace), with one reference owned by the caller.
- */
-PlankFrame *
-plank_frame_make(const char *data, int len)
-{
-	PlankFrame *frame;
-
-	frame = MemoryContextAlloc(frames_cxt, offsetof(PlankFrame, data) + len + 1);
-	frame->refcount = 1;
-	frame->len = len;
-	memcpy(frame->data, data, len);
-	frame->data[len] = '\0';
-	return frame;
-}
-
-/* plank_frame_unref: drop one reference; the last one frees the frame. */
-void
-plank_frame_unref(PlankFrame *frame)
-{
-	Assert(frame->refcount > 0);
-	if (--frame->refcount == 0)
-		pfree(frame);
-}
 
 /* ---------- outgoing queue ---------- */
 
@@ -530,6 +500,42 @@ plank_conn_wake(PlankConn *conn, uint64 seq)
 		lws_callback_on_writable(conn->wsi);
 	}
 	conn_watch(conn);
+}
+
+/* ---------- notices to a subscription ---------- */
+
+/*
+ * plank_conn_resync
+ *		Tell a subscription's client that it missed changes and must resync
+ *		(docs/PROTOCOL.md "resync_required"), with a reason (a short ASCII
+ *		word).  Never raises, except out of memory.
+ */
+void
+plank_conn_resync(PlankSub *sub, const char *reason)
+{
+	PlankFrame *frame = plank_resync_frame(reason);
+
+	plank_stats_count(PLANK_STAT_RESYNCS, 1);
+	plank_conn_send(sub->conn, frame, sub);
+	plank_frame_unref(frame);
+}
+
+/*
+ * plank_conn_undeliverable
+ *		A change could not be sent to a subscription exactly (why: the
+ *		error's message): count it, log it, and tell the client to resync
+ *		with reason "undeliverable_change" (docs/PROTOCOL.md).  Never raises.
+ */
+void
+plank_conn_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why)
+{
+	plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
+	ereport(WARNING,
+			(errcode(ERRCODE_INTERNAL_ERROR),
+			 errmsg("plank could not send change " UINT64_FORMAT " of table %s.%s to subscription \"%s\": %s",
+					ev->seq, ev->schema, ev->table, sub->id, why),
+			 errdetail("The subscription was sent resync_required with reason \"undeliverable_change\".")));
+	plank_conn_resync(sub, "undeliverable_change");
 }
 
 /* plank_conn_send_text: queue a one-off message (data without its "{"). */
@@ -1601,13 +1607,6 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 
 	conns_cxt = AllocSetContextCreate(TopMemoryContext, "plank connections",
 									  ALLOCSET_DEFAULT_SIZES);
-	/*
-	 * Frames are freed in about the order they were made (the replay ring
-	 * drops the oldest): a generation context keeps them at their own size,
-	 * where an AllocSet would round each up to a power of two.
-	 */
-	frames_cxt = plank_generation_context_create(TopMemoryContext, "plank frames",
-												 64 * 1024);
 	{
 		MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 

@@ -409,27 +409,6 @@ plank_subs_add_pending(PlankSub *sub)
 }
 
 /*
- * plank_subs_resync
- *		Tell a subscription's client that it missed changes and must resync
- *		(docs/PROTOCOL.md "resync_required"), with a reason.
- */
-void
-plank_subs_resync(PlankSub *sub, const char *reason)
-{
-	char		buf[200];
-	int			len;
-	PlankFrame *frame;
-
-	plank_stats_count(PLANK_STAT_RESYNCS, 1);
-	len = snprintf(buf, sizeof(buf),
-				   "\"type\":\"resync_required\",\"reason\":\"%s\",\"epoch\":\"%s\",\"seq\":" UINT64_FORMAT "}",
-				   reason, plank_epoch, plank_seq);
-	frame = plank_frame_make(buf, len);
-	plank_conn_send(sub->conn, frame, sub);
-	plank_frame_unref(frame);
-}
-
-/*
  * plank_subs_unlisten_idle
  *		UNLISTEN, in one transaction, the channels that have had no
  *		subscribers for CHANNEL_IDLE_KEEP_MS.  Called from the main loop,
@@ -974,7 +953,7 @@ plank_event_payload(PlankEvent *ev)
  *		new_only: an UPDATE is judged by its new row alone (row-level
  *		security: the role could not see the old one).  May raise ERROR
  *		(out of memory, an unreadable payload): callers in the dispatch path
- *		catch it (plank_subs_undeliverable()).
+ *		catch it (plank_conn_undeliverable()).
  */
 bool
 plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only)
@@ -997,24 +976,6 @@ plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only)
 		default:
 			return match_image(sub, p, PLANK_ROW_OLD) != MATCH_NO;
 	}
-}
-
-/*
- * plank_subs_undeliverable
- *		A change could not be sent to a subscription exactly (why: the
- *		error's message): count it, log it, and tell the client to resync
- *		with reason "undeliverable_change" (docs/PROTOCOL.md).  Never raises.
- */
-void
-plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why)
-{
-	plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
-	ereport(WARNING,
-			(errcode(ERRCODE_INTERNAL_ERROR),
-			 errmsg("plank could not send change " UINT64_FORMAT " of table %s.%s to subscription \"%s\": %s",
-					ev->seq, ev->schema, ev->table, sub->id, why),
-			 errdetail("The subscription was sent resync_required with reason \"undeliverable_change\".")));
-	plank_subs_resync(sub, "undeliverable_change");
 }
 
 /*
@@ -1041,7 +1002,7 @@ sub_frame(PlankSub *sub, PlankEvent *ev)
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
-		plank_subs_undeliverable(sub, ev, edata->message);
+		plank_conn_undeliverable(sub, ev, edata->message);
 		FreeErrorData(edata);
 		frame = NULL;
 	}
@@ -1078,19 +1039,6 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 		}
 		return false;
 	}
-}
-
-/* plank_subs_commit_frame: the commit marker of ev's transaction (ev is its last change). */
-PlankFrame *
-plank_subs_commit_frame(const PlankEvent *ev)
-{
-	char		buf[160];
-	int			len;
-
-	len = snprintf(buf, sizeof(buf),
-				   "\"type\":\"commit\",\"seq\":" UINT64_FORMAT ",\"epoch\":\"%s\",\"xid\":" UINT64_FORMAT "}",
-				   ev->seq, plank_epoch, ev->xid);
-	return plank_frame_make(buf, len);
 }
 
 /*
@@ -1137,7 +1085,7 @@ sub_tx_sent(PlankSub *sub, const PlankEvent *ev)
 static void
 sub_tx_commit(PlankSub *sub, const PlankEvent *ev, PlankFrame *frame)
 {
-	PlankFrame *own = frame ? NULL : plank_subs_commit_frame(ev);
+	PlankFrame *own = frame ? NULL : plank_commit_frame(ev);
 
 	plank_conn_send_event(sub->conn, frame ? frame : own, sub, ev->received_at);
 	if (own)
@@ -1233,7 +1181,7 @@ plank_subs_dispatch(PlankEvent *ev)
 					continue;
 				}
 				if (frame == NULL)
-					frame = plank_subs_commit_frame(ev);
+					frame = plank_commit_frame(ev);
 				sub_tx_commit(sub, ev, frame);
 			}
 			if (frame)
@@ -1381,7 +1329,7 @@ replay_one(PlankEvent *ev, void *arg)
 	}
 	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
 	{
-		PlankFrame *frame = plank_subs_commit_frame(ev);
+		PlankFrame *frame = plank_commit_frame(ev);
 
 		plank_conn_send(sub->conn, frame, sub);
 		plank_frame_unref(frame);
@@ -1566,7 +1514,7 @@ pull_log(PlankConn *conn, int max_msgs, size_t max_bytes)
 				sub->open_xid = 0;
 			}
 			sub->from_seq = plank_seq;
-			plank_subs_resync(sub, "out_of_range");
+			plank_conn_resync(sub, "out_of_range");
 		}
 		return false;
 	}
@@ -1645,7 +1593,7 @@ plank_subs_resync_tables(const char *reason)
 	foreach(lc, subs)
 	{
 		plank_stats_count(PLANK_STAT_UNDELIVERABLE, 1);
-		plank_subs_resync((PlankSub *) lfirst(lc), reason);
+		plank_conn_resync((PlankSub *) lfirst(lc), reason);
 	}
 	list_free(subs);
 }

@@ -299,6 +299,14 @@ typedef struct PlankPayload
 	void	   *values[3];		/* their values as filters read them (subs.c) */
 } PlankPayload;
 
+/* frame.c: the event model's messages */
+extern PlankFrame *plank_frame_make(const char *data, int len);
+extern void plank_frame_unref(PlankFrame *frame);
+extern PlankFrame *plank_change_frame(const PlankEvent *ev, const char *change, int len,
+									  uint32 *change_off);
+extern PlankFrame *plank_commit_frame(const PlankEvent *ev);
+extern PlankFrame *plank_resync_frame(const char *reason);
+extern const char *plank_event_name(const char *name);
 
 /* server.c */
 extern void plank_server_start(int wake_fd, int postmaster_fd);
@@ -307,8 +315,6 @@ extern bool plank_server_postmaster_died(void);
 extern void plank_server_shutdown(void);
 extern void plank_server_reload(void);
 extern void plank_server_disconnect(uint64 id);
-extern PlankFrame *plank_frame_make(const char *data, int len);
-extern void plank_frame_unref(PlankFrame *frame);
 extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
 extern void plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
 								  TimestampTz received_at);
@@ -316,6 +322,8 @@ extern void plank_conn_wake(PlankConn *conn, uint64 seq);
 typedef bool (*plank_conn_filler) (PlankConn *conn, int max_msgs, size_t max_bytes);
 extern void plank_server_set_filler(plank_conn_filler fn);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
+extern void plank_conn_resync(PlankSub *sub, const char *reason);
+extern void plank_conn_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
 extern void plank_conn_drop_sub_messages(PlankConn *conn, PlankSub *sub);
 extern void plank_conn_close_after_send(PlankConn *conn, int code, const char *reason);
 extern void plank_conn_set_identity(PlankConn *conn, const PlankIdentity *id);
@@ -339,13 +347,10 @@ extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
 extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
-extern PlankFrame *plank_change_frame(const PlankEvent *ev, const char *change, int len,
-									  uint32 *change_off);
 extern void plank_events_start_after(uint64 seq);
 extern void plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
 								 const char *channel, char *payload, int len);
 extern void plank_events_delivered(int n);
-extern const char *plank_event_name(const char *name);
 
 /* jws.c */
 #include "jws.h"
@@ -470,8 +475,6 @@ extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
 extern void plank_subs_pull_now(PlankConn *conn);
 extern void plank_subs_add_pending(PlankSub *sub);
 extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
-extern PlankFrame *plank_subs_commit_frame(const PlankEvent *ev);
-extern void plank_subs_resync(PlankSub *sub, const char *reason);
 extern void plank_subs_resync_tables(const char *reason);
 
 /* protocol.c */
@@ -482,7 +485,6 @@ extern PlankPayload *plank_event_payload(PlankEvent *ev);
 extern char *plank_json_key(const PlankJsonMember *m, int *len);
 extern char *plank_json_string(const char *tok, int len, int *outlen);
 extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
-extern void plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
 
 /* filter.c: the operators of subscription filters */
 extern char *plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters);
