@@ -681,14 +681,14 @@ deliver_change(PlankSub *sub, RlsEntry *e, volatile bool *sent)
 				mode = MODE_PLAIN;
 				break;
 			case PLANK_OP_INSERT:
-				if (c->new_visible && plank_subs_filters_match(sub, ev, false))
+				if (c->new_visible && plank_filter_match(sub, ev, false))
 					mode = MODE_PLAIN;
 				break;
 			case PLANK_OP_UPDATE:
 				/* filters see the old row only when the role could see it */
 				if (c->new_visible)
 				{
-					if (plank_subs_filters_match(sub, ev, !c->old_visible))
+					if (plank_filter_match(sub, ev, !c->old_visible))
 						mode = MODE_KEY_OLD;
 				}
 				else if (c->old_visible)

@@ -713,3 +713,432 @@ plank_filter_like(const PlankFilter *f, text *value)
 												PointerGetDatum(value),
 												PointerGetDatum(f->pattern)));
 }
+
+/* ---------- matching a change ---------- */
+
+#define MATCH_NO		0
+#define MATCH_YES		1
+#define MATCH_UNKNOWN	2		/* the row image lacks a filtered column */
+
+/*
+ * A row image member's value as the filters read it, decoded once per change
+ * however many subscriptions filter on it (PlankPayload.values).
+ */
+typedef struct MemberValue
+{
+	bool		have_str;
+	bool		have_num;
+	char	   *str;			/* de-escaped string; NULL: not one, or unreadable */
+	int			strlen;
+	Numeric		num;			/* NULL: not a number numeric reads */
+	text	   *txt;			/* str as text, for like and ilike */
+	bool		have_time;
+	bool		time_ok;
+	Datum		time;			/* a string read as its column's time type */
+} MemberValue;
+
+static MemberValue *
+member_value(const PlankPayload *p, int which, int i)
+{
+	MemberValue *vals = (MemberValue *) p->values[which];
+
+	if (vals == NULL)
+	{
+		vals = palloc0(Max(1, p->nrows[which]) * sizeof(MemberValue));
+		((PlankPayload *) p)->values[which] = vals;
+	}
+	return &vals[i];
+}
+
+/* The member's string, de-escaped, or NULL (not a string, or no form in the database) */
+static const char *
+value_string(MemberValue *mv, const PlankJsonMember *m, int *len)
+{
+	if (!mv->have_str)
+	{
+		mv->have_str = true;
+		if (m->type == JSON_TOKEN_STRING)
+			mv->str = plank_json_string(m->value, m->valuelen, &mv->strlen);
+	}
+	*len = mv->strlen;
+	return mv->str;
+}
+
+/*
+ * The member as a numeric: a JSON number, or a string numeric reads ("NaN",
+ * "Infinity", as float columns render them); NULL otherwise, and for a
+ * number outside numeric's range.
+ */
+static Numeric
+value_numeric(MemberValue *mv, const PlankJsonMember *m)
+{
+	if (!mv->have_num)
+	{
+		MemoryContext cxt = CurrentMemoryContext;
+		char	   *text = NULL;
+		int			len;
+
+		mv->have_num = true;
+		if (m->type == JSON_TOKEN_NUMBER)
+			text = pnstrdup(m->value, m->valuelen);
+		else if (m->type == JSON_TOKEN_STRING && value_string(mv, m, &len) != NULL)
+			text = mv->str;
+		if (text != NULL)
+		{
+			PG_TRY();
+			{
+				mv->num = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(text),
+															  ObjectIdGetDatum(InvalidOid),
+															  Int32GetDatum(-1)));
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(cxt);
+				FlushErrorState();
+				mv->num = NULL;
+			}
+			PG_END_TRY();
+		}
+	}
+	return mv->num;
+}
+
+/*
+ * JSON equality of a member's value and a filter's scalar, with jsonb's
+ * rules (1 = 1.0, "1" <> 1).  A value that has no jsonb form (a string
+ * holding \u0000, a number outside numeric's range) equals no filter value,
+ * since every filter value has one.
+ */
+static bool
+member_equals(MemberValue *mv, const PlankJsonMember *m, const JsonbValue *fv)
+{
+	switch (m->type)
+	{
+		case JSON_TOKEN_NULL:
+			return fv->type == jbvNull;
+		case JSON_TOKEN_TRUE:
+			return fv->type == jbvBool && fv->val.boolean;
+		case JSON_TOKEN_FALSE:
+			return fv->type == jbvBool && !fv->val.boolean;
+		case JSON_TOKEN_STRING:
+			{
+				int			len;
+				const char *str;
+
+				if (fv->type != jbvString)
+					return false;
+				str = value_string(mv, m, &len);
+				return str != NULL && len == fv->val.string.len &&
+					memcmp(str, fv->val.string.val, len) == 0;
+			}
+		case JSON_TOKEN_NUMBER:
+			{
+				Numeric		num;
+
+				if (fv->type != jbvNumeric)
+					return false;
+				num = value_numeric(mv, m);
+				return num != NULL &&
+					DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+													  NumericGetDatum(fv->val.numeric))) == 0;
+			}
+		default:
+			return false;
+	}
+}
+
+/*
+ * The instant, timestamp or date a member's string holds, read with the
+ * type's input function under TimeZone UTC and DateStyle ISO, YMD (the
+ * output settings the capture renders with); false when it holds none.
+ */
+static bool
+member_time(MemberValue *mv, const PlankJsonMember *m, PlankFilterKind kind, Datum *out)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	const char *str;
+	int			len;
+
+	if (!mv->have_time)
+	{
+		mv->have_time = true;
+		if ((str = value_string(mv, m, &len)) != NULL)
+		{
+			PG_TRY();
+			{
+				mv->time = plank_filter_time_in(kind, str);
+				mv->time_ok = true;
+			}
+			PG_CATCH();
+			{
+				MemoryContextSwitchTo(cxt);
+				FlushErrorState();
+				mv->time_ok = false;
+			}
+			PG_END_TRY();
+		}
+	}
+	*out = mv->time;
+	return mv->time_ok;
+}
+
+/* Compare a member's time with a filter's i-th bound: -1, 0, 1; -2: no time. */
+static int
+member_time_cmp(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f, int i)
+{
+	Datum		d;
+
+	if (!member_time(mv, m, f->kind, &d))
+		return -2;
+	if (f->kind == PLANK_KIND_DATE)
+		return (DatumGetDateADT(d) > DatumGetDateADT(f->bounds[i])) -
+			(DatumGetDateADT(d) < DatumGetDateADT(f->bounds[i]));
+	return (DatumGetInt64(d) > DatumGetInt64(f->bounds[i])) -
+		(DatumGetInt64(d) < DatumGetInt64(f->bounds[i]));
+}
+
+/*
+ * Equality of a member's value with a filter's i-th operand: JSON equality,
+ * or on a timestamp or date column, for a string operand, the same time.
+ */
+static bool
+member_equals_operand(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f, int i)
+{
+	if (f->bounds != NULL && f->values[i].type == jbvString)
+		return m->type == JSON_TOKEN_STRING && member_time_cmp(mv, m, f, i) == 0;
+	return member_equals(mv, m, &f->values[i]);
+}
+
+/*
+ * Does a member's value pass one filter?  docs/PROTOCOL.md "Filters": eq,
+ * in and is compare JSON values (null equals null); every other operator
+ * is false for a null value, as SQL's comparisons are, and for a value it
+ * cannot read as the column's kind.
+ */
+static bool
+member_passes(MemberValue *mv, const PlankJsonMember *m, const PlankFilter *f)
+{
+	int			cmp;
+
+	switch (f->op)
+	{
+		case PLANK_FILTER_EQ:
+		case PLANK_FILTER_IS:
+			return member_equals_operand(mv, m, f, 0);
+		case PLANK_FILTER_IN:
+			for (int i = 0; i < f->nvalues; i++)
+				if (member_equals_operand(mv, m, f, i))
+					return true;
+			return false;
+		case PLANK_FILTER_NEQ:
+			if (m->type == JSON_TOKEN_NULL)
+				return false;
+			if (f->bounds != NULL && f->values[0].type == jbvString)
+			{
+				cmp = m->type == JSON_TOKEN_STRING ? member_time_cmp(mv, m, f, 0) : 1;
+				return cmp != 0 && cmp != -2;
+			}
+			/* a value with no jsonb form is unknown: neither equal nor not */
+			if ((m->type == JSON_TOKEN_STRING && value_string(mv, m, &cmp) == NULL) ||
+				(m->type == JSON_TOKEN_NUMBER && value_numeric(mv, m) == NULL))
+				return false;
+			return !member_equals(mv, m, &f->values[0]);
+		case PLANK_FILTER_LIKE:
+		case PLANK_FILTER_ILIKE:
+			{
+				const char *str;
+				int			len;
+
+				if ((str = value_string(mv, m, &len)) == NULL)
+					return false;
+				if (mv->txt == NULL)
+					mv->txt = cstring_to_text_with_len(str, len);
+				return plank_filter_like(f, mv->txt);
+			}
+		default:
+			break;
+	}
+
+	/* lt, lte, gt, gte */
+	if (m->type == JSON_TOKEN_NULL)
+		return false;
+	switch (f->kind)
+	{
+		case PLANK_KIND_NUMBER:
+			{
+				Numeric		num = value_numeric(mv, m);
+
+				if (num == NULL)
+					return false;
+				cmp = DatumGetInt32(DirectFunctionCall2(numeric_cmp, NumericGetDatum(num),
+														NumericGetDatum(f->values[0].val.numeric)));
+				break;
+			}
+		case PLANK_KIND_TEXT:
+			{
+				const char *str;
+				int			len;
+
+				if ((str = value_string(mv, m, &len)) == NULL)
+					return false;
+				/* byte order, as varstr_cmp() under COLLATE "C" */
+				cmp = memcmp(str, f->values[0].val.string.val, Min(len, f->values[0].val.string.len));
+				if (cmp == 0)
+					cmp = (len > f->values[0].val.string.len) - (len < f->values[0].val.string.len);
+				break;
+			}
+		case PLANK_KIND_TIMESTAMPTZ:
+		case PLANK_KIND_TIMESTAMP:
+		case PLANK_KIND_DATE:
+			if ((cmp = member_time_cmp(mv, m, f, 0)) == -2)
+				return false;
+			break;
+		default:
+			return false;
+	}
+	switch (f->op)
+	{
+		case PLANK_FILTER_LT:
+			return cmp < 0;
+		case PLANK_FILTER_LTE:
+			return cmp <= 0;
+		case PLANK_FILTER_GT:
+			return cmp > 0;
+		case PLANK_FILTER_GTE:
+			return cmp >= 0;
+		default:
+			return false;
+	}
+}
+
+/* The index of the member of a row image named like a filter's column, or -1. */
+static int
+row_member(const PlankJsonMember *row, int n, const char *name, int len)
+{
+	for (int i = 0; i < n; i++)
+	{
+		const PlankJsonMember *m = &row[i];
+		int			klen;
+		char	   *key;
+
+		if (m->keylen == len + 2 && memcmp(m->key + 1, name, len) == 0 && m->key[0] == '"')
+			return i;
+		if (memchr(m->key, '\\', m->keylen) == NULL)
+			continue;
+		key = plank_json_string(m->key, m->keylen, &klen);
+		if (key != NULL && klen == len && memcmp(key, name, len) == 0)
+			return i;
+	}
+	return -1;
+}
+
+/*
+ * Compare a row image (NULL when absent) with the filters.  The decoded
+ * values are kept with the payload, in its memory context: they live as long
+ * as it does, whatever context the caller runs in.
+ */
+static int
+match_image(const PlankSub *sub, const PlankPayload *p, int which)
+{
+	int			result = MATCH_YES;
+	int			i;
+	MemoryContext old;
+
+	if (p->rows[which] == NULL)
+		return MATCH_UNKNOWN;
+	old = MemoryContextSwitchTo(GetMemoryChunkContext((void *) p));
+	for (i = 0; i < sub->nfilters; i++)
+	{
+		const PlankFilter *f = &sub->filters[i];
+		int			m = row_member(p->rows[which], p->nrows[which], f->column, f->column_len);
+
+		if (m < 0)
+			result = MATCH_UNKNOWN;
+		else if (!member_passes(member_value(p, which, m), &p->rows[which][m], f))
+		{
+			result = MATCH_NO;
+			break;
+		}
+	}
+	MemoryContextSwitchTo(old);
+	return result;
+}
+
+/*
+ * plank_event_payload
+ *		An event's change payload as members, parsed from its frame the first
+ *		time it is needed, in the current memory context.  Raises ERROR
+ *		(22P02) when the frame's payload is not a JSON object, which
+ *		parse_change() has already ruled out for every change event.
+ */
+PlankPayload *
+plank_event_payload(PlankEvent *ev)
+{
+	static const char *const row_names[3] = {"new", "old", "key"};
+	PlankPayload *p;
+	char	   *error;
+
+	if (ev->parsed != NULL)
+		return ev->parsed;
+	p = palloc0(sizeof(PlankPayload));
+	if (!plank_json_members(ev->frame->data + ev->payload_off, ev->payload_len, PG_UTF8,
+							&p->members, &p->nmembers, &error))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("plank cannot read the payload of change " UINT64_FORMAT ": %s",
+						ev->seq, error)));
+	for (int r = 0; r < 3; r++)
+		p->row_member[r] = -1;
+	for (int i = 0; i < p->nmembers; i++)
+	{
+		PlankJsonMember *m = &p->members[i];
+
+		if (plank_json_key_is(m, "truncated"))
+			p->truncated = true;
+		for (int r = 0; r < 3; r++)
+			if (p->row_member[r] < 0 && plank_json_key_is(m, row_names[r]))
+			{
+				p->row_member[r] = i;
+				if (m->type == JSON_TOKEN_OBJECT_START &&
+					!plank_json_members(m->value, m->valuelen, PG_UTF8,
+										&p->rows[r], &p->nrows[r], &error))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_TEXT_REPRESENTATION),
+							 errmsg("plank cannot read the row images of change " UINT64_FORMAT ": %s",
+									ev->seq, error)));
+			}
+	}
+	ev->parsed = p;
+	return p;
+}
+
+/*
+ * plank_filter_match
+ *		Apply a subscription's filters to a change: docs/PROTOCOL.md rules.
+ *		new_only: an UPDATE is judged by its new row alone (row-level
+ *		security: the role could not see the old one).  May raise ERROR
+ *		(out of memory, an unreadable payload): callers in the dispatch path
+ *		catch it (plank_conn_undeliverable()).
+ */
+bool
+plank_filter_match(const PlankSub *sub, PlankEvent *ev, bool new_only)
+{
+	PlankPayload *p;
+
+	if (sub->nfilters == 0 || ev->op == PLANK_OP_TRUNCATE)
+		return true;
+	p = plank_event_payload(ev);
+	if (p->truncated)
+		return match_image(sub, p, PLANK_ROW_KEY) != MATCH_NO ||
+			(!new_only && match_image(sub, p, PLANK_ROW_OLD) != MATCH_NO);
+	switch (ev->op)
+	{
+		case PLANK_OP_INSERT:
+			return match_image(sub, p, PLANK_ROW_NEW) == MATCH_YES;
+		case PLANK_OP_UPDATE:
+			return match_image(sub, p, PLANK_ROW_NEW) == MATCH_YES ||
+				(!new_only && match_image(sub, p, PLANK_ROW_OLD) == MATCH_YES);
+		default:
+			return match_image(sub, p, PLANK_ROW_OLD) != MATCH_NO;
+	}
+}

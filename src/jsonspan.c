@@ -21,6 +21,9 @@
 #endif
 
 #include "common/jsonapi.h"
+#ifndef FRONTEND
+#include "mb/pg_wchar.h"
+#endif
 
 #include "compat.h"
 #include "jsonspan.h"
@@ -143,3 +146,86 @@ plank_json_members(const char *json, int len, int encoding,
 	*nmembers = st.n;
 	return true;
 }
+
+#ifndef FRONTEND
+
+/*
+ * Change payloads are read with PostgreSQL's own JSON parser (common/
+ * jsonapi.h) without de-escaping, as the json type's input function does:
+ * every value the json type accepts (strings holding "\u0000", numbers such
+ * as 1e1000000) is accepted, and members are found as spans of the text, so
+ * that nothing is re-serialised.  Only the members a filter compares, and
+ * keys, are de-escaped, one token at a time, with the same lexer.
+ */
+/*
+ * plank_json_string
+ *		De-escape one JSON string token (len bytes, with its quotes) with
+ *		PostgreSQL's JSON lexer: a palloc'd NUL-terminated copy, *outlen
+ *		bytes.  Returns NULL, never raising, when it cannot be de-escaped
+ *		(it holds \u0000, or a character the database encoding lacks).
+ */
+char *
+plank_json_string(const char *tok, int len, int *outlen)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *volatile result = NULL;
+
+	if (len < 2 || tok[0] != '"')
+		return NULL;
+	if (memchr(tok, '\\', len) == NULL)
+	{
+		*outlen = len - 2;
+		return pnstrdup(tok + 1, len - 2);
+	}
+	PG_TRY();
+	{
+		JsonLexContext *lex = plank_json_lex_cstring(tok, len,
+													 GetDatabaseEncoding(), true);
+
+		if (json_lex(lex) == JSON_SUCCESS && lex->token_type == JSON_TOKEN_STRING &&
+			lex->token_terminator == tok + len)
+		{
+			*outlen = lex->strval->len;
+			result = lex->strval->data;
+		}
+	}
+	PG_CATCH();
+	{
+		/* a \u escape the database encoding cannot hold */
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/*
+ * plank_json_key
+ *		A member's key, de-escaped (NUL-terminated, *len bytes); raises
+ *		ERROR (22P05) for a key that cannot be de-escaped (change payloads
+ *		have column names as keys, which cannot).
+ */
+char *
+plank_json_key(const PlankJsonMember *m, int *len)
+{
+	char	   *key = plank_json_string(m->key, m->keylen, len);
+
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNTRANSLATABLE_CHARACTER),
+				 errmsg("plank cannot read the member name %.*s of a change payload",
+						Min(m->keylen, 200), m->key)));
+	return key;
+}
+
+/* plank_json_key_is: is a member's key the plain name (no escapes in name)? */
+bool
+plank_json_key_is(const PlankJsonMember *m, const char *name)
+{
+	int			len = strlen(name);
+
+	return m->keylen == len + 2 && m->key[0] == '"' && memcmp(m->key + 1, name, len) == 0;
+}
+
+#endif							/* !FRONTEND */

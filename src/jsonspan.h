@@ -26,4 +26,10 @@ typedef struct PlankJsonMember
 extern bool plank_json_members(const char *json, int len, int encoding,
 							   PlankJsonMember **members, int *nmembers, char **error);
 
+#ifndef FRONTEND
+extern char *plank_json_string(const char *tok, int len, int *outlen);
+extern char *plank_json_key(const PlankJsonMember *m, int *len);
+extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
+#endif
+
 #endif							/* PLANK_JSONSPAN_H */

@@ -296,7 +296,7 @@ typedef struct PlankPayload
 	int			row_member[3];	/* index of "new", "old", "key"; -1: none */
 	PlankJsonMember *rows[3];	/* their members, when the value is an object */
 	int			nrows[3];
-	void	   *values[3];		/* their values as filters read them (subs.c) */
+	void	   *values[3];		/* their values as filters read them (filter.c) */
 } PlankPayload;
 
 /* frame.c: the event model's messages */
@@ -474,19 +474,16 @@ extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
 extern void plank_subs_pull_now(PlankConn *conn);
 extern void plank_subs_add_pending(PlankSub *sub);
-extern bool plank_subs_filters_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
 extern void plank_subs_resync_tables(const char *reason);
 
 /* protocol.c */
 extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
-extern PlankPayload *plank_event_payload(PlankEvent *ev);
-extern char *plank_json_key(const PlankJsonMember *m, int *len);
-extern char *plank_json_string(const char *tok, int len, int *outlen);
-extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
 
-/* filter.c: the operators of subscription filters */
+/* filter.c: the operators of subscription filters, and matching a change */
+extern PlankPayload *plank_event_payload(PlankEvent *ev);
+extern bool plank_filter_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
 extern char *plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters);
 extern char *plank_filter_resolve(PlankFilter *f, Oid typid);
 extern PlankFilter *plank_filter_copy(MemoryContext cxt, const PlankFilter *filters, int n);
