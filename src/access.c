@@ -867,7 +867,8 @@ send_batch(RlsGroup *g)
 
 	if (g->job || dlist_is_empty(&g->unsent))
 		return;
-	job = plank_check_job_new(PLANK_CHECK_RLS, &g->ident, g->key.relid);
+	job = plank_check_job_new(PLANK_CHECK_RLS, &g->ident, g->key.relid,
+							  (int64) plank_max_client_buffer * 1024);
 	g->sent = MemoryContextAlloc(rls_cxt, RLS_BATCH * sizeof(RlsCheck *));
 	g->nsent = 0;
 	while (!dlist_is_empty(&g->unsent) && g->nsent < RLS_BATCH &&

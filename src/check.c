@@ -106,11 +106,12 @@ ensure_cxt(void)
 /*
  * plank_check_job_new
  *		A job of kind PLANK_CHECK_SNAPSHOT or PLANK_CHECK_RLS for a client's
- *		identity, in the pool's memory; the caller fills body, the limits
- *		and the callback, then calls plank_check_submit().
+ *		identity, in the pool's memory, whose answer may take about
+ *		max_bytes bytes (a snapshot stops there and is not complete); the
+ *		caller fills body and the callback, then calls plank_check_submit().
  */
 PlankCheckJob *
-plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid)
+plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid, int64 max_bytes)
 {
 	PlankCheckJob *job;
 
@@ -121,7 +122,7 @@ plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid)
 	job->claims = MemoryContextStrdup(check_cxt, ident->claims ? ident->claims : "{}");
 	job->relid = relid;
 	job->max_rows = plank_snapshot_limit;
-	job->max_bytes = (int64) plank_max_client_buffer * 1024;
+	job->max_bytes = max_bytes;
 	init_buf(&job->body);
 	return job;
 }

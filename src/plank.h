@@ -49,6 +49,7 @@ extern bool plank_serves_database(const char *dbname);
  * header of the files that read them (worker.h, check.h).
  */
 extern void plank_server_define_settings(void);
+extern int	plank_server_max_sockets(void);
 extern void plank_protocol_define_settings(void);
 extern void plank_auth_define_settings(void);
 extern void plank_check_define_settings(void);
@@ -59,7 +60,7 @@ extern void plank_queue_define_settings(void);
 extern const char *const plank_output_settings[][2];
 
 /* stats.c: shared memory, requested from _PG_init */
-extern void plank_stats_init(int nworkers);
+extern void plank_stats_init(int nworkers, int conn_slots);
 extern const char *plank_change_channel(void);
 
 /* stats.c, from capture.c in a logical replication worker */

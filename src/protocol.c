@@ -415,7 +415,7 @@ unlink_failed_sub(PlankConn *conn)
 		if (dlist_container(PlankSub, conn_node, iter.cur) == sub)
 		{
 			plank_conn_drop_sub_messages(conn, sub);
-			plank_subs_remove(sub);
+			plank_protocol_sub_remove(sub);
 			return;
 		}
 	}
@@ -777,7 +777,7 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 						"snapshot_timeout" : "snapshot_failed",
 						"the snapshot could not be read; the subscription was not made");
 		plank_stats_count(PLANK_STAT_PROTOCOL_ERRORS, 1);
-		plank_subs_remove(sub);
+		plank_protocol_sub_remove(sub);
 	}
 	else
 	{
@@ -809,13 +809,9 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 	MemoryContextReset(reply_cxt);
 }
 
-/*
- * plank_protocol_snapshot_cancel
- *		A subscription that waits for its snapshot is removed (unsubscribe,
- *		or its connection closes): forget the snapshot.
- */
-void
-plank_protocol_snapshot_cancel(PlankSub *sub)
+/* A subscription that waits for its snapshot is removed: forget the snapshot. */
+static void
+snapshot_cancel(PlankSub *sub)
 {
 	PlankSnapshotWait *wait = sub->snapshot;
 
@@ -825,6 +821,18 @@ plank_protocol_snapshot_cancel(PlankSub *sub)
 	plank_check_cancel(wait->job);
 	pfree(wait->request_id);
 	pfree(wait);
+}
+
+/*
+ * plank_protocol_sub_remove
+ *		Remove a subscription (unsubscribe, its connection closes, recheck.c
+ *		drops it), with the snapshot it may still wait for.
+ */
+void
+plank_protocol_sub_remove(PlankSub *sub)
+{
+	snapshot_cancel(sub);
+	plank_subs_remove(sub);
 }
 
 /* Can a "since" be honoured as far as the ring and epoch go? */
@@ -930,7 +938,8 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	{
 		/* read by a check worker; the answer waits for it (snapshot_done) */
 		PlankSnapshotWait *wait = MemoryContextAllocZero(conn->mcxt, sizeof(PlankSnapshotWait));
-		PlankCheckJob *job = plank_check_job_new(PLANK_CHECK_SNAPSHOT, &conn->ident, relid);
+		PlankCheckJob *job = plank_check_job_new(PLANK_CHECK_SNAPSHOT, &conn->ident, relid,
+												 (int64) plank_max_client_buffer * 1024);
 
 		appendStringInfoString(&job->body, snapshot);
 		job->conn_id = conn->id;
@@ -1149,7 +1158,7 @@ handle_unsubscribe(PlankConn *conn, const char *id)
 	if (sub == NULL)
 		return request_error("unknown_subscription", "subscription \"%s\" does not exist", id);
 	plank_conn_drop_sub_messages(conn, sub);
-	plank_subs_remove(sub);
+	plank_protocol_sub_remove(sub);
 	return NULL;
 }
 

@@ -478,8 +478,9 @@ plank_queue_wake_others(void)
  * plank_queue_consume
  *		Another worker: hand every event written since the last call to fn,
  *		in order; returns how many.  When worker 0 has restarted (a new
- *		epoch), logs it and exits with code 1: the worker is restarted and its
- *		clients resume with resync_required.
+ *		epoch), logs it and returns -1: the caller closes its clients and
+ *		exits with code 1, the worker is restarted and its clients resume
+ *		with resync_required.
  */
 int
 plank_queue_consume(plank_queue_consumer fn)
@@ -502,8 +503,7 @@ plank_queue_consume(plank_queue_consumer fn)
 		ereport(LOG,
 				(errmsg("plank worker %d restarting: worker 0 of database \"%s\" has restarted",
 						plank_worker_number, plank_worker_database)));
-		plank_server_shutdown();
-		proc_exit(1);
+		return -1;
 	}
 	pg_read_barrier();
 

@@ -270,7 +270,7 @@ end_sub(PlankSub *sub, Access *a, const char *code, const char *message)
 	appendStringInfoChar(&buf, '}');
 	plank_conn_send_text(conn, buf.data, buf.len);
 	pfree(buf.data);
-	plank_subs_remove(sub);
+	plank_protocol_sub_remove(sub);
 }
 
 static void

@@ -468,14 +468,12 @@ plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
  * privileges keep queues of their own (access.c), bounded by
  * plank.max_backlog_memory.
  */
-static plank_conn_filler conn_filler = NULL;
 
-/* plank_server_set_filler: fn fills a writable connection's queue from the log */
-void
-plank_server_set_filler(plank_conn_filler fn)
-{
-	conn_filler = fn;
-}
+/*
+ * What the layers above do for a connection (plank_server_start): the
+ * transport calls up only through these.
+ */
+static PlankConnHandlers handlers;
 
 /*
  * plank_conn_wake
@@ -821,7 +819,7 @@ conn_open(struct lws *wsi, PlankSession *pss)
 		refuse_if_banned(conn);
 	}
 	plank_stats_conn_updated(conn);
-	plank_protocol_welcome(conn);
+	handlers.welcome(conn);
 
 	if (plank_log_connections && conn->ident.role)
 		ereport(plank_log_level,
@@ -897,7 +895,7 @@ conn_free(PlankConn *conn)
 
 	lws_sul_cancel(&conn->deadline);
 	dlist_foreach_modify(iter, &conn->subs)
-		plank_subs_remove(dlist_container(PlankSub, conn_node, iter.cur));
+		handlers.sub_closed(dlist_container(PlankSub, conn_node, iter.cur));
 	conn_purge_queue(conn);
 	if (conn->rx.data != NULL)
 		pfree(conn->rx.data);
@@ -994,7 +992,7 @@ conn_receive(PlankConn *conn, const char *in, size_t len)
 			resetStringInfo(msg);
 		}
 		appendBinaryStringInfo(msg, in, len);
-		plank_protocol_handle(conn, msg->data, msg->len);
+		handlers.message(conn, msg->data, msg->len);
 		if (msg == &conn->rx)
 		{
 			pfree(conn->rx.data);
@@ -1057,8 +1055,8 @@ conn_writeable(PlankConn *conn)
 	/* a burst goes out in as few TCP segments as it fills (TCP_CORK) */
 	now = GetCurrentTimestamp();
 	conn_progress(conn, now);
-	if (conn->q_len == 0 && conn->want_pull && conn_filler)
-		conn_filler(conn, FILL_MSGS, FILL_BYTES);
+	if (conn->q_len == 0 && conn->want_pull)
+		handlers.fill(conn, FILL_MSGS, FILL_BYTES);
 	corked = (conn->q_len > 1 || conn->want_pull) &&
 		setsockopt(fd, IPPROTO_TCP, TCP_CORK, &one, sizeof(one)) == 0;
 	for (n = 0; n < WRITE_BURST && conn->q_len > 0 && !lws_partial_buffered(conn->wsi); n++)
@@ -1087,8 +1085,8 @@ conn_writeable(PlankConn *conn)
 		if (lws_write(conn->wsi, (unsigned char *) wbuf.data + LWS_PRE, len, LWS_WRITE_TEXT) < len)
 			return -1;
 		plank_stats_sent(conn, len, msg.queued_at, now);
-		if (conn->q_len == 0 && conn->want_pull && conn_filler && !conn->closing)
-			conn_filler(conn, FILL_MSGS, FILL_BYTES);
+		if (conn->q_len == 0 && conn->want_pull && !conn->closing)
+			handlers.fill(conn, FILL_MSGS, FILL_BYTES);
 	}
 	if (wbuf.maxlen > SHARED_BUF_KEEP)
 	{
@@ -1174,9 +1172,12 @@ http_request(struct lws *wsi, PlankSession *pss)
 	else if (strcmp(uri, "/health") == 0)
 	{
 		bool		ok;
+		int			checkers;
+		int			queued;
 
 		ctype = "application/json";
-		plank_stats_health(&body, &ok);
+		plank_check_status(&checkers, &queued);
+		plank_stats_health(&body, &ok, checkers, queued);
 		if (!ok)
 			status = HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
@@ -1591,13 +1592,14 @@ housekeeping(lws_sorted_usec_list_t *sul)
  *		Create the libwebsockets context and one vhost per entry of
  *		plank.listen_addresses, all on plank.port, serving WebSocket clients
  *		and the files of plank.static_dir.  wake_fd (the self-pipe) and
- *		postmaster_fd are polled by the same loop.  Raises FATAL: 22023
+ *		postmaster_fd are polled by the same loop; h: what the layers above
+ *		do for a connection (copied).  Raises FATAL: 22023
  *		(invalid_parameter_value) for a malformed plank.listen_addresses, F0000
  *		(config_file_error) when an address and port cannot be bound, XX000
  *		when libwebsockets cannot be set up.
  */
 void
-plank_server_start(int pipe_fd, int postmaster_fd)
+plank_server_start(int pipe_fd, int postmaster_fd, const PlankConnHandlers *h)
 {
 	struct lws_context_creation_info info;
 	char	   *rawaddrs;
@@ -1605,6 +1607,7 @@ plank_server_start(int pipe_fd, int postmaster_fd)
 	ListCell   *lc;
 	int			i = 0;
 
+	handlers = *h;
 	conns_cxt = AllocSetContextCreate(TopMemoryContext, "plank connections",
 									  ALLOCSET_DEFAULT_SIZES);
 	{
@@ -1833,6 +1836,18 @@ char	   *plank_ssl_cert_file = NULL;
 char	   *plank_ssl_key_file = NULL;
 char	   *plank_http_allowed_addresses = NULL;
 
+
+/*
+ * plank_server_max_sockets
+ *		The client sockets a worker may hold: plank.max_connections plus
+ *		plank.max_unauthenticated, as set now (at server start, for sizing
+ *		shared memory).
+ */
+int
+plank_server_max_sockets(void)
+{
+	return plank_max_connections + plank_max_unauthenticated;
+}
 
 /*
  * plank_server_define_settings

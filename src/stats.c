@@ -333,15 +333,15 @@ stats_shmem_startup(void)
  * plank_stats_init
  *		Called from _PG_init (in the postmaster): reserve shared memory for
  *		the counters of each of nworkers workers and for as many connection
- *		and subscription slots as plank.max_connections plus
- *		plank.max_unauthenticated at server start (the sockets a worker may
+ *		and subscription slots as conn_slots (plank.max_connections plus
+ *		plank.max_unauthenticated at server start: the sockets a worker may
  *		hold), at most 10000 each.
  */
 void
-plank_stats_init(int nworkers)
+plank_stats_init(int nworkers, int conn_slots)
 {
 	nsections = nworkers * plank_workers;
-	slots_at_start = Min((int64) plank_max_connections + plank_max_unauthenticated, 10000);
+	slots_at_start = Min(conn_slots, 10000);
 	plank_install_shmem_request_hook(&prev_shmem_request_hook, stats_shmem_request);
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = stats_shmem_startup;
@@ -1324,19 +1324,17 @@ database_reachable(ReplicationState *rs)
  *		LSN, lag and age).  *ok is false when the database does not answer,
  *		or when a subscription is synchronising or down (the server then
  *		replies 503, so that a load balancer sends no client to a node
- *		whose data is incomplete or stale).
+ *		whose data is incomplete or stale).  checkers and queued: the check
+ *		workers running and the jobs waiting (plank_check_status()).
  */
 void
-plank_stats_health(StringInfo buf, bool *ok)
+plank_stats_health(StringInfo buf, bool *ok, int checkers, int queued)
 {
-	int			checkers;
-	int			queued;
 	ReplicationState rs;
 	const char *state;
 	bool		reachable;
 	TimestampTz now = GetCurrentTimestamp();
 
-	plank_check_status(&checkers, &queued);
 	reachable = database_reachable(&rs);
 	state = replication_state_name(&rs);
 	*ok = reachable && (rs.nsubs == 0 || strcmp(state, "streaming") == 0);

@@ -89,7 +89,7 @@ typedef struct TableAlias
 static List *table_aliases = NIL;	/* of TableAlias, in TopMemoryContext */
 
 /*
- * Reading the log (pull_log).  Change payloads parsed for filters (with the
+ * Reading the log (plank_subs_pull).  Change payloads parsed for filters (with the
  * values the filters decoded) are kept in a cache by sequence number
  * (direct-mapped, PARSE_CACHE entries), so that the connections reading the
  * same stretch of the log parse each payload once.  They live in one of two
@@ -111,7 +111,6 @@ static MemoryContext parse_cxt[2];
 static int	parse_gen = 0;
 static ParsedEntry parse_cache[PARSE_CACHE];
 
-static bool pull_log(PlankConn *conn, int max_msgs, size_t max_bytes);
 
 /* plank_subs_init: create the subscription indexes (worker start). */
 void
@@ -133,7 +132,6 @@ plank_subs_init(void)
 										 ALLOCSET_DEFAULT_SIZES);
 	parse_cxt[1] = AllocSetContextCreate(TopMemoryContext, "plank parsed payloads",
 										 ALLOCSET_DEFAULT_SIZES);
-	plank_server_set_filler(pull_log);
 }
 
 static void
@@ -357,12 +355,9 @@ plank_subs_remove(PlankSub *sub)
 	dlist_delete(&sub->conn_node);
 	sub->conn->nsubs--;
 	plank_access_sub_removed(sub);
-	if (sub->entry == NULL)
-	{
-		/* still waiting for its snapshot: in no index yet */
-		plank_protocol_snapshot_cancel(sub);
-	}
-	else
+	/* one still waiting for its snapshot is in no index yet */
+	Assert(sub->snapshot == NULL);
+	if (sub->entry != NULL)
 	{
 		dlist_delete(&sub->index_node);
 		plank_stats_sub_removed(sub);
@@ -537,7 +532,7 @@ sub_targets(const PlankSub *sub, PlankEvent *ev)
 
 /*
  * Does a subscription read its events from the log, by its connection's
- * cursor (pull_log), rather than have them queued as they arrive?
+ * cursor (plank_subs_pull), rather than have them queued as they arrive?
  * Those that get each event's own frame do: channels, and tables its role
  * reads whole without row-level security (and with no checks queued).
  */
@@ -920,7 +915,7 @@ typedef struct PullState
 	bool		full;			/* it stopped at a limit */
 } PullState;
 
-/* A walker over the log after a connection's cursor (pull_log). */
+/* A walker over the log after a connection's cursor (plank_subs_pull). */
 static bool
 pull_one(PlankEvent *ev, void *arg)
 {
@@ -972,7 +967,7 @@ pull_one(PlankEvent *ev, void *arg)
 }
 
 /*
- * pull_log
+ * plank_subs_pull
  *		The filler of a writable connection that has events to read from the
  *		log (server.c, "The log and its cursors"): queue the messages its
  *		log-reading subscriptions get from the events after its cursor, in
@@ -982,8 +977,8 @@ pull_one(PlankEvent *ev, void *arg)
  *		events: each of those subscriptions is sent resync_required
  *		(out_of_range) and goes on from the newest event.
  */
-static bool
-pull_log(PlankConn *conn, int max_msgs, size_t max_bytes)
+bool
+plank_subs_pull(PlankConn *conn, int max_msgs, size_t max_bytes)
 {
 	PullState	ps;
 	MemoryContext old;
@@ -1039,7 +1034,7 @@ pull_log(PlankConn *conn, int max_msgs, size_t max_bytes)
 void
 plank_subs_pull_now(PlankConn *conn)
 {
-	pull_log(conn, -1, 0);
+	plank_subs_pull(conn, -1, 0);
 }
 
 /*

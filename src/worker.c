@@ -61,6 +61,14 @@ static PlankNotification *pending_head = NULL;
 static PlankNotification *pending_tail = NULL;
 static uint64 pending_lost = 0;
 
+/* what the layers above the transport do for a connection */
+static const PlankConnHandlers conn_handlers = {
+	.welcome = plank_protocol_welcome,
+	.message = plank_protocol_handle,
+	.sub_closed = plank_protocol_sub_remove,
+	.fill = plank_subs_pull,
+};
+
 static void
 plank_sigusr1(SIGNAL_ARGS)
 {
@@ -331,7 +339,7 @@ plank_worker_main(Datum main_arg)
 		ereport(FATAL,
 				(errcode_for_file_access(),
 				 errmsg("could not duplicate the postmaster death pipe: %m")));
-	plank_server_start(wake_fd, pm_fd);
+	plank_server_start(wake_fd, pm_fd, &conn_handlers);
 
 	if (plank_workers > 1)
 		ereport(LOG,
@@ -373,7 +381,12 @@ plank_worker_main(Datum main_arg)
 
 			queue_batch_started = false;
 			n = plank_queue_consume(deliver_queued);
-
+			if (n < 0)
+			{
+				/* worker 0 restarted: this one restarts too */
+				plank_server_shutdown();
+				proc_exit(1);
+			}
 			if (n > 0)
 				plank_events_delivered(n);
 		}

@@ -309,7 +309,23 @@ extern PlankFrame *plank_resync_frame(const char *reason);
 extern const char *plank_event_name(const char *name);
 
 /* server.c */
-extern void plank_server_start(int wake_fd, int postmaster_fd);
+/*
+ * What the layers above the transport do for a connection, given to
+ * plank_server_start(): welcome a client that connected (protocol.c), handle
+ * one text message of it (protocol.c; msg is NUL-terminated, len bytes, and
+ * may be modified), forget a subscription of a closing connection (subs.c),
+ * and fill a writable connection's queue from the log, at most max_msgs
+ * messages or max_bytes bytes, returning whether events remain (subs.c).
+ */
+typedef struct PlankConnHandlers
+{
+	void		(*welcome) (PlankConn *conn);
+	void		(*message) (PlankConn *conn, char *msg, int len);
+	void		(*sub_closed) (PlankSub *sub);
+	bool		(*fill) (PlankConn *conn, int max_msgs, size_t max_bytes);
+} PlankConnHandlers;
+
+extern void plank_server_start(int wake_fd, int postmaster_fd, const PlankConnHandlers *h);
 extern void plank_server_service(void);
 extern bool plank_server_postmaster_died(void);
 extern void plank_server_shutdown(void);
@@ -319,8 +335,6 @@ extern void plank_conn_send(PlankConn *conn, PlankFrame *frame, PlankSub *sub);
 extern void plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
 								  TimestampTz received_at);
 extern void plank_conn_wake(PlankConn *conn, uint64 seq);
-typedef bool (*plank_conn_filler) (PlankConn *conn, int max_msgs, size_t max_bytes);
-extern void plank_server_set_filler(plank_conn_filler fn);
 extern void plank_conn_send_text(PlankConn *conn, const char *data, int len);
 extern void plank_conn_resync(PlankSub *sub, const char *reason);
 extern void plank_conn_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
@@ -342,6 +356,7 @@ extern PlankReadable plank_table_readable(Oid relid, Oid roleid, MemoryContext c
 										  List **columns);
 extern void plank_protocol_welcome(PlankConn *conn);
 extern void plank_protocol_handle(PlankConn *conn, char *msg, int len);
+extern void plank_protocol_sub_remove(PlankSub *sub);
 
 /* events.c */
 extern void plank_events_init(void);
@@ -399,7 +414,7 @@ extern void plank_stats_sub_added(PlankSub *sub, const char *target);
 extern void plank_stats_sub_removed(PlankSub *sub);
 extern int	plank_stats_take_disconnects(uint64 *ids, int max);
 extern bool plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until);
-extern void plank_stats_health(StringInfo buf, bool *ok);
+extern void plank_stats_health(StringInfo buf, bool *ok, int checkers, int queued);
 extern void plank_stats_metrics(StringInfo buf);
 extern void plank_stats_rls_check(int64 usec, bool ok);
 extern void plank_stats_change(const PlankEvent *ev);
@@ -440,7 +455,8 @@ struct PlankCheckJob
 	plank_check_done done;
 	void	   *arg;
 };
-extern PlankCheckJob *plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid);
+extern PlankCheckJob *plank_check_job_new(int kind, const PlankIdentity *ident, Oid relid,
+										  int64 max_bytes);
 extern void plank_check_submit(PlankCheckJob *job);
 extern void plank_check_cancel(PlankCheckJob *job);
 extern void plank_check_service(void);
@@ -473,11 +489,11 @@ extern void plank_subs_unlisten_idle(void);
 extern void plank_subs_dispatch(PlankEvent *ev);
 extern void plank_subs_replay(PlankSub *sub, uint64 after_seq);
 extern void plank_subs_pull_now(PlankConn *conn);
+extern bool plank_subs_pull(PlankConn *conn, int max_msgs, size_t max_bytes);
 extern void plank_subs_add_pending(PlankSub *sub);
 extern void plank_subs_resync_tables(const char *reason);
 
 /* protocol.c */
-extern void plank_protocol_snapshot_cancel(PlankSub *sub);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
 
