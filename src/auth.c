@@ -59,6 +59,16 @@
 
 #include "worker.h"
 
+/* settings (GUCs), defined in plank_auth_define_settings() */
+static char *plank_jwt_secret = NULL;
+static char *plank_jwt_secret_file = NULL;
+static char *plank_jwt_public_key_file = NULL;
+static char *plank_jwt_jwks_file = NULL;
+static char *plank_jwt_audience = NULL;
+static char *plank_jwt_issuer = NULL;
+static char *plank_jwt_role_claim = NULL;
+static char *plank_anonymous_role = NULL;
+
 /* the longest key file read: far above any real secret or key set */
 #define MAX_KEY_FILE	(1024 * 1024)
 
@@ -315,7 +325,7 @@ jwk_string(JsonbContainer *jwk, const char *name, char **out)
 	JsonbValue	v;
 
 	*out = NULL;
-	if (getKeyJsonValueFromContainer(jwk, name, strlen(name), &v) == NULL)
+	if (!plank_jsonb_member(jwk, name, &v))
 		return true;
 	if (v.type != jbvString || memchr(v.val.string.val, '\0', v.val.string.len) != NULL)
 		return false;
@@ -468,7 +478,7 @@ jwk_parse(JsonbContainer *c, Jwk *key)
 	}
 	if (strcmp(kty, "RSA") != 0 && strcmp(kty, "EC") != 0)
 		return "Its \"kty\" is not oct, RSA or EC.";
-	if (getKeyJsonValueFromContainer(c, "d", 1, &v) != NULL)
+	if (plank_jsonb_member(c, "d", &v))
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("key \"%s\" of plank.jwt_jwks_file \"%s\" holds a private key",
@@ -519,7 +529,7 @@ jwk_set_parse(const char *text, int len, MemoryContext cxt)
 	int			index = 0;
 
 	if (jb == NULL ||
-		getKeyJsonValueFromContainer(&jb->root, "keys", 4, &v) == NULL ||
+		!plank_jsonb_member(&jb->root, "keys", &v) ||
 		v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data))
 	{
 		ereport(WARNING,
@@ -777,7 +787,7 @@ verify_signature(const JwsAlg *alg, Jsonb *header, const char *input, int inputl
 		return "token signature is not valid";
 	}
 
-	if (getKeyJsonValueFromContainer(&header->root, "kid", 3, &v) != NULL)
+	if (plank_jsonb_member(&header->root, "kid", &v))
 	{
 		if (v.type != jbvString)
 			return "token header kid is not a string";
@@ -818,7 +828,7 @@ numeric_claim(Jsonb *claims, const char *name, double *value)
 {
 	JsonbValue	v;
 
-	if (getKeyJsonValueFromContainer(&claims->root, name, strlen(name), &v) == NULL ||
+	if (!plank_jsonb_member(&claims->root, name, &v) ||
 		v.type != jbvNumeric)
 		return false;
 	/* a number beyond double's range is +-Infinity here, never an error */
@@ -835,7 +845,7 @@ audience_matches(Jsonb *claims)
 	const char *want = plank_jwt_audience;
 	int			wantlen = strlen(want);
 
-	if (getKeyJsonValueFromContainer(&claims->root, "aud", 3, &v) == NULL)
+	if (!plank_jsonb_member(&claims->root, "aud", &v))
 		return false;
 	if (v.type == jbvString)
 		return v.val.string.len == wantlen && memcmp(v.val.string.val, want, wantlen) == 0;
@@ -867,7 +877,7 @@ role_claim(Jsonb *claims)
 
 	for (key = strtok_r(path, ".", &save); key != NULL; key = strtok_r(NULL, ".", &save))
 	{
-		if (c == NULL || getKeyJsonValueFromContainer(c, key, strlen(key), &v) == NULL)
+		if (c == NULL || !plank_jsonb_member(c, key, &v))
 			return NULL;
 		c = (v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data)) ?
 			v.val.binary.data : NULL;
@@ -935,11 +945,11 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 		(claims = parse_object(jws.payload.data, jws.payload.len)) == NULL)
 		return refuse(detail, "invalid_token", "token is not a well-formed JWT");
 
-	if (getKeyJsonValueFromContainer(&header->root, "alg", 3, &v) != NULL && v.type == jbvString)
+	if (plank_jsonb_member(&header->root, "alg", &v) && v.type == jbvString)
 		alg = find_alg(v.val.string.val, v.val.string.len);
 	if (alg == NULL)
 		return refuse(detail, "invalid_token", "token algorithm is not accepted by this server");
-	if (getKeyJsonValueFromContainer(&header->root, "crit", 4, &v) != NULL)
+	if (plank_jsonb_member(&header->root, "crit", &v))
 		return refuse(detail, "invalid_token", "token has critical header parameters this server does not understand");
 	if ((why = verify_signature(alg, header, token, jws.signing_input_len, &jws.signature)) != NULL)
 		return refuse(detail, "invalid_token", why);
@@ -949,10 +959,10 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 	 * are long past); one that is not a number is refused rather than
 	 * ignored.
 	 */
-	has_exp = getKeyJsonValueFromContainer(&claims->root, "exp", 3, &v) != NULL;
+	has_exp = plank_jsonb_member(&claims->root, "exp", &v);
 	if (has_exp && !numeric_claim(claims, "exp", &exp))
 		return refuse(detail, "invalid_token", "token claim exp is not a number");
-	has_nbf = getKeyJsonValueFromContainer(&claims->root, "nbf", 3, &v) != NULL;
+	has_nbf = plank_jsonb_member(&claims->root, "nbf", &v);
 	if (has_nbf && !numeric_claim(claims, "nbf", &nbf))
 		return refuse(detail, "invalid_token", "token claim nbf is not a number");
 	if (has_exp && !(now < exp))
@@ -968,7 +978,7 @@ plank_auth_verify(const char *token, MemoryContext cxt, PlankIdentity *id, char 
 	{
 		JsonbValue	iss;
 
-		if (getKeyJsonValueFromContainer(&claims->root, "iss", 3, &iss) == NULL ||
+		if (!plank_jsonb_member(&claims->root, "iss", &iss) ||
 			iss.type != jbvString || iss.val.string.len != strlen(plank_jwt_issuer) ||
 			memcmp(iss.val.string.val, plank_jwt_issuer, iss.val.string.len) != 0)
 		{
@@ -1084,14 +1094,6 @@ plank_auth_publish_allowed(Oid roleid, const char *channel)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-char	   *plank_jwt_secret = NULL;
-char	   *plank_jwt_secret_file = NULL;
-char	   *plank_jwt_public_key_file = NULL;
-char	   *plank_jwt_jwks_file = NULL;
-char	   *plank_jwt_audience = NULL;
-char	   *plank_jwt_issuer = NULL;
-char	   *plank_jwt_role_claim = NULL;
-char	   *plank_anonymous_role = NULL;
 
 /*
  * plank_auth_define_settings

@@ -40,6 +40,13 @@
 #include "worker.h"
 #include "check.h"
 
+/* settings (GUCs), defined in plank_check_define_settings() */
+static int	plank_snapshot_limit = 10000;
+char	   *plank_authenticator = NULL;
+bool		plank_allow_privileged_roles = false;
+static int	plank_check_workers = 2;
+static int	plank_check_timeout = 5000;
+
 typedef struct CheckWorker
 {
 	BackgroundWorkerHandle *handle;
@@ -561,11 +568,6 @@ plank_check_role_allowed(Oid roleid, const char *role)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-int			plank_snapshot_limit = 10000;
-char	   *plank_authenticator = NULL;
-bool		plank_allow_privileged_roles = false;
-int			plank_check_workers = 2;
-int			plank_check_timeout = 5000;
 
 /*
  * plank_check_define_settings

@@ -66,11 +66,8 @@ typedef struct PlankCheckReply
  * Settings (GUCs), defined in check.c; checker.c reads plank.authenticator
  * and plank.allow_privileged_roles
  */
-extern int	plank_snapshot_limit;
 extern char *plank_authenticator;
 extern bool plank_allow_privileged_roles;
-extern int	plank_check_workers;
-extern int	plank_check_timeout;	/* ms */
 
 /* checker.c */
 extern PGDLLEXPORT void plank_check_main(Datum main_arg);

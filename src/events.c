@@ -81,7 +81,7 @@ get_int64(Jsonb *jb, const char *key, int64 *result)
 {
 	JsonbValue	v;
 
-	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
+	if (!plank_jsonb_member(&jb->root, key, &v) ||
 		v.type != jbvNumeric)
 		return false;
 	*result = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v.val.numeric)));
@@ -590,37 +590,36 @@ plank_events_start_after(uint64 seq)
  *		WARNING.  The caller ends the pass with plank_events_delivered().
  */
 void
-plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
-					 const char *channel, char *payload, int len)
+plank_events_deliver(const PlankRelayedEvent *rev)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
 	PlankEvent	ev;
 
 	memset(&ev, 0, sizeof(ev));
-	ev.seq = seq;
-	ev.pid = pid;
-	ev.is_change = is_change;
-	ev.tx_last = tx_last;
-	plank_runtime_set_seq(seq);
-	if (is_change)
+	ev.seq = rev->seq;
+	ev.pid = rev->pid;
+	ev.is_change = rev->is_change;
+	ev.tx_last = rev->tx_last;
+	plank_runtime_set_seq(rev->seq);
+	if (rev->is_change)
 	{
 		int64		overflow_id;
 		bool		valid;
 
 		MemoryContextSwitchTo(event_cxt);
-		valid = parse_change(&ev, payload, &overflow_id);
+		valid = parse_change(&ev, rev->payload, &overflow_id);
 		ev.parsed = NULL;
 		MemoryContextSwitchTo(batch_cxt);
 		MemoryContextReset(event_cxt);
-		ev.tx_last = tx_last;
+		ev.tx_last = rev->tx_last;
 		if (valid)
-			deliver(&ev, payload);
+			deliver(&ev, rev->payload);
 	}
 	else
 	{
-		ev.channel = plank_event_name(channel);
+		ev.channel = plank_event_name(rev->channel);
 		if (ev.channel != NULL)
-			deliver(&ev, payload);
+			deliver(&ev, rev->payload);
 	}
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextReset(batch_cxt);

@@ -277,7 +277,7 @@ kind_is_time(PlankFilterKind kind)
  *		and 01/02/2026 is read as in the snapshots' SQL.  Raises the input
  *		function's errors (22007, 22008) for text it refuses.
  */
-Datum
+static Datum
 plank_filter_time_in(PlankFilterKind kind, const char *str)
 {
 	pg_tz	   *save_tz = session_timezone;
@@ -702,7 +702,7 @@ plank_filter_describe(StringInfo buf, const PlankFilter *f)
  *		pattern was checked by plank_filter_resolve(); raises only
  *		out-of-memory errors.
  */
-bool
+static bool
 plank_filter_like(const PlankFilter *f, text *value)
 {
 	if (f->op == PLANK_FILTER_LIKE)

@@ -23,6 +23,8 @@
 #include "common/jsonapi.h"
 #ifndef FRONTEND
 #include "mb/pg_wchar.h"
+#include "utils/fmgrprotos.h"
+#include "utils/jsonb.h"
 #endif
 
 #include "compat.h"
@@ -226,6 +228,55 @@ plank_json_key_is(const PlankJsonMember *m, const char *name)
 	int			len = strlen(name);
 
 	return m->keylen == len + 2 && m->key[0] == '"' && memcmp(m->key + 1, name, len) == 0;
+}
+
+/*
+ * plank_jsonb_member
+ *		Member key of the jsonb container c into *out: false when c is not an
+ *		object or has no such member.  PostgreSQL docs "JSON Types" (jsonb
+ *		object keys are unique: the last one given wins).
+ */
+bool
+plank_jsonb_member(JsonbContainer *c, const char *key, JsonbValue *out)
+{
+	return JsonContainerIsObject(c) &&
+		getKeyJsonValueFromContainer(c, key, strlen(key), out) != NULL;
+}
+
+/*
+ * plank_jsonb_string
+ *		The string member key of the jsonb container c, palloc'd and
+ *		NUL-terminated, or NULL when it is absent or not a string.
+ */
+char *
+plank_jsonb_string(JsonbContainer *c, const char *key)
+{
+	JsonbValue	v;
+
+	if (!plank_jsonb_member(c, key, &v) || v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/*
+ * plank_json_text_string
+ *		The string member key of a JSON object given as text (a token's
+ *		claims: RFC 7519 section 4.1.2 makes "sub" a StringOrURI), or NULL
+ *		when json is NULL or empty, not an object, or the member is absent
+ *		or not a string.  Raises ERROR (22P02) for text that is not JSON.
+ */
+char *
+plank_json_text_string(const char *json, const char *key)
+{
+	Jsonb	   *jb;
+	char	   *result;
+
+	if (json == NULL || json[0] == '\0')
+		return NULL;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	result = plank_jsonb_string(&jb->root, key);
+	pfree(jb);
+	return result;
 }
 
 #endif							/* !FRONTEND */

@@ -40,12 +40,14 @@
 
 #include "worker.h"
 
+/* settings (GUCs), defined in plank_protocol_define_settings() */
+static int	plank_max_subscriptions = 100;
+
 #define PLANK_MAX_ID_LEN 64
 
 /* per-request memory, reset after each request */
 static MemoryContext request_cxt = NULL;
 
-static JsonbValue *member(Jsonb *jb, const char *key, JsonbValue *res);
 
 /* the "id" of the request being handled, echoed by an error reply */
 static char *request_id = NULL;
@@ -193,8 +195,8 @@ parse_since_origin(JsonbContainer *container, Since *since)
 {
 	JsonbValue	o;
 	JsonbValue	n;
-	bool		has_o = getKeyJsonValueFromContainer(container, "origin", 6, &o) != NULL;
-	bool		has_n = getKeyJsonValueFromContainer(container, "n", 1, &n) != NULL;
+	bool		has_o = plank_jsonb_member(container, "origin", &o);
+	bool		has_n = plank_jsonb_member(container, "n", &n);
 	char	   *text;
 	int64		value;
 
@@ -226,12 +228,12 @@ parse_since(Jsonb *jb, Since *since)
 
 	since->given = false;
 	since->has_origin = false;
-	if (member(jb, "since", &v) == NULL)
+	if (!plank_jsonb_member(&jb->root, "since", &v))
 		return NULL;
 	if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data) ||
-		getKeyJsonValueFromContainer(v.val.binary.data, "epoch", 5, &e) == NULL ||
+		!plank_jsonb_member(v.val.binary.data, "epoch", &e) ||
 		e.type != jbvString ||
-		getKeyJsonValueFromContainer(v.val.binary.data, "seq", 3, &q) == NULL ||
+		!plank_jsonb_member(v.val.binary.data, "seq", &q) ||
 		q.type != jbvNumeric)
 		return request_error("invalid_message",
 							 "\"since\" must be an object with an \"epoch\" string and a \"seq\" number");
@@ -331,13 +333,6 @@ plank_protocol_auth_failed(PlankConn *conn, const char *id, const char *code, co
 	plank_stats_count(PLANK_STAT_AUTH_FAILURES, 1);
 }
 
-/* Look up a member of a JSON object; NULL when absent. */
-static JsonbValue *
-member(Jsonb *jb, const char *key, JsonbValue *res)
-{
-	return getKeyJsonValueFromContainer(&jb->root, key, strlen(key), res);
-}
-
 /* A string member: NULL when absent; *bad when present but not a string. */
 static char *
 string_member(Jsonb *jb, const char *key, bool *bad)
@@ -345,7 +340,7 @@ string_member(Jsonb *jb, const char *key, bool *bad)
 	JsonbValue	v;
 
 	*bad = false;
-	if (member(jb, key, &v) == NULL)
+	if (!plank_jsonb_member(&jb->root, key, &v))
 		return NULL;
 	if (v.type != jbvString)
 	{
@@ -431,7 +426,7 @@ parse_ops(Jsonb *jb, int *ops)
 	int			mask = 0;
 
 	*ops = PLANK_OP_ALL;
-	if (member(jb, "ops", &v) == NULL)
+	if (!plank_jsonb_member(&jb->root, "ops", &v))
 		return NULL;
 	if (v.type != jbvBinary || !JsonContainerIsArray(v.val.binary.data) ||
 		JsonContainerSize(v.val.binary.data) == 0)
@@ -477,7 +472,7 @@ parse_filter(Jsonb *jb, PlankFilter **filters, int *nfilters)
 
 	*filters = NULL;
 	*nfilters = 0;
-	if (member(jb, "filter", &v) == NULL)
+	if (!plank_jsonb_member(&jb->root, "filter", &v))
 		return NULL;
 	if ((err = plank_filter_parse(&v, filters, nfilters)) != NULL)
 		return request_error("bad_filter", "%s", err);
@@ -866,7 +861,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	if ((err = parse_ops(jb, &ops)) != NULL ||
 		(err = parse_filter(jb, &filters, &nfilters)) != NULL)
 		return err;
-	if (member(jb, "snapshot", &v) != NULL)
+	if (plank_jsonb_member(&jb->root, "snapshot", &v))
 	{
 		if (v.type != jbvBool)
 			return request_error("invalid_message", "\"snapshot\" must be true or false");
@@ -1020,7 +1015,7 @@ handle_auth(PlankConn *conn, Jsonb *jb, const char *id, bool *closed)
 	plank_stats_conn_updated(conn);
 	if (plank_log_connections && !conn->closing)
 	{
-		char	   *sub = plank_stats_claims_sub(ident.claims);
+		char	   *sub = plank_json_text_string(ident.claims, "sub");
 
 		ereport(plank_log_level,
 				(errmsg("plank connection %llu from %s %s as role %s (token sub %s%s%s, expires %s)",
@@ -1121,7 +1116,7 @@ handle_publish(PlankConn *conn, Jsonb *jb)
 
 	if (channel == NULL || bad_channel)
 		return request_error("invalid_message", "publish needs a \"channel\" string");
-	if (member(jb, "payload", &v) == NULL || v.type != jbvString)
+	if (!plank_jsonb_member(&jb->root, "payload", &v) || v.type != jbvString)
 		return request_error("invalid_message", "publish needs a \"payload\" string");
 	if (channel[0] == '\0' || strlen(channel) >= NAMEDATALEN)
 		return request_error("bad_channel", "channel name must be 1 to %d bytes long", NAMEDATALEN - 1);
@@ -1333,7 +1328,6 @@ plank_protocol_handle(PlankConn *conn, char *msg, int len)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-int			plank_max_subscriptions = 100;
 
 /*
  * plank_protocol_define_settings

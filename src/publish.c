@@ -52,23 +52,6 @@ plank_publish_channel(void)
 	return name;
 }
 
-/* The token's "sub" claim when it is a string, else NULL. */
-static char *
-claims_sub(const char *claims)
-{
-	Jsonb	   *jb;
-	JsonbValue	v;
-
-	if (claims == NULL || claims[0] == '\0')
-		return NULL;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
-	if (!JB_ROOT_IS_OBJECT(jb) ||
-		getKeyJsonValueFromContainer(&jb->root, "sub", 3, &v) == NULL ||
-		v.type != jbvString)
-		return NULL;
-	return pnstrdup(v.val.string.val, v.val.string.len);
-}
-
 /*
  * plank_publish
  *		Publish payload (a string in the database encoding) to channel for a
@@ -89,7 +72,7 @@ plank_publish(const PlankIdentity *ident, const char *channel, const char *paylo
 	char	   *sub;
 	PlankPublishResult result = PLANK_PUBLISH_OK;
 
-	sub = claims_sub(ident->from_token ? ident->claims : NULL);
+	sub = plank_json_text_string(ident->from_token ? ident->claims : NULL, "sub");
 	initStringInfo(&env);
 	appendStringInfoString(&env, "{\"channel\":");
 	escape_json(&env, channel);
@@ -162,14 +145,14 @@ plank_publish_frame(PlankEvent *ev, const char *payload)
 	}
 	PG_END_TRY();
 	if (jb == NULL || !JB_ROOT_IS_OBJECT(jb) ||
-		getKeyJsonValueFromContainer(&jb->root, "channel", 7, &channel) == NULL ||
+		!plank_jsonb_member(&jb->root, "channel", &channel) ||
 		channel.type != jbvString || channel.val.string.len == 0 ||
 		channel.val.string.len >= NAMEDATALEN ||
-		getKeyJsonValueFromContainer(&jb->root, "role", 4, &role) == NULL ||
+		!plank_jsonb_member(&jb->root, "role", &role) ||
 		role.type != jbvString ||
-		getKeyJsonValueFromContainer(&jb->root, "sub", 3, &sub) == NULL ||
+		!plank_jsonb_member(&jb->root, "sub", &sub) ||
 		(sub.type != jbvString && sub.type != jbvNull) ||
-		getKeyJsonValueFromContainer(&jb->root, "payload", 7, &text) == NULL ||
+		!plank_jsonb_member(&jb->root, "payload", &text) ||
 		text.type != jbvString)
 	{
 		ereport(WARNING,

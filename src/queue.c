@@ -65,6 +65,9 @@
 
 #include "worker.h"
 
+/* settings (GUCs), defined in plank_queue_define_settings() */
+static int	plank_shared_queue_size = 16384;
+
 /* channels all the workers of one database may LISTEN on at once */
 #define QUEUE_CHANNELS 1024
 
@@ -537,10 +540,17 @@ plank_queue_consume(plank_queue_consumer fn)
 
 		if ((h.flags & QE_LAST) && assembling)
 		{
+			PlankRelayedEvent rev;
+
 			assembling = false;
-			fn(assembly_head.seq, (assembly_head.flags & QE_CHANGE) != 0,
-			   (assembly_head.flags & QE_TX_LAST) != 0, assembly_head.pid,
-			   assembly_channel, assembly.data, assembly.len);
+			rev.seq = assembly_head.seq;
+			rev.is_change = (assembly_head.flags & QE_CHANGE) != 0;
+			rev.tx_last = (assembly_head.flags & QE_TX_LAST) != 0;
+			rev.pid = assembly_head.pid;
+			rev.channel = assembly_channel;
+			rev.payload = assembly.data;
+			rev.len = assembly.len;
+			fn(&rev);
 			n++;
 			if (assembly.maxlen > 1024 * 1024)
 			{
@@ -767,7 +777,6 @@ plank_queue_serve_listens(void)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-int			plank_shared_queue_size = 16384;
 
 /*
  * plank_queue_define_settings

@@ -18,6 +18,9 @@
 
 #include "worker.h"
 
+/* settings (GUCs), defined in plank_ring_define_settings() */
+static int	plank_replay_buffer = 40960;
+
 static PlankEvent *ring = NULL;
 static int	ring_cap = 0;
 static int	ring_head = 0;		/* index of the oldest event */
@@ -200,7 +203,6 @@ plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-int			plank_replay_buffer = 40960;
 
 /*
  * plank_ring_define_settings

@@ -38,6 +38,27 @@
 
 #include "worker.h"
 
+/* settings (GUCs), defined in plank_server_define_settings() */
+char	   *plank_listen_addresses = NULL;
+int			plank_port = 8090;
+static char *plank_static_dir = NULL;
+static int	plank_max_message_size = 64;
+int			plank_max_client_buffer = 8192;
+static int	plank_max_client_lag = 5000;
+static int	plank_ping_interval = 30;
+static int	plank_ping_timeout = 10;
+static int	plank_max_backlog_memory = 262144;
+static char *plank_allowed_origins = NULL;
+static int	plank_max_connections = 10000;
+static int	plank_max_unauthenticated = 1000;
+static int	plank_auth_timeout = 10;
+static int	plank_rate_limit = 50;
+static bool plank_permessage_deflate = false;
+static bool plank_ssl = false;
+static char *plank_ssl_cert_file = NULL;
+static char *plank_ssl_key_file = NULL;
+static char *plank_http_allowed_addresses = NULL;
+
 /* RFC 6455 7.4.2 / IANA registry: "Try Again Later"; libwebsockets 4.1 has no name for it */
 #define PLANK_CLOSE_TRY_AGAIN_LATER 1013
 
@@ -1816,26 +1837,6 @@ plank_server_shutdown(void)
 }
 
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
-char	   *plank_listen_addresses = NULL;
-int			plank_port = 8090;
-char	   *plank_static_dir = NULL;
-int			plank_max_message_size = 64;
-int			plank_max_client_buffer = 8192;
-int			plank_max_client_lag = 5000;
-int			plank_ping_interval = 30;
-int			plank_ping_timeout = 10;
-int			plank_max_backlog_memory = 262144;
-char	   *plank_allowed_origins = NULL;
-int			plank_max_connections = 10000;
-int			plank_max_unauthenticated = 1000;
-int			plank_auth_timeout = 10;
-int			plank_rate_limit = 50;
-bool		plank_permessage_deflate = false;
-bool		plank_ssl = false;
-char	   *plank_ssl_cert_file = NULL;
-char	   *plank_ssl_key_file = NULL;
-char	   *plank_http_allowed_addresses = NULL;
-
 
 /*
  * plank_server_max_sockets

@@ -533,27 +533,6 @@ plank_stats_conn_updated(PlankConn *conn)
 }
 
 /*
- * plank_stats_claims_sub
- *		The "sub" claim of a token's claims (a JSON object, as checked by
- *		plank_auth_verify), palloc'd in the current memory context, or NULL
- *		when there is none or it is not a string (RFC 7519 section 4.1.2: a
- *		StringOrURI).  Raises ERROR (22P02) only for claims that are not JSON.
- */
-char *
-plank_stats_claims_sub(const char *claims)
-{
-	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(claims)));
-	JsonbValue	v;
-	char	   *sub = NULL;
-
-	if (JB_ROOT_IS_OBJECT(jb) &&
-		getKeyJsonValueFromContainer(&jb->root, "sub", 3, &v) != NULL && v.type == jbvString)
-		sub = pnstrdup(v.val.string.val, v.val.string.len);
-	pfree(jb);
-	return sub;
-}
-
-/*
  * plank_stats_conn_identified
  *		A connection was opened or got a new identity: show its token's sub
  *		and claims in plank.connections, and say whether a ban of
@@ -572,7 +551,7 @@ plank_stats_conn_identified(PlankConn *conn, TimestampTz *banned_until)
 	bool		banned = false;
 
 	if (conn->ident.from_token && conn->ident.claims != NULL)
-		sub = plank_stats_claims_sub(conn->ident.claims);
+		sub = plank_json_text_string(conn->ident.claims, "sub");
 	initStringInfo(&what);
 	if (sub != NULL)
 		appendStringInfo(&what, "sub %s", sub);

@@ -232,15 +232,14 @@ drain_notifications(void)
 static bool queue_batch_started = false;
 
 static void
-deliver_queued(uint64 seq, bool is_change, bool tx_last, int32 pid,
-			   const char *channel, char *payload, int len)
+deliver_queued(const PlankRelayedEvent *rev)
 {
 	if (!queue_batch_started)
 	{
 		queue_batch_started = true;
 		plank_recheck_accept();
 	}
-	plank_events_deliver(seq, is_change, tx_last, pid, channel, payload, len);
+	plank_events_deliver(rev);
 }
 
 /*

@@ -31,42 +31,7 @@
 /* server.c */
 extern char *plank_listen_addresses;
 extern int	plank_port;
-extern char *plank_static_dir;
-extern int	plank_max_message_size;	/* kB */
 extern int	plank_max_client_buffer;	/* kB */
-extern int	plank_max_client_lag;	/* ms */
-extern int	plank_ping_interval;	/* s */
-extern int	plank_ping_timeout;	/* s */
-extern int	plank_max_backlog_memory;	/* kB */
-extern char *plank_allowed_origins;
-extern int	plank_max_connections;
-extern int	plank_max_unauthenticated;
-extern int	plank_auth_timeout;	/* s */
-extern int	plank_rate_limit;	/* messages per second */
-extern bool plank_permessage_deflate;
-extern bool plank_ssl;
-extern char *plank_ssl_cert_file;
-extern char *plank_ssl_key_file;
-extern char *plank_http_allowed_addresses;
-
-/* protocol.c */
-extern int	plank_max_subscriptions;
-
-/* auth.c */
-extern char *plank_jwt_secret;
-extern char *plank_jwt_secret_file;
-extern char *plank_jwt_public_key_file;
-extern char *plank_jwt_jwks_file;
-extern char *plank_jwt_audience;
-extern char *plank_jwt_issuer;
-extern char *plank_jwt_role_claim;
-extern char *plank_anonymous_role;
-
-/* ring.c */
-extern int	plank_replay_buffer;	/* kB */
-
-/* queue.c */
-extern int	plank_shared_queue_size;	/* kB */
 
 /* worker.c */
 extern PGDLLEXPORT void plank_worker_main(Datum main_arg);
@@ -281,6 +246,21 @@ typedef struct PlankEvent
 	struct PlankPayload *parsed;	/* change: its members, while dispatching */
 } PlankEvent;
 
+/*
+ * An event as worker 0 relays it to the other workers of its database
+ * (queue.c): its number and the text its frame is built from.
+ */
+typedef struct PlankRelayedEvent
+{
+	uint64		seq;
+	bool		is_change;
+	bool		tx_last;		/* change: the last one of its transaction */
+	int32		pid;			/* the notifying backend */
+	const char *channel;		/* plain NOTIFY: its channel */
+	char	   *payload;		/* len bytes, NUL-terminated; may be modified */
+	int			len;
+} PlankRelayedEvent;
+
 #include "jsonspan.h"
 
 #define PLANK_ROW_NEW	0
@@ -363,8 +343,7 @@ extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
 extern void plank_events_start_after(uint64 seq);
-extern void plank_events_deliver(uint64 seq, bool is_change, bool tx_last, int32 pid,
-								 const char *channel, char *payload, int len);
+extern void plank_events_deliver(const PlankRelayedEvent *rev);
 extern void plank_events_delivered(int n);
 
 /* jws.c */
@@ -418,13 +397,11 @@ extern void plank_stats_health(StringInfo buf, bool *ok, int checkers, int queue
 extern void plank_stats_metrics(StringInfo buf);
 extern void plank_stats_rls_check(int64 usec, bool ok);
 extern void plank_stats_change(const PlankEvent *ev);
-extern char *plank_stats_claims_sub(const char *claims);
 
 /* queue.c: events from worker 0 to the other workers of its database */
 extern void plank_queue_attach(void);
 extern void plank_queue_publish(const PlankEvent *ev, const char *payload, int len);
-typedef void (*plank_queue_consumer) (uint64 seq, bool is_change, bool tx_last, int32 pid,
-									  const char *channel, char *payload, int len);
+typedef void (*plank_queue_consumer) (const PlankRelayedEvent *rev);
 extern int	plank_queue_consume(plank_queue_consumer fn);
 extern uint64 plank_queue_listen(const char *channel);
 extern void plank_queue_unlisten(const char *channel);
@@ -506,8 +483,6 @@ extern PlankFilter *plank_filter_copy(MemoryContext cxt, const PlankFilter *filt
 extern void plank_filter_free(PlankFilter *filters, int n);
 extern void plank_filter_sql(StringInfo buf, const PlankFilter *f);
 extern void plank_filter_describe(StringInfo buf, const PlankFilter *f);
-extern Datum plank_filter_time_in(PlankFilterKind kind, const char *str);
-extern bool plank_filter_like(const PlankFilter *f, text *value);
 
 /* publish.c: broadcast between clients */
 #define PLANK_PUBLISH_MAX_BYTES 7999	/* a NOTIFY payload is under 8000 bytes */
