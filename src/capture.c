@@ -60,7 +60,10 @@
 #include "nodes/bitmapset.h"
 #include "replication/origin.h"
 #include "replication/worker_internal.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
@@ -85,6 +88,90 @@
 PG_FUNCTION_INFO_V1(plank_capture);
 
 /* position of the next change within the current transaction */
+/*
+ * The NOTIFY channel of table changes: "plank_" and 64 random bits, drawn
+ * when the server starts, in shared memory.  Only the capture trigger and
+ * the worker know it, so no SQL session can forge a change with
+ * pg_notify() (superusers can read it with plank.change_channel()).
+ */
+typedef struct ChangeChannel
+{
+	char		name[NAMEDATALEN];
+} ChangeChannel;
+
+static ChangeChannel *change_channel = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+channel_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(ChangeChannel)));
+}
+
+static void
+channel_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	change_channel = ShmemInitStruct("plank change channel", sizeof(ChangeChannel), &found);
+	if (!found)
+	{
+		uint64		secret;
+
+		if (!pg_strong_random(&secret, sizeof(secret)))
+			ereport(FATAL,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a random channel name for plank")));
+		snprintf(change_channel->name, NAMEDATALEN, "plank_%016llx", (unsigned long long) secret);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * plank_capture_init
+ *		Called from _PG_init (in the postmaster): reserve the shared memory of
+ *		the change channel, drawn when it is first attached.  Raises FATAL
+ *		(XX000) at server start when no strong random number is available.
+ */
+void
+plank_capture_init(void)
+{
+	plank_install_shmem_request_hook(&prev_shmem_request_hook, channel_shmem_request);
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = channel_shmem_startup;
+}
+
+/*
+ * plank_change_channel
+ *		The NOTIFY channel the capture trigger and the worker use for table
+ *		changes (random, fixed until the server restarts).
+ */
+const char *
+plank_change_channel(void)
+{
+	return change_channel->name;
+}
+
+PG_FUNCTION_INFO_V1(plank_change_channel_sql);
+
+/*
+ * plank_change_channel_sql
+ *		plank.change_channel() returns text: the channel of table changes, for
+ *		superusers who LISTEN to the raw payloads (tests, benchmarks).
+ *		Raises nothing; EXECUTE is revoked from PUBLIC.
+ */
+Datum
+plank_change_channel_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(plank_change_channel()));
+}
+
 static LocalTransactionId counter_lxid = InvalidLocalTransactionId;
 static uint32 counter_n = 0;
 

@@ -103,6 +103,7 @@ _PG_init(void)
 	MarkGUCPrefixReserved("plank");
 
 	/* shared memory is sized from plank.database, plank.workers, plank.shared_queue_size */
+	plank_capture_init();
 	plank_stats_init(list_length(plank_database_list()), plank_server_max_sockets());
 	plank_queue_init(list_length(plank_database_list()));
 	register_workers();

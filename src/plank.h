@@ -56,12 +56,15 @@ extern void plank_check_define_settings(void);
 extern void plank_ring_define_settings(void);
 extern void plank_queue_define_settings(void);
 
+/* capture.c: the change channel (shared memory, requested from _PG_init) */
+extern void plank_capture_init(void);
+extern const char *plank_change_channel(void);
+
 /* capture.c; checker.c renders rows with the same settings */
 extern const char *const plank_output_settings[][2];
 
 /* stats.c: shared memory, requested from _PG_init */
 extern void plank_stats_init(int nworkers, int conn_slots);
-extern const char *plank_change_channel(void);
 
 /* stats.c, from capture.c in a logical replication worker */
 extern void plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed);

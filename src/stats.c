@@ -144,18 +144,6 @@ typedef struct PlankShared
 	/* ConnSlot[nconn_slots] then SubSlot[nsub_slots] follow */
 } PlankShared;
 
-/*
- * The NOTIFY channel of table changes: "plank_" and 64 random bits, drawn
- * when the server starts.  Only the capture trigger and the worker know it,
- * so no SQL session can forge a change with pg_notify() (superusers can read
- * it with plank.change_channel()).
- */
-typedef struct PlankGlobal
-{
-	char		change_channel[NAMEDATALEN];
-} PlankGlobal;
-
-static PlankGlobal *global = NULL;
 
 /* one section per worker (per database of plank.database) */
 static char *shmem_base = NULL;
@@ -212,7 +200,7 @@ section_size(void)
 static Size
 shared_size(void)
 {
-	return add_size(MAXALIGN(sizeof(PlankGlobal)), mul_size(nsections, section_size()));
+	return mul_size(nsections, section_size());
 }
 
 static void
@@ -287,18 +275,7 @@ stats_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	global = ShmemInitStruct("plank", shared_size(), &found);
-	shmem_base = (char *) global + MAXALIGN(sizeof(PlankGlobal));
-	if (!found)
-	{
-		uint64		secret;
-
-		if (!pg_strong_random(&secret, sizeof(secret)))
-			ereport(FATAL,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate a random channel name for plank")));
-		snprintf(global->change_channel, NAMEDATALEN, "plank_%016llx", (unsigned long long) secret);
-	}
+	shmem_base = ShmemInitStruct("plank", shared_size(), &found);
 	for (int i = 0; i < nsections && !found; i++)
 	{
 		shared = (PlankShared *) (shmem_base + i * section_size());
@@ -345,31 +322,6 @@ plank_stats_init(int nworkers, int conn_slots)
 	plank_install_shmem_request_hook(&prev_shmem_request_hook, stats_shmem_request);
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = stats_shmem_startup;
-}
-
-/*
- * plank_change_channel
- *		The NOTIFY channel the capture trigger and the worker use for table
- *		changes (random, fixed until the server restarts).
- */
-const char *
-plank_change_channel(void)
-{
-	return global->change_channel;
-}
-
-PG_FUNCTION_INFO_V1(plank_change_channel_sql);
-
-/*
- * plank_change_channel_sql
- *		plank.change_channel() returns text: the channel of table changes, for
- *		superusers who LISTEN to the raw payloads (tests, benchmarks).
- *		Raises nothing; EXECUTE is revoked from PUBLIC.
- */
-Datum
-plank_change_channel_sql(PG_FUNCTION_ARGS)
-{
-	PG_RETURN_TEXT_P(cstring_to_text(plank_change_channel()));
 }
 
 /* ---------- worker side ---------- */
