@@ -59,7 +59,7 @@ test("the README's install commands: npm pack, npm install of the tarball into a
     "package/src/index.d.ts", "package/src/live.js", "package/src/preact.js", "package/src/react.js"]) {
     assert.ok(files.includes(f), `the tarball has ${f}: ${files.join(" ")}`);
   }
-  assert.ok(!files.some((f) => f.includes("/test/") || f.includes("/fixtures/")), "no tests in the tarball");
+  assert.ok(!files.some((f) => f.includes("/test/") || f.includes("/fixtures/")), "no tests or fixtures in the tarball");
   const pkg = JSON.parse(readFileSync(join(APP, "node_modules", "@plank-db", "client", "package.json"), "utf8"));
   assert.equal(pkg.name, "@plank-db/client");
   assert.equal(pkg.license, "PostgreSQL");

@@ -85,6 +85,19 @@ function consoleOf(page) {
   };
 }
 
+/**
+ * page.waitForFunction(fn, arg, wait); on a timeout, the error says what was awaited and
+ * what the page shows.
+ */
+async function until(page, what, fn, arg, wait = WAIT) {
+  try {
+    await page.waitForFunction(fn, arg, wait);
+  } catch (e) {
+    const shown = await page.evaluate(() => document.body.innerText).catch(() => "(page gone)");
+    throw new Error(`${what}: ${e.message.split("\n")[0]}\nthe page shows:\n${shown}`);
+  }
+}
+
 /** The trimmed text of every element matching selector, in document order. */
 const texts = (page, selector) => page.locator(selector).evaluateAll((els) => els.map((e) => e.textContent.trim()));
 
@@ -176,9 +189,9 @@ test("the packed client in Chromium: the README's browser examples and a Preact 
   /** page.js's table follows public.items: an insert shows, an update changes, a delete removes. */
   async function followsItems(page, what) {
     const cell = (id, col) => page.locator(`#rows [data-testid="row-${id}"] [data-testid="${col}"]`);
-    const has = (id, col, text) => page.waitForFunction(
+    const has = (id, col, text) => until(page, `row ${id}'s ${col} is ${text}`,
       ([sel, want]) => document.querySelector(sel)?.textContent === want,
-      [`#rows [data-testid="row-${id}"] [data-testid="${col}"]`, text], WAIT);
+      [`#rows [data-testid="row-${id}"] [data-testid="${col}"]`, text]);
     await page.waitForFunction((n) => document.querySelectorAll("#rows tr").length === n, itemCount(), WAIT);
     const name = tag(what);
     const id = insertItem(name, 17);
@@ -228,7 +241,7 @@ test("the packed client in Chromium: the README's browser examples and a Preact 
     assert.deepEqual(await shownIds(), ["shown-1", "shown-2"], "the snapshot has the rows the role may see");
     const items = () => texts(page, '[data-testid="items"] li');
     await page.waitForFunction((n) => document.querySelectorAll('[data-testid="items"] li').length === n, itemCount(), WAIT);
-    const liHas = (text, present = true, wait = WAIT) => page.waitForFunction(
+    const liHas = (text, present = true, wait = WAIT) => until(page, `<Items> ${present ? "shows" : "no longer shows"} "${text}"`,
       ([want, yes]) => [...document.querySelectorAll('[data-testid="items"] li')].some((li) => li.textContent === want) === yes,
       [text, present], wait);
 
@@ -244,9 +257,9 @@ test("the packed client in Chromium: the README's browser examples and a Preact 
     assert.equal((await items()).length, itemCount());
 
     // useLiveTable under row-level security: a row leaves the role's view, one enters it
-    const hasRows = (want) => page.waitForFunction(
+    const hasRows = (want) => until(page, `the rows of ${TABLE}: ${want.join(", ")}`,
       (w) => JSON.stringify([...document.querySelectorAll('[data-testid="shown"] tr')].map((tr) => tr.dataset.testid).sort()) === w,
-      JSON.stringify(want), WAIT);
+      JSON.stringify(want));
     await page.evaluate(() => {
       window.plankTest.hidden = [];
       window.plankTest.reader.on("message", (m) => {
