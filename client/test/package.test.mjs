@@ -13,62 +13,26 @@
 //    bundled. The examples' URLs 127.0.0.1:8090 are replaced by the worker's, wss:// by
 //    ws://; nothing else is changed. A block under a heading this file does not know
 //    fails the test, so the README cannot grow an example that is not run.
+// test/browser/client.test.mjs installs the package the same way and runs the browser
+// examples in Chromium; the code both use is in client/fixtures/package.mjs.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import {
+  ROOT, bundleForBrowser, findBun, forServer as forServerAt, grantWebUser, installCommands, jwtSecret,
+  packAndInstall, psqlWith, q, readmeBlocks, run,
+} from "../fixtures/package.mjs";
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const CLIENT = dirname(HERE);
-const ROOT = dirname(CLIENT);
 const URL_ = process.env.PLANK_URL;
 const PSQL = process.env.PLANK_PSQL;
 const skip = !URL_ || !PSQL ? "set PLANK_URL and PLANK_PSQL to run the package tests" : false;
 const HOSTPORT = URL_ ? new URL(URL_).host : "";
 const WAIT_MS = 15_000;
-
-function psql(sql) {
-  return execFileSync("sh", ["-c", `${PSQL} -c "$PLANK_TEST_SQL"`], {
-    env: { ...process.env, PLANK_TEST_SQL: sql },
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
-const q = (s) => `'${String(s).replaceAll("'", "''")}'`;
-
-/** The README's fenced code blocks: {lang, heading, code}. */
-function readmeBlocks() {
-  const blocks = [];
-  let heading = "";
-  let block = null;
-  for (const line of readFileSync(join(CLIENT, "README.md"), "utf8").split("\n")) {
-    if (block) {
-      if (line.startsWith("```")) {
-        blocks.push(block);
-        block = null;
-      } else block.code += `${line}\n`;
-    } else if (line.startsWith("```")) block = { lang: line.slice(3).trim(), heading, code: "" };
-    else if (/^#{1,4} /.test(line)) heading = line.replace(/^#+ /, "");
-  }
-  return blocks;
-}
-
-const forServer = (code) => code.replaceAll("127.0.0.1:8090", HOSTPORT).replaceAll("wss://", "ws://");
-
-function findBun() {
-  const fe = join(ROOT, "frontend", "node_modules");
-  const linked = join(fe, "bun", "bin", "bun.exe");
-  if (existsSync(linked) && statSync(linked).size > 1 << 20) return linked;
-  const oven = join(fe, "@oven");
-  for (const d of existsSync(oven) ? readdirSync(oven) : []) {
-    const b = join(oven, d, "bin", "bun");
-    if (existsSync(b)) return b;
-  }
-  return null;
-}
+const psql = psqlWith(PSQL);
+const forServer = (code) => forServerAt(code, HOSTPORT);
 
 let TMP;
 let APP;
@@ -76,42 +40,26 @@ let secret = "";
 before(() => {
   TMP = mkdtempSync(join(tmpdir(), "plank-client-pkg-"));
   APP = join(TMP, "app");
-  cpSync(join(CLIENT, "fixtures", "app"), APP, { recursive: true });
   if (skip) return;
-  secret = process.env.PLANK_JWT_SECRET ?? psql("SELECT coalesce(current_setting('plank.jwt_secret', true), '')");
-  // the role of the README's token examples
-  psql(`DO $$ BEGIN
-          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'web_user') THEN CREATE ROLE web_user NOLOGIN; END IF;
-        END $$;
-        GRANT USAGE ON SCHEMA public TO web_user;
-        GRANT SELECT ON public.items TO web_user;
-        GRANT web_user TO plank_authenticator`);
+  secret = jwtSecret(psql);
+  grantWebUser(psql); // the role of the README's token examples
 });
 after(() => {
   if (TMP) rmSync(TMP, { recursive: true, force: true });
 });
 
-const run = (cmd, args, cwd) => execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
-
 test("the README's install commands: npm pack, npm install of the tarball into a fresh app", { timeout: 300_000 }, () => {
-  const install = readmeBlocks().find((b) => b.heading === "Install" && b.lang === "sh");
-  assert.ok(install, "client/README.md has an Install block");
-  const cmds = install.code.split("\n").map((l) => l.replace(/#.*/, "").trim()).filter(Boolean);
+  const cmds = installCommands();
   assert.deepEqual(cmds.map((c) => c.split(" ").slice(0, 2).join(" ")), ["npm pack", "npm install"]);
-  // npm pack ./client, in a directory of its own
-  const packed = run("sh", ["-c", `${cmds[0].replace("./client", CLIENT)} --silent`], TMP).trim().split("\n").pop();
+  const { packed, named } = packAndInstall(TMP, APP);
   assert.match(packed, /^plank-db-client-\d+\.\d+\.\d+\.tgz$/);
-  const tarball = cmds[1].match(/\.\/(\S+\.tgz)/)[1];
-  assert.equal(tarball, packed, "the README names the tarball npm pack writes");
+  assert.equal(named, packed, "the README names the tarball npm pack writes");
   const files = run("tar", ["-tzf", join(TMP, packed)], TMP).split("\n").filter(Boolean).sort();
   for (const f of ["package/LICENSE", "package/README.md", "package/package.json", "package/src/index.js",
     "package/src/index.d.ts", "package/src/live.js", "package/src/preact.js", "package/src/react.js"]) {
     assert.ok(files.includes(f), `the tarball has ${f}: ${files.join(" ")}`);
   }
-  assert.ok(!files.some((f) => f.includes("/test/")), "no tests in the tarball");
-  // the app's pinned dependencies, then the README's npm install of the tarball
-  run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], APP);
-  run("sh", ["-c", `${cmds[1].replace(`./${tarball}`, join(TMP, tarball))} --no-audit --no-fund --loglevel=error`], APP);
+  assert.ok(!files.some((f) => f.includes("/test/") || f.includes("/fixtures/")), "no tests or fixtures in the tarball");
   const pkg = JSON.parse(readFileSync(join(APP, "node_modules", "@plank-db", "client", "package.json"), "utf8"));
   assert.equal(pkg.name, "@plank-db/client");
   assert.equal(pkg.license, "PostgreSQL");
@@ -237,8 +185,7 @@ const HANDLERS = {
     // the same code bundled for the browser with Bun, then run
     const bun = findBun();
     assert.ok(bun, "bun from frontend/node_modules (scripts/setup.sh installs it)");
-    run(bun, ["build", file, "--target", "browser", "--outfile", `bundle-${i}.js`], APP);
-    const bundle = readFileSync(join(APP, `bundle-${i}.js`), "utf8");
+    const bundle = bundleForBrowser(bun, APP, file, `bundle-${i}.js`);
     assert.doesNotMatch(bundle, /from\s*"(node:|ws")/, "the browser bundle imports nothing of Node");
     const b = node(`bundle-${i}.js`);
     try {
@@ -252,8 +199,7 @@ const HANDLERS = {
     writeFileSync(join(APP, file), code);
     const bun = findBun();
     assert.ok(bun);
-    run(bun, ["build", file, "--target", "browser", "--outfile", `bundle-${i}.js`, "--external", "preact", "--external", "preact/*"], APP);
-    const bundle = readFileSync(join(APP, `bundle-${i}.js`), "utf8");
+    const bundle = bundleForBrowser(bun, APP, file, `bundle-${i}.js`, ["--external", "preact", "--external", "preact/*"]);
     assert.match(bundle, /useLiveTable|function \w+\(/);
     // the component's module loads, and exports the component
     const p = start(process.execPath, ["--input-type=module", "-e",
@@ -332,7 +278,7 @@ const HANDLERS = {
 };
 
 test("every js, jsx and ts example of client/README.md runs against the worker", { skip, timeout: 300_000 }, async (t) => {
-  const blocks = readmeBlocks().map((b, i) => ({ ...b, i })).filter((b) => ["js", "jsx", "ts"].includes(b.lang));
+  const blocks = readmeBlocks().filter((b) => ["js", "jsx", "ts"].includes(b.lang));
   assert.ok(blocks.length >= 7, `found ${blocks.length} examples`);
   for (const b of blocks) {
     const handler = HANDLERS[b.heading];

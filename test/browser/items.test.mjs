@@ -10,67 +10,16 @@
 // browser. Writes a screenshot to $TMPDIR (or /tmp), or to PLANK_SCREENSHOT when set.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { PLANK_URL as URL, acquireLock, launchChromium, psql, skipReason as skip, sqlString } from "./lib.mjs";
 
-const URL = process.env.PLANK_URL;
-const PSQL = process.env.PLANK_PSQL;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = process.env.PLANK_SCREENSHOT || join(tmpdir(), "plank-browser-screenshot.png");
 const WAIT = { timeout: 10_000 };
 
-const skip = !URL || !PSQL
-  ? "set PLANK_URL and PLANK_PSQL to run the browser test"
-  : !existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
-
-/** Run one SQL statement with the PLANK_PSQL command prefix; returns its trimmed output. */
-function psql(sql) {
-  return execFileSync("sh", ["-c", `${PSQL} -c "$PLANK_TEST_SQL"`], {
-    env: { ...process.env, PLANK_TEST_SQL: sql },
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
-
-const sqlString = (s) => `'${s.replaceAll("'", "''")}'`;
-
-// restart.test.mjs restarts the cluster: when a test runner runs files in parallel, the
-// two take turns through this lock (a directory, with the holder's pid for stale locks).
-const LOCK = join(tmpdir(), `plank-browser-tests-${URL ? new globalThis.URL(URL).port : "none"}.lock`);
-async function acquireLock(timeoutMs = 180_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      mkdirSync(LOCK);
-      writeFileSync(join(LOCK, "pid"), String(process.pid));
-      return () => rmSync(LOCK, { recursive: true, force: true });
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      let holder = NaN;
-      try { holder = Number(readFileSync(join(LOCK, "pid"), "utf8")); } catch { /* being written */ }
-      if (Number.isInteger(holder) && holder > 0) {
-        try { process.kill(holder, 0); } catch (k) { if (k.code === "ESRCH") rmSync(LOCK, { recursive: true, force: true }); }
-      }
-      if (Date.now() > deadline) throw new Error(`lock ${LOCK} held too long by pid ${holder}`);
-      await new Promise((r) => setTimeout(r, 200)); // polling a lock held by another process
-    }
-  }
-}
-
 test("rows inserted, updated and deleted with psql show up live", { skip, timeout: 240_000 }, async (t) => {
   t.after(await acquireLock());
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
 
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
   const pageErrors = [];

@@ -16,37 +16,20 @@
 // restart fails half-way, the cluster is started again at the end.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { PLANK_URL as URL, acquireLock, launchChromium, psql, skipReason, sqlString } from "./lib.mjs";
 
-const URL = process.env.PLANK_URL;
-const PSQL = process.env.PLANK_PSQL;
 const DATADIR = process.env.PLANK_DATADIR;
 const PGCTL = process.env.PLANK_PGCTL;
 const LOGFILE = process.env.PLANK_LOGFILE;
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const SCREENSHOT = process.env.PLANK_RESTART_SCREENSHOT || join(tmpdir(), "plank-browser-restart.png");
 const WAIT = { timeout: 10_000 };
 const RECOVER = { timeout: 45_000 };
 
-const skip = !URL || !PSQL
-  ? "set PLANK_URL and PLANK_PSQL to run the browser test"
-  : !DATADIR || !PGCTL ? "set PLANK_DATADIR and PLANK_PGCTL to run the restart test"
-    : !existsSync(CHROMIUM) ? `no Chromium at ${CHROMIUM}` : false;
-
-/** Run one SQL statement with the PLANK_PSQL command prefix; returns its trimmed output. */
-function psql(sql) {
-  return execFileSync("sh", ["-c", `${PSQL} -c "$PLANK_TEST_SQL"`], {
-    env: { ...process.env, PLANK_TEST_SQL: sql },
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
-
-const sqlString = (s) => `'${s.replaceAll("'", "''")}'`;
+const skip = skipReason || (!DATADIR || !PGCTL ? "set PLANK_DATADIR and PLANK_PGCTL to run the restart test" : false);
 
 /** argv that runs `argv` as the postgres user. */
 function asPostgres(argv) {
@@ -90,29 +73,6 @@ async function clusterRunning() {
   }
 }
 
-// The browser tests share one cluster: hold a lock while this file restarts it, so that
-// a test runner that runs files in parallel does not restart under another test.
-const LOCK = join(tmpdir(), `plank-browser-tests-${URL ? new globalThis.URL(URL).port : "none"}.lock`);
-async function acquireLock(timeoutMs = 180_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      mkdirSync(LOCK);
-      writeFileSync(join(LOCK, "pid"), String(process.pid));
-      return () => rmSync(LOCK, { recursive: true, force: true });
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      let holder = NaN;
-      try { holder = Number(readFileSync(join(LOCK, "pid"), "utf8")); } catch { /* being written */ }
-      if (Number.isInteger(holder) && holder > 0) {
-        try { process.kill(holder, 0); } catch (k) { if (k.code === "ESRCH") rmSync(LOCK, { recursive: true, force: true }); }
-      }
-      if (Date.now() > deadline) throw new Error(`lock ${LOCK} held too long by pid ${holder}`);
-      await new Promise((r) => setTimeout(r, 200)); // polling a lock held by another process
-    }
-  }
-}
-
 test("the page recovers after PostgreSQL restarts: resync, snapshot, rows written meanwhile", { skip, timeout: 240_000 }, async (t) => {
   const release = await acquireLock();
   // Whatever happens below, leave the cluster running; then let other tests in (after
@@ -125,15 +85,7 @@ test("the page recovers after PostgreSQL restarts: resync, snapshot, rows writte
   });
   t.after(release);
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    ],
-  });
-  t.after(() => browser.close());
+  const browser = await launchChromium(t);
 
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
