@@ -35,7 +35,12 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
-#include "worker.h"
+#include "jsonspan.h"
+#include "event.h"
+#include "check.h"
+#include "conn.h"
+#include "filter.h"
+#include "delivery.h"
 
 /* the per-event cache of rewritten frames, cleared by plank_access_event_done() */
 typedef struct FrameEntry

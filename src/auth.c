@@ -57,7 +57,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "jsonspan.h"
+#include "jws.h"
+#include "auth.h"
+#include "check.h"
 
 /* settings (GUCs), defined in plank_auth_define_settings() */
 static char *plank_jwt_secret = NULL;

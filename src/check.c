@@ -37,7 +37,11 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "auth.h"
+#include "check.h"
+#include "stats.h"
+#include "auth.h"
 #include "check.h"
 
 /* settings (GUCs), defined in plank_check_define_settings() */

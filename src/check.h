@@ -18,6 +18,10 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+#include "lib/ilist.h"
+#include "lib/stringinfo.h"
+
 /* request kinds */
 #define PLANK_CHECK_SNAPSHOT	1	/* run a SELECT of one text column, rows joined by ',' */
 #define PLANK_CHECK_RLS			2	/* which row images the role's SELECT policies pass */
@@ -71,5 +75,38 @@ extern bool plank_allow_privileged_roles;
 
 /* checker.c */
 extern PGDLLEXPORT void plank_check_main(Datum main_arg);
+
+/* the socket worker's side (check.c) */
+struct PlankIdentity;
+
+/* check.c: jobs for the check workers (checker.c, check.h) */
+typedef struct PlankCheckJob PlankCheckJob;
+typedef void (*plank_check_done) (PlankCheckJob *job, bool ok, const char *data, Size len,
+								  const PlankCheckReply *rep);
+struct PlankCheckJob
+{
+	dlist_node	node;			/* in the queue while queued */
+	bool		queued;
+	bool		cancelled;		/* its callback is not to run */
+	int			kind;			/* PLANK_CHECK_* */
+	Oid			roleid;
+	char	   *claims;
+	Oid			relid;			/* the table it reads */
+	int32		max_rows;		/* snapshot limits */
+	int64		max_bytes;
+	StringInfoData body;		/* snapshot: SQL; RLS: JSON array of row images */
+	uint64		conn_id;		/* snapshot: its connection */
+	TimestampTz started_at;
+	plank_check_done done;
+	void	   *arg;
+};
+extern PlankCheckJob *plank_check_job_new(int kind, const struct PlankIdentity *ident, Oid relid,
+										  int64 max_bytes);
+extern void plank_check_submit(PlankCheckJob *job);
+extern void plank_check_cancel(PlankCheckJob *job);
+extern void plank_check_service(void);
+extern void plank_check_status(int *running, int *queued);
+extern void plank_check_shutdown(void);
+extern bool plank_check_role_allowed(Oid roleid, const char *role);
 
 #endif							/* PLANK_CHECK_H */

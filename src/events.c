@@ -32,6 +32,11 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
+#include "runtime.h"
+#include "jsonspan.h"
+#include "event.h"
+#include "stats.h"
+#include "delivery.h"
 #include "worker.h"
 
 static MemoryContext batch_cxt = NULL;

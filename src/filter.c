@@ -36,7 +36,8 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "jsonspan.h"
+#include "filter.h"
 
 static const char *const op_names[] = {
 	[PLANK_FILTER_EQ] = "eq",

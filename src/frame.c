@@ -17,7 +17,8 @@
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "event.h"
 
 static MemoryContext frames_cxt = NULL;
 

@@ -21,7 +21,9 @@
 #include "access/xlogdefs.h"
 #include "mb/pg_wchar.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "jsonspan.h"
+#include "event.h"
 
 typedef struct OriginSearch
 {

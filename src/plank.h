@@ -6,7 +6,9 @@
  *		trigger (capture.c, which runs in every writer's backend), the check
  *		workers (checker.c) and the socket worker.  Nothing of the socket
  *		worker itself (libwebsockets, connections, subscriptions, events):
- *		that is worker.h, which includes this header.
+ *		those are in the worker's headers, one per layer (runtime.h,
+ *		event.h, auth.h, check.h, stats.h, conn.h, filter.h, delivery.h,
+ *		worker.h; docs/ARCHITECTURE.md), which build on this one.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,8 +47,9 @@ extern bool plank_serves_database(const char *dbname);
 
 /*
  * The other files' settings, each defined in plank_<file>_define_settings(),
- * called from _PG_init in this order; their variables are declared in the
- * header of the files that read them (worker.h, check.h).
+ * called from _PG_init in this order.  A setting's variable is static in
+ * the file that defines it; the few that other files read are declared in
+ * its header (conn.h, check.h, runtime.h).
  */
 extern void plank_server_define_settings(void);
 extern int	plank_server_max_sockets(void);

@@ -38,6 +38,15 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "runtime.h"
+#include "jsonspan.h"
+#include "event.h"
+#include "auth.h"
+#include "check.h"
+#include "stats.h"
+#include "conn.h"
+#include "filter.h"
+#include "delivery.h"
 #include "worker.h"
 
 /* settings (GUCs), defined in plank_protocol_define_settings() */

@@ -35,7 +35,11 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "jsonspan.h"
+#include "event.h"
+#include "auth.h"
+#include "delivery.h"
 
 /*
  * plank_publish_channel

@@ -63,7 +63,8 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "event.h"
 
 /* settings (GUCs), defined in plank_queue_define_settings() */
 static int	plank_shared_queue_size = 16384;

@@ -64,6 +64,11 @@
 #include "utils/rls.h"
 #include "utils/syscache.h"
 
+#include "runtime.h"
+#include "event.h"
+#include "check.h"
+#include "conn.h"
+#include "delivery.h"
 #include "worker.h"
 
 /* how often an idle worker with table subscriptions reads invalidations */

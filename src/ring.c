@@ -16,7 +16,9 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "event.h"
+#include "stats.h"
 
 /* settings (GUCs), defined in plank_ring_define_settings() */
 static int	plank_replay_buffer = 40960;

@@ -22,7 +22,7 @@
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
-#include "worker.h"
+#include "runtime.h"
 
 char	   *plank_database = NULL;
 int			plank_workers = 1;

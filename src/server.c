@@ -36,7 +36,12 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "event.h"
+#include "auth.h"
+#include "check.h"
+#include "stats.h"
+#include "conn.h"
 
 /* settings (GUCs), defined in plank_server_define_settings() */
 char	   *plank_listen_addresses = NULL;

@@ -45,7 +45,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "jsonspan.h"
+#include "stats.h"
+#include "filter.h"
 
 #define SLOT_TEXT 128
 #define SLOT_CLAIMS 512

@@ -29,7 +29,12 @@
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
 
-#include "worker.h"
+#include "runtime.h"
+#include "event.h"
+#include "stats.h"
+#include "conn.h"
+#include "filter.h"
+#include "delivery.h"
 
 typedef struct TableKey
 {

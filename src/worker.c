@@ -49,6 +49,13 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "runtime.h"
+#include "event.h"
+#include "auth.h"
+#include "check.h"
+#include "stats.h"
+#include "conn.h"
+#include "delivery.h"
 #include "worker.h"
 
 /*
