@@ -3,6 +3,7 @@
 #
 #   bash scripts/callgraph.sh            # builds src/*.o with make if needed, then prints
 #   PG_CONFIG=/path/to/pg_config bash scripts/callgraph.sh
+#   bash scripts/callgraph.sh --check    # the same, and exits 1 when there is a cycle
 #
 # Prints three sections:
 #   includes  for each src/*.c and src/*.h, the project headers (src/*.h) it includes;
@@ -19,11 +20,12 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+CHECK=${1:-}
 
 # Build the objects (make rebuilds only what is stale); the output stays on stderr.
 make -s ${PG_CONFIG:+PG_CONFIG="$PG_CONFIG"} >&2
 
-exec python3 - "$ROOT" <<'PY'
+exec python3 - "$ROOT" "$CHECK" <<'PY'
 import os
 import re
 import subprocess
@@ -126,4 +128,7 @@ for n, comp in enumerate(cyclic, 1):
             if b in members and a < b and a in uses[b]:
                 print(f"   {a} <-> {b}: {a} uses {' '.join(uses[a][b])}; "
                       f"{b} uses {' '.join(uses[b][a])}")
+if cyclic and len(sys.argv) > 2 and sys.argv[2] == "--check":
+    sys.exit("callgraph: source files call each other in a cycle (docs/ARCHITECTURE.md, "
+             "\"Layers and files\")")
 PY

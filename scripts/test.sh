@@ -2,6 +2,8 @@
 # test.sh: Plank's whole test suite.
 #
 #   setup      scripts/setup.sh (packages, frontend build, make, make install)
+#   layers     scripts/callgraph.sh --check: no two source files call each other,
+#              directly or through others (docs/ARCHITECTURE.md)
 #   regress    pg_regress (make installcheck) on a pg_virtualenv throwaway cluster
 #   install    README.md's Installation commands as written, on a fresh cluster
 #              (test/install/run.sh), then the README's WebSocket snippet against it
@@ -141,6 +143,16 @@ script_step() {  # script_step NAME SCRIPT
         record "$1" failed
     fi
 }
+
+# --- layers: no cycle between source files --------------------------------------------
+if want layers; then
+    log "=== layers: bash scripts/callgraph.sh --check"
+    if bash scripts/callgraph.sh --check </dev/null; then
+        record layers passed
+    else
+        record layers failed
+    fi
+fi
 
 # --- pg_regress -----------------------------------------------------------------------
 rm -f test/regression.diffs test/regression.out

@@ -309,7 +309,7 @@ identity_to_json(Relation rel, HeapTuple tuple, Bitmapset *columns)
 
 	/*
 	 * Row-level security is decided on the old row as committed: clients
-	 * under it get only its key (access.c), the others may read the row.
+	 * under it get only its key (visibility.c), the others may read the row.
 	 */
 	if (rel->rd_rel->relreplident == REPLICA_IDENTITY_FULL || rel->rd_rel->relrowsecurity)
 		return row_to_payload_json(rel, tuple, columns);

@@ -41,8 +41,6 @@
 #include "auth.h"
 #include "check.h"
 #include "stats.h"
-#include "auth.h"
-#include "check.h"
 
 /* settings (GUCs), defined in plank_check_define_settings() */
 static int	plank_snapshot_limit = 10000;
@@ -446,7 +444,7 @@ plank_check_service(void)
 		 * Nobody can run them now.  A snapshot fails at once (its client is
 		 * answered); row-level security checks wait for the check workers to
 		 * come back (their subscriptions are told to resync if too many
-		 * changes wait, access.c), tried again after START_RETRY_MS.
+		 * changes wait, visibility.c), tried again after START_RETRY_MS.
 		 */
 		dlist_foreach_modify(iter, &queue)
 		{

@@ -183,7 +183,7 @@ unreadable_columns(Relation rel, bool json_only)
 /*
  * The SQL of a row-level security check: one boolean per image of the
  * json array $1, in order.  Each image is a JSON array [key, value, ...]
- * of the row's members as committed (access.c append_image()), taken apart
+ * of the row's members as committed (visibility.c append_image()), taken apart
  * with json_array_elements, the one json function that does not de-escape
  * strings: columns of type json (or a domain over it) get their value's
  * text as it is, even a string holding "\u0000" that every other json

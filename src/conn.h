@@ -90,7 +90,7 @@ typedef struct PlankSub
 	uint64		from_seq;		/* read from the log only the events after this */
 	uint64		open_xid;		/* transaction whose commit marker is due */
 	dlist_node	open_node;		/* in the list of subscriptions with one due */
-	/* with rls: changes wait in a queue of their own until checked (access.c) */
+	/* with rls: changes wait in a queue of their own until checked (visibility.c) */
 	void	   *rls_group;		/* the group it is checked with */
 	dlist_node	rls_group_node;
 	dlist_head	rls_queue;		/* changes and commit markers, in order */

@@ -2,7 +2,7 @@
  *
  * delivery.h
  *		Delivery: subscriptions by table and channel, dispatch and the log
- *		cursors (subs.c), what a subscription's role may see (access.c), and
+ *		cursors (subs.c), what a subscription's role may see (visibility.c), and
  *		broadcast between clients (publish.c).
  *
  *-------------------------------------------------------------------------
@@ -32,16 +32,16 @@ extern void plank_subs_resync_tables(const char *reason);
 extern List *plank_subs_tables(Oid relid);
 extern bool plank_subs_any_table(void);
 
-/* access.c */
-extern List *plank_access_key_columns(Oid relid);
-extern PlankFrame *plank_access_frame(PlankSub *sub, PlankEvent *ev);
-extern void plank_access_enqueue(PlankSub *sub, PlankEvent *ev);
-extern void plank_access_enqueue_seen(PlankSub *sub, PlankEvent *ev);
-extern void plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev);
-extern void plank_access_tx_closed(PlankEvent *ev);
-extern void plank_access_sub_removed(PlankSub *sub);
-extern void plank_access_event_done(void);
-extern void plank_access_batch_done(void);
+/* visibility.c */
+extern List *plank_visibility_key_columns(Oid relid);
+extern PlankFrame *plank_visibility_frame(PlankSub *sub, PlankEvent *ev);
+extern void plank_visibility_enqueue(PlankSub *sub, PlankEvent *ev);
+extern void plank_visibility_enqueue_seen(PlankSub *sub, PlankEvent *ev);
+extern void plank_visibility_enqueue_commit(PlankSub *sub, PlankEvent *ev);
+extern void plank_visibility_tx_closed(PlankEvent *ev);
+extern void plank_visibility_sub_removed(PlankSub *sub);
+extern void plank_visibility_event_done(void);
+extern void plank_visibility_batch_done(void);
 
 /* publish.c: broadcast between clients */
 #define PLANK_PUBLISH_MAX_BYTES 7999	/* a NOTIFY payload is under 8000 bytes */

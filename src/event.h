@@ -4,7 +4,7 @@
  *		The event model: a notification as received, the event it becomes
  *		(its sequence number, routing and shared frame), the frames and
  *		names of frame.c, and the services that keep or carry events: the
- *		replay ring (ring.c), the relay to the other workers (queue.c) and
+ *		replay ring (replay.c), the relay to the other workers (relay.c) and
  *		origin positions (origin.c).
  *
  *-------------------------------------------------------------------------
@@ -68,7 +68,7 @@ typedef struct PlankEvent
 
 /*
  * An event as worker 0 relays it to the other workers of its database
- * (queue.c): its number and the text its frame is built from.
+ * (relay.c): its number and the text its frame is built from.
  */
 typedef struct PlankRelayedEvent
 {
@@ -107,25 +107,25 @@ extern PlankFrame *plank_resync_frame(const char *reason);
 extern const char *plank_event_name(const char *name);
 
 
-/* ring.c */
-extern void plank_ring_push(const PlankEvent *ev);
-extern bool plank_ring_covers(uint64 after_seq);
-extern void plank_ring_start_after(uint64 seq);
-typedef bool (*plank_ring_walker) (PlankEvent *ev, void *arg);
-extern void plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg);
-extern void plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg);
-extern uint64 plank_ring_bytes_after(uint64 seq);
+/* replay.c */
+extern void plank_replay_push(const PlankEvent *ev);
+extern bool plank_replay_covers(uint64 after_seq);
+extern void plank_replay_start_after(uint64 seq);
+typedef bool (*plank_replay_walker) (PlankEvent *ev, void *arg);
+extern void plank_replay_walk(uint64 after_seq, plank_replay_walker fn, void *arg);
+extern void plank_replay_walk_back(uint64 upto_seq, plank_replay_walker fn, void *arg);
+extern uint64 plank_replay_bytes_after(uint64 seq);
 
-/* queue.c: events from worker 0 to the other workers of its database */
-extern void plank_queue_attach(void);
-extern void plank_queue_publish(const PlankEvent *ev, const char *payload, int len);
-typedef void (*plank_queue_consumer) (const PlankRelayedEvent *rev);
-extern int	plank_queue_consume(plank_queue_consumer fn);
-extern uint64 plank_queue_listen(const char *channel);
-extern void plank_queue_unlisten(const char *channel);
-extern uint64 plank_queue_listening_since(const char *channel);
-extern void plank_queue_serve_listens(void);
-extern void plank_queue_wake_others(void);
+/* relay.c: events from worker 0 to the other workers of its database */
+extern void plank_relay_attach(void);
+extern void plank_relay_publish(const PlankEvent *ev, const char *payload, int len);
+typedef void (*plank_relay_consumer) (const PlankRelayedEvent *rev);
+extern int	plank_relay_consume(plank_relay_consumer fn);
+extern uint64 plank_relay_listen(const char *channel);
+extern void plank_relay_unlisten(const char *channel);
+extern uint64 plank_relay_listening_since(const char *channel);
+extern void plank_relay_serve_listens(void);
+extern void plank_relay_wake_others(void);
 
 /* origin.c */
 extern bool plank_origin_parse(const char *text, XLogRecPtr *lsn);

@@ -567,7 +567,7 @@ deliver(PlankEvent *ev, const char *payload)
 	else if (!plank_publish_frame(ev, payload))	/* a client's publication */
 		build_notify_frame(ev, ev->channel, payload, ev->pid);
 	plank_subs_dispatch(ev);
-	plank_ring_push(ev);
+	plank_replay_push(ev);
 	plank_frame_unref(ev->frame);
 	ev->parsed = NULL;
 	MemoryContextSwitchTo(oldcxt);
@@ -582,20 +582,20 @@ deliver(PlankEvent *ev, const char *payload)
 void
 plank_events_start_after(uint64 seq)
 {
-	plank_ring_start_after(seq);
+	plank_replay_start_after(seq);
 	plank_stats_seq(seq);
 }
 
 /*
- * plank_events_deliver
+ * plank_events_deliver_relayed
  *		A worker other than worker 0: one event read from the shared queue
- *		(queue.c), numbered by worker 0, with the payload its frame is built
+ *		(relay.c), numbered by worker 0, with the payload its frame is built
  *		from.  Handled exactly as worker 0 handled it.  A change payload
  *		that does not parse (never written by worker 0) is skipped with a
- *		WARNING.  The caller ends the pass with plank_events_delivered().
+ *		WARNING.  The caller ends the pass with plank_events_relayed_done().
  */
 void
-plank_events_deliver(const PlankRelayedEvent *rev)
+plank_events_deliver_relayed(const PlankRelayedEvent *rev)
 {
 	MemoryContext oldcxt = MemoryContextSwitchTo(batch_cxt);
 	PlankEvent	ev;
@@ -631,15 +631,15 @@ plank_events_deliver(const PlankRelayedEvent *rev)
 }
 
 /*
- * plank_events_delivered
- *		After plank_events_deliver() was called n times in a pass: end the
+ * plank_events_relayed_done
+ *		After plank_events_deliver_relayed() was called n times in a pass: end the
  *		transaction the access checks of those events shared, as worker 0
  *		does after each batch, and count them.
  */
 void
-plank_events_delivered(int n)
+plank_events_relayed_done(int n)
 {
-	plank_access_batch_done();
+	plank_visibility_batch_done();
 	plank_stats_count(PLANK_STAT_NOTIFICATIONS, n);
 	plank_stats_seq(plank_seq);
 }
@@ -737,11 +737,11 @@ plank_events_process(PlankNotification *batch)
 
 		ev->seq = plank_runtime_next_seq();
 		/* plank.workers > 1: the other workers get it through the shared queue */
-		plank_queue_publish(ev, payloads[i], strlen(payloads[i]));
+		plank_relay_publish(ev, payloads[i], strlen(payloads[i]));
 		deliver(ev, payloads[i]);
 	}
-	plank_queue_wake_others();	/* to read the batch (plank.workers > 1) */
-	plank_access_batch_done();
+	plank_relay_wake_others();	/* to read the batch (plank.workers > 1) */
+	plank_visibility_batch_done();
 	plank_stats_count(PLANK_STAT_NOTIFICATIONS, nevs);
 	plank_stats_seq(plank_seq);
 

@@ -7,7 +7,7 @@
  *		type accepts is accepted, including those jsonb refuses (a string
  *		holding \u0000, a number such as 1e1000000), and nothing is
  *		re-serialised.  The worker routes, filters and cuts change payloads
- *		with it (events.c, subs.c, access.c).
+ *		with it (events.c, subs.c, visibility.c).
  *
  * Compiles in the server and, with -DFRONTEND, in the fuzz harness
  * test/fuzz/fuzz_payload.c.

@@ -122,6 +122,6 @@ plank_origin_find(XLogRecPtr lsn, uint32 n)
 								 "\"origin\":\"%X/%X\"", LSN_FORMAT_ARGS(lsn));
 	search.n = n;
 	search.found_seq = 0;
-	plank_ring_walk_back(plank_seq, find_origin, &search);
+	plank_replay_walk_back(plank_seq, find_origin, &search);
 	return search.found_seq;
 }

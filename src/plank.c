@@ -98,13 +98,13 @@ _PG_init(void)
 	plank_protocol_define_settings();
 	plank_auth_define_settings();
 	plank_check_define_settings();
-	plank_ring_define_settings();
-	plank_queue_define_settings();
+	plank_replay_define_settings();
+	plank_relay_define_settings();
 	MarkGUCPrefixReserved("plank");
 
 	/* shared memory is sized from plank.database, plank.workers, plank.shared_queue_size */
 	plank_capture_init();
 	plank_stats_init(list_length(plank_database_list()), plank_server_max_sockets());
-	plank_queue_init(list_length(plank_database_list()));
+	plank_relay_init(list_length(plank_database_list()));
 	register_workers();
 }

@@ -56,8 +56,8 @@ extern int	plank_server_max_sockets(void);
 extern void plank_protocol_define_settings(void);
 extern void plank_auth_define_settings(void);
 extern void plank_check_define_settings(void);
-extern void plank_ring_define_settings(void);
-extern void plank_queue_define_settings(void);
+extern void plank_replay_define_settings(void);
+extern void plank_relay_define_settings(void);
 
 /* capture.c: the change channel (shared memory, requested from _PG_init) */
 extern void plank_capture_init(void);
@@ -72,8 +72,8 @@ extern void plank_stats_init(int nworkers, int conn_slots);
 /* stats.c, from capture.c in a logical replication worker */
 extern void plank_stats_origin_commit(XLogRecPtr lsn, TimestampTz committed);
 
-/* queue.c: shared memory, requested from _PG_init */
-extern void plank_queue_init(int ndatabases);
+/* relay.c: shared memory, requested from _PG_init */
+extern void plank_relay_init(int ndatabases);
 
 /* subxact.c */
 extern bool plank_try_subxact(void (*fn) (void *arg), void *arg, ErrorData **edata);

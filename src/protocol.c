@@ -802,7 +802,7 @@ snapshot_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 		send_ack_at(conn, wait->request_id, "subscribe", false, wait->seq);
 
 		plank_subs_add_table(sub, NameStr(wait->schema), NameStr(wait->table));
-		if (plank_ring_covers(wait->seq))
+		if (plank_replay_covers(wait->seq))
 			plank_subs_replay(sub, wait->seq);
 		else
 			plank_conn_resync(sub, "out_of_range");
@@ -844,7 +844,7 @@ static bool
 since_in_ring(const Since *since)
 {
 	return since->given && strcmp(since->epoch, plank_epoch) == 0 &&
-		plank_ring_covers(since->seq);
+		plank_replay_covers(since->seq);
 }
 
 static RequestError *
@@ -888,7 +888,7 @@ subscribe_table(PlankConn *conn, Jsonb *jb, const char *id, const char *table,
 	{
 		MemoryContext old = MemoryContextSwitchTo(request_cxt);
 
-		keycols = plank_access_key_columns(relid);
+		keycols = plank_visibility_key_columns(relid);
 		MemoryContextSwitchTo(old);
 	}
 	/* a client that resumes has the rows already */

@@ -248,7 +248,7 @@ compute_access(Access *a)
 		}
 		a->rls = check_enable_rls(relid, roleid, true) == RLS_ENABLED;
 		if (a->rls)
-			a->keycols = plank_access_key_columns(relid);
+			a->keycols = plank_visibility_key_columns(relid);
 	}
 	MemoryContextSwitchTo(old);
 }

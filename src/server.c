@@ -264,7 +264,7 @@ conn_over(PlankConn *conn)
 	uint64		backlog = conn->q_bytes;
 
 	if (conn->want_pull)
-		backlog += plank_ring_bytes_after(conn->cursor);
+		backlog += plank_replay_bytes_after(conn->cursor);
 	return backlog > conn->q_big + (uint64) plank_max_client_buffer * 1024;
 }
 
@@ -486,12 +486,12 @@ plank_conn_send_event(PlankConn *conn, PlankFrame *frame, PlankSub *sub,
  * The log and its cursors.  A subscription that gets each event's own frame
  * (a channel, or a table the role reads whole, without row-level security)
  * keeps no queue of its own: its connection has a cursor into the replay
- * ring (ring.c), and subs.c's filler turns the events after the cursor into
+ * ring (replay.c), and subs.c's filler turns the events after the cursor into
  * messages only when the socket is writable, a run at a time.  The backlog
  * of a client that reads is then its position in the ring, whatever the
  * number of clients; one that falls out of the ring is told to resync
  * (out_of_range).  Subscriptions under row-level security or column
- * privileges keep queues of their own (access.c), bounded by
+ * privileges keep queues of their own (visibility.c), bounded by
  * plank.max_backlog_memory.
  */
 

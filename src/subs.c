@@ -308,8 +308,8 @@ plank_subs_add_channel(PlankSub *sub, const char *channel)
 	}
 	if (!entry->listening && plank_workers > 1)
 	{
-		/* worker 0 LISTENs for every worker of the database (queue.c) */
-		entry->listen_seq = plank_queue_listen(channel);
+		/* worker 0 LISTENs for every worker of the database (relay.c) */
+		entry->listen_seq = plank_relay_listen(channel);
 		entry->listening = true;
 	}
 	else if (!entry->listening)
@@ -345,7 +345,7 @@ plank_subs_channel_covers(const char *channel, uint64 after_seq)
 	if (entry != NULL && entry->listening)
 		return entry->listen_seq <= after_seq;
 	/* plank.workers > 1: worker 0 may listen on it for another worker */
-	return plank_workers > 1 && plank_queue_listening_since(channel) <= after_seq;
+	return plank_workers > 1 && plank_relay_listening_since(channel) <= after_seq;
 }
 
 /*
@@ -359,7 +359,7 @@ plank_subs_remove(PlankSub *sub)
 {
 	dlist_delete(&sub->conn_node);
 	sub->conn->nsubs--;
-	plank_access_sub_removed(sub);
+	plank_visibility_sub_removed(sub);
 	/* one still waiting for its snapshot is in no index yet */
 	Assert(sub->snapshot == NULL);
 	if (sub->entry != NULL)
@@ -448,7 +448,7 @@ plank_subs_unlisten_idle(void)
 		{
 			entry = (ChannelEntry *) lfirst(lc);
 			if (entry->listening)
-				plank_queue_unlisten(NameStr(entry->channel));
+				plank_relay_unlisten(NameStr(entry->channel));
 			hash_search(channel_index, &entry->channel, HASH_REMOVE, NULL);
 		}
 		list_free(idle);
@@ -487,7 +487,7 @@ sub_frame(PlankSub *sub, PlankEvent *ev)
 	PG_TRY();
 	{
 		if (plank_filter_match(sub, ev, false))
-			frame = plank_access_frame(sub, ev);
+			frame = plank_visibility_frame(sub, ev);
 	}
 	PG_CATCH();
 	{
@@ -617,7 +617,7 @@ dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
 		if (sub->rls || !dlist_is_empty(&sub->rls_queue))
 		{
 			/* decided later, in order, by its group's check */
-			plank_access_enqueue(sub, ev);
+			plank_visibility_enqueue(sub, ev);
 			continue;
 		}
 		if ((frame = sub_frame(sub, ev)) == NULL)
@@ -682,8 +682,8 @@ plank_subs_dispatch(PlankEvent *ev)
 				plank_frame_unref(frame);
 		}
 		if (ev->tx_last)
-			plank_access_tx_closed(ev);
-		plank_access_event_done();
+			plank_visibility_tx_closed(ev);
+		plank_visibility_event_done();
 	}
 	else
 	{
@@ -785,7 +785,7 @@ replay_seen_rls(PlankEvent *ev, void *arg)
 	if (ev->seq > rs->since_seq)
 		return false;
 	if (ev->is_change && ev->xid == rs->since_xid && sub_targets(rs->sub, ev))
-		plank_access_enqueue_seen(rs->sub, ev);
+		plank_visibility_enqueue_seen(rs->sub, ev);
 	ev->parsed = NULL;
 	return true;
 }
@@ -800,9 +800,9 @@ replay_one(PlankEvent *ev, void *arg)
 	{
 		/* as plank_subs_dispatch() does for it */
 		if (sub_targets(sub, ev))
-			plank_access_enqueue(sub, ev);
+			plank_visibility_enqueue(sub, ev);
 		else if (ev->is_change && ev->tx_last && sub->rls_tx_xid == ev->xid)
-			plank_access_enqueue_commit(sub, ev);
+			plank_visibility_enqueue_commit(sub, ev);
 		ev->parsed = NULL;
 		return !sub->conn->closing;
 	}
@@ -819,7 +819,7 @@ replay_one(PlankEvent *ev, void *arg)
 				rs->open_xid = ev->tx_last ? 0 : ev->xid;
 		}
 		if (ev->is_change)
-			plank_access_event_done();
+			plank_visibility_event_done();
 	}
 	if (ev->is_change && ev->tx_last && rs->open_xid == ev->xid && rs->open_xid != 0)
 	{
@@ -839,7 +839,7 @@ replay_one(PlankEvent *ev, void *arg)
  *		Send a subscription, linked into its index entry, every event after
  *		after_seq that the replay ring holds and that it matches, with commit
  *		markers, exactly as they were sent live.  The caller has checked with
- *		plank_ring_covers() (and plank_subs_channel_covers()) that nothing is
+ *		plank_replay_covers() (and plank_subs_channel_covers()) that nothing is
  *		missing.
  *
  *		The client has every event up to after_seq.  When the event at
@@ -861,12 +861,12 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 	rs.seen = false;
 	rs.first_seq = 0;
 	if (!sub->is_channel)
-		plank_ring_walk_back(after_seq, replay_seen_one, &rs);
+		plank_replay_walk_back(after_seq, replay_seen_one, &rs);
 	if (rs.since_xid != 0 && (sub->rls || !dlist_is_empty(&sub->rls_queue)))
-		plank_ring_walk(rs.first_seq - 1, replay_seen_rls, &rs);
+		plank_replay_walk(rs.first_seq - 1, replay_seen_rls, &rs);
 	if (rs.seen)
 		rs.open_xid = rs.since_xid;
-	plank_ring_walk(after_seq, replay_one, &rs);
+	plank_replay_walk(after_seq, replay_one, &rs);
 	if (rs.open_xid != 0 && sub->open_xid == 0 && !sub->conn->closing)
 	{
 		/* the transaction's last change is still to come: live delivery closes it */
@@ -875,7 +875,7 @@ plank_subs_replay(PlankSub *sub, uint64 after_seq)
 	}
 	/* the replay sent everything up to now */
 	sub->from_seq = plank_seq;
-	plank_access_batch_done();
+	plank_visibility_batch_done();
 }
 
 /* Begin a read of the log: keep the parse cache's memory bounded. */
@@ -990,7 +990,7 @@ plank_subs_pull(PlankConn *conn, int max_msgs, size_t max_bytes)
 
 	if (!conn->want_pull || conn->closing)
 		return false;
-	if (!plank_ring_covers(conn->cursor))
+	if (!plank_replay_covers(conn->cursor))
 	{
 		dlist_iter	iter;
 
@@ -1019,7 +1019,7 @@ plank_subs_pull(PlankConn *conn, int max_msgs, size_t max_bytes)
 	ps.max_bytes = max_bytes;
 	ps.full = false;
 	old = MemoryContextSwitchTo(parse_cxt[parse_gen]);
-	plank_ring_walk(conn->cursor, pull_one, &ps);
+	plank_replay_walk(conn->cursor, pull_one, &ps);
 	MemoryContextSwitchTo(old);
 	if (!ps.full && !conn->closing)
 	{

@@ -7,7 +7,7 @@
  *
  * Used where a failure must cost only that piece of work: storing an
  * oversized payload in a writer's transaction (capture.c), and a row-level
- * security check for one group of subscribers (access.c).
+ * security check for one group of subscribers (visibility.c).
  *
  *-------------------------------------------------------------------------
  */

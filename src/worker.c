@@ -246,7 +246,7 @@ deliver_queued(const PlankRelayedEvent *rev)
 		queue_batch_started = true;
 		plank_recheck_accept();
 	}
-	plank_events_deliver(rev);
+	plank_events_deliver_relayed(rev);
 }
 
 /*
@@ -285,7 +285,7 @@ plank_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, plank_sighup);
 	pqsignal(SIGTERM, plank_sigterm);
 	pqsignal(SIGUSR1, plank_sigusr1);
-	/* plank.workers: worker 0 wakes the others with SIGUSR2 (queue.c) */
+	/* plank.workers: worker 0 wakes the others with SIGUSR2 (relay.c) */
 	pqsignal(SIGUSR2, plank_sigusr2);
 	/* pg_cancel_backend() must not stop the worker */
 	pqsignal(SIGINT, SIG_IGN);
@@ -325,7 +325,7 @@ plank_worker_main(Datum main_arg)
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	/* with plank.workers > 1, the others take worker 0's epoch and seq */
-	plank_queue_attach();
+	plank_relay_attach();
 	plank_stats_worker_started();
 	notify_cxt = AllocSetContextCreate(TopMemoryContext, "plank notifications",
 									   ALLOCSET_DEFAULT_SIZES);
@@ -381,12 +381,12 @@ plank_worker_main(Datum main_arg)
 		/* privilege changes on live subscriptions, and their timer */
 		plank_recheck_service();
 		/* plank.workers > 1: worker 0 LISTENs for the others, they read its events */
-		plank_queue_serve_listens();
+		plank_relay_serve_listens();
 		{
 			int			n;
 
 			queue_batch_started = false;
-			n = plank_queue_consume(deliver_queued);
+			n = plank_relay_consume(deliver_queued);
 			if (n < 0)
 			{
 				/* worker 0 restarted: this one restarts too */
@@ -394,7 +394,7 @@ plank_worker_main(Datum main_arg)
 				proc_exit(1);
 			}
 			if (n > 0)
-				plank_events_delivered(n);
+				plank_events_relayed_done(n);
 		}
 		/* replies of the check workers (snapshots, row-level security) */
 		plank_check_service();

@@ -36,8 +36,8 @@ extern void plank_events_init(void);
 extern void plank_events_cleanup_overflow(void);
 extern void plank_events_process(PlankNotification *batch);
 extern void plank_events_start_after(uint64 seq);
-extern void plank_events_deliver(const PlankRelayedEvent *rev);
-extern void plank_events_delivered(int n);
+extern void plank_events_deliver_relayed(const PlankRelayedEvent *rev);
+extern void plank_events_relayed_done(int n);
 
 /* recheck.c */
 extern void plank_recheck_init(void);

@@ -18,7 +18,7 @@
  *		  lies inside the text and is, alone, one valid JSON value whose first
  *		  token has the recorded type;
  *		- the members reassembled as {key:value,...} (what column restriction
- *		  sends, access.c) parse again to the same members, byte for byte;
+ *		  sends, visibility.c) parse again to the same members, byte for byte;
  *		- members that are objects (the row images) are read the same way.
  *
  * Leak detection is off for this harness (run.sh), as for fuzz_json: the

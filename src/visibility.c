@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * access.c
+ * visibility.c
  *		What each subscriber may see of a change: only the columns its role
  *		may SELECT, and, where row-level security applies to its role, only
  *		the changes whose committed row images its policies let it see
@@ -42,7 +42,7 @@
 #include "filter.h"
 #include "delivery.h"
 
-/* the per-event cache of rewritten frames, cleared by plank_access_event_done() */
+/* the per-event cache of rewritten frames, cleared by plank_visibility_event_done() */
 typedef struct FrameEntry
 {
 	const char *colkey;			/* NULL: every column */
@@ -69,7 +69,7 @@ grow(void *array, int *cap, int used, Size elem)
 #define MODE_HIDDEN 'h'			/* RLS: an UPDATE the subscriber may no longer see */
 
 /*
- * plank_access_key_columns
+ * plank_visibility_key_columns
  *		The columns that identify a row of a table: its replica identity
  *		index, else its primary key (REPLICA IDENTITY FULL has no index), or
  *		NIL when it has neither.  Inside a transaction.  Reads only the
@@ -78,7 +78,7 @@ grow(void *array, int *cap, int used, Size elem)
  *		waits for it.
  */
 List *
-plank_access_key_columns(Oid relid)
+plank_visibility_key_columns(Oid relid)
 {
 	Oid			argtypes[1] = {OIDOID};
 	Datum		args[1] = {ObjectIdGetDatum(relid)};
@@ -255,13 +255,13 @@ variant(PlankEvent *ev, PlankSub *sub, char mode)
 }
 
 /*
- * plank_access_frame
+ * plank_visibility_frame
  *		The frame a table subscription without row-level security may receive
  *		for a change of its table: the event's own frame when its role may
  *		read every column, else one with only its columns.
  */
 PlankFrame *
-plank_access_frame(PlankSub *sub, PlankEvent *ev)
+plank_visibility_frame(PlankSub *sub, PlankEvent *ev)
 {
 	if (sub->ncolumns == 0)
 		return ev->frame;
@@ -536,19 +536,19 @@ enqueue(PlankSub *sub, PlankEvent *ev, bool seen)
 }
 
 /*
- * plank_access_enqueue
+ * plank_visibility_enqueue
  *		Queue a change of its table for a subscription under row-level
  *		security; it is delivered, in order, once its group's check is back
- *		(plank_access_batch_done() sends the checks).
+ *		(plank_visibility_batch_done() sends the checks).
  */
 void
-plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
+plank_visibility_enqueue(PlankSub *sub, PlankEvent *ev)
 {
 	enqueue(sub, ev, false);
 }
 
 /*
- * plank_access_enqueue_seen
+ * plank_visibility_enqueue_seen
  *		ev, a change that is not the last of its transaction, reached the
  *		client before it resumed (plank_subs_replay()): queue its check
  *		without sending it again, so that the transaction's commit marker is
@@ -556,19 +556,19 @@ plank_access_enqueue(PlankSub *sub, PlankEvent *ev)
  *		"resume after a reconnect").
  */
 void
-plank_access_enqueue_seen(PlankSub *sub, PlankEvent *ev)
+plank_visibility_enqueue_seen(PlankSub *sub, PlankEvent *ev)
 {
 	enqueue(sub, ev, true);
 }
 
 /*
- * plank_access_enqueue_commit
+ * plank_visibility_enqueue_commit
  *		ev, the last change of a transaction, went to other tables: queue the
  *		transaction's commit marker for a subscription that has changes of it
  *		queued.
  */
 void
-plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev)
+plank_visibility_enqueue_commit(PlankSub *sub, PlankEvent *ev)
 {
 	RlsEntry   *e = MemoryContextAllocZero(rls_cxt, sizeof(RlsEntry));
 
@@ -583,13 +583,13 @@ plank_access_enqueue_commit(PlankSub *sub, PlankEvent *ev)
 }
 
 /*
- * plank_access_tx_closed
+ * plank_visibility_tx_closed
  *		After ev (the last change of its transaction) was dispatched: the
  *		RLS subscriptions that queued changes of its transaction but not ev
  *		get its commit marker queued.
  */
 void
-plank_access_tx_closed(PlankEvent *ev)
+plank_visibility_tx_closed(PlankEvent *ev)
 {
 	dlist_mutable_iter iter;
 
@@ -598,7 +598,7 @@ plank_access_tx_closed(PlankEvent *ev)
 		PlankSub   *sub = dlist_container(PlankSub, rls_tx_node, iter.cur);
 
 		if (sub->rls_tx_xid == ev->xid)
-			plank_access_enqueue_commit(sub, ev);
+			plank_visibility_enqueue_commit(sub, ev);
 	}
 }
 
@@ -1003,11 +1003,11 @@ check_done(PlankCheckJob *job, bool ok, const char *data, Size len,
 }
 
 /*
- * plank_access_sub_removed
+ * plank_visibility_sub_removed
  *		A subscription goes: drop its queue and leave its group.
  */
 void
-plank_access_sub_removed(PlankSub *sub)
+plank_visibility_sub_removed(PlankSub *sub)
 {
 	RlsGroup   *g = (RlsGroup *) sub->rls_group;
 
@@ -1029,9 +1029,9 @@ plank_access_sub_removed(PlankSub *sub)
 	}
 }
 
-/* plank_access_event_done: forget the per-event caches. */
+/* plank_visibility_event_done: forget the per-event caches. */
 void
-plank_access_event_done(void)
+plank_visibility_event_done(void)
 {
 	int			i;
 
@@ -1041,12 +1041,12 @@ plank_access_event_done(void)
 }
 
 /*
- * plank_access_batch_done
+ * plank_visibility_batch_done
  *		After a batch of events: send the row-level security checks they
  *		queued, one batch per group (more follow as replies come back).
  */
 void
-plank_access_batch_done(void)
+plank_visibility_batch_done(void)
 {
 	while (!dlist_is_empty(&flush_list))
 	{

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * ring.c
+ * replay.c
  *		The replay ring: the most recent events, bounded by
  *		plank.replay_buffer, from which a reconnecting client is sent what it
  *		missed (docs/PROTOCOL.md, "resume after a reconnect").
@@ -20,7 +20,7 @@
 #include "event.h"
 #include "stats.h"
 
-/* settings (GUCs), defined in plank_ring_define_settings() */
+/* settings (GUCs), defined in plank_replay_define_settings() */
 static int	plank_replay_buffer = 40960;
 
 static PlankEvent *ring = NULL;
@@ -33,7 +33,7 @@ static size_t ring_bytes = 0;
  * Bytes of every frame ever pushed, and for each event in the ring the
  * total up to and including it: what a client that has every event up to
  * a sequence number still has to be sent is their difference
- * (plank_ring_bytes_after).
+ * (plank_replay_bytes_after).
  */
 static uint64 pushed_bytes = 0;
 static uint64 *ring_ends = NULL;
@@ -60,13 +60,13 @@ evict_oldest(void)
 }
 
 /*
- * plank_ring_push
+ * plank_replay_push
  *		Append an event (taking a reference to its frame), evicting the oldest
  *		events while the ring holds more than plank.replay_buffer kB (all but
  *		the newest one).
  */
 void
-plank_ring_push(const PlankEvent *ev)
+plank_replay_push(const PlankEvent *ev)
 {
 	size_t		limit = (size_t) plank_replay_buffer * 1024;
 
@@ -110,23 +110,23 @@ plank_ring_push(const PlankEvent *ev)
 }
 
 /*
- * plank_ring_start_after
+ * plank_replay_start_after
  *		The ring starts empty at sequence number seq: nothing up to seq can be
  *		replayed (a worker that joined the others at seq, plank.workers > 1).
  */
 void
-plank_ring_start_after(uint64 seq)
+plank_replay_start_after(uint64 seq)
 {
 	evicted_upto = seq;
 }
 
 /*
- * plank_ring_covers
+ * plank_replay_covers
  *		Are all the events after sequence number after_seq still in the ring
  *		(and is after_seq not in the future)?
  */
 bool
-plank_ring_covers(uint64 after_seq)
+plank_replay_covers(uint64 after_seq)
 {
 	return after_seq >= evicted_upto && after_seq <= plank_seq;
 }
@@ -152,12 +152,12 @@ count_upto(uint64 seq)
 }
 
 /*
- * plank_ring_walk
+ * plank_replay_walk
  *		Call fn for each event with a sequence number above after_seq, oldest
  *		first, until it returns false.  fn must not push to the ring.
  */
 void
-plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg)
+plank_replay_walk(uint64 after_seq, plank_replay_walker fn, void *arg)
 {
 	int			i;
 
@@ -169,12 +169,12 @@ plank_ring_walk(uint64 after_seq, plank_ring_walker fn, void *arg)
 }
 
 /*
- * plank_ring_bytes_after
+ * plank_replay_bytes_after
  *		The bytes of the frames of the events in the ring with a sequence
  *		number above seq (a connection's backlog in the log, server.c).
  */
 uint64
-plank_ring_bytes_after(uint64 seq)
+plank_replay_bytes_after(uint64 seq)
 {
 	int			n = count_upto(seq);
 
@@ -184,13 +184,13 @@ plank_ring_bytes_after(uint64 seq)
 }
 
 /*
- * plank_ring_walk_back
+ * plank_replay_walk_back
  *		Call fn for each event with a sequence number at or below upto_seq,
  *		newest first, until it returns false.  The events are found by binary
  *		search: sequence numbers increase along the ring.
  */
 void
-plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
+plank_replay_walk_back(uint64 upto_seq, plank_replay_walker fn, void *arg)
 {
 	int			lo = count_upto(upto_seq);
 
@@ -207,14 +207,14 @@ plank_ring_walk_back(uint64 upto_seq, plank_ring_walker fn, void *arg)
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
 
 /*
- * plank_ring_define_settings
+ * plank_replay_define_settings
  *		Defines the plank.* settings of the replay ring of recent events.
  *		Called once from _PG_init, in the postmaster, before the plank
  *		prefix is reserved (MarkGUCPrefixReserved).  Raises no error.
  *		PostgreSQL docs: "Customized Options".
  */
 void
-plank_ring_define_settings(void)
+plank_replay_define_settings(void)
 {
 	DefineCustomIntVariable("plank.replay_buffer",
 							"Sets how much memory the replay ring of recent events may use.",

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  *
- * queue.c
+ * relay.c
  *		Several workers per database (plank.workers): the shared-memory queue
  *		through which worker 0 passes every event to the others, and the
  *		registry of the channels their clients subscribe to.
@@ -66,7 +66,7 @@
 #include "runtime.h"
 #include "event.h"
 
-/* settings (GUCs), defined in plank_queue_define_settings() */
+/* settings (GUCs), defined in plank_relay_define_settings() */
 static int	plank_shared_queue_size = 16384;
 
 /* channels all the workers of one database may LISTEN on at once */
@@ -187,13 +187,13 @@ queue_shmem_startup(void)
 }
 
 /*
- * plank_queue_init
+ * plank_relay_init
  *		Called from _PG_init (in the postmaster): with plank.workers above 1,
  *		reserve a queue of plank.shared_queue_size kB and a channel registry
  *		per database of plank.database.
  */
 void
-plank_queue_init(int ndbs)
+plank_relay_init(int ndbs)
 {
 	if (plank_workers <= 1)
 		return;
@@ -258,7 +258,7 @@ reader_detach(int code, Datum arg)
 }
 
 /*
- * plank_queue_attach
+ * plank_relay_attach
  *		Worker start, after BackgroundWorkerInitializeConnection.  Worker 0
  *		starts a new generation with its epoch and forgets the registry (its
  *		LISTENs died with the previous worker 0).  Another worker waits for
@@ -266,7 +266,7 @@ reader_detach(int code, Datum arg)
  *		sets plank_epoch and plank_seq.  Nothing to do with plank.workers = 1.
  */
 void
-plank_queue_attach(void)
+plank_relay_attach(void)
 {
 	if (plank_workers <= 1)
 		return;
@@ -371,7 +371,7 @@ wait_for_room(uint64 head, Size need)
 	while (head + need - slowest_pos(head) > queue->size)
 	{
 		pg_atomic_write_u32(&queue->reader_waiting, 1);
-		plank_queue_wake_others();
+		plank_relay_wake_others();
 		/* re-check after announcing the wait: a consumer may just have moved */
 		if (head + need - slowest_pos(head) <= queue->size)
 			break;
@@ -382,19 +382,19 @@ wait_for_room(uint64 head, Size need)
 			proc_exit(1);
 		/* a worker may be waiting for a LISTEN before it reads on */
 		if (!IsTransactionState())
-			plank_queue_serve_listens();
+			plank_relay_serve_listens();
 	}
 	pg_atomic_write_u32(&queue->reader_waiting, 0);
 }
 
 /*
- * plank_queue_publish
+ * plank_relay_publish
  *		Worker 0: append one event (its seq, kind, notifying pid, channel and
  *		the payload text as the event's frame was built from) for the other
  *		workers.  Waits while the ring is full.  Nothing with one worker.
  */
 void
-plank_queue_publish(const PlankEvent *ev, const char *payload, int len)
+plank_relay_publish(const PlankEvent *ev, const char *payload, int len)
 {
 	Size		max_piece;
 	int			off = 0;
@@ -457,12 +457,12 @@ plank_queue_publish(const PlankEvent *ev, const char *payload, int len)
 }
 
 /*
- * plank_queue_wake_others
+ * plank_relay_wake_others
  *		Worker 0: wake the other workers (after a batch of events, or while
  *		waiting for room).
  */
 void
-plank_queue_wake_others(void)
+plank_relay_wake_others(void)
 {
 	if (queue == NULL || plank_worker_number != 0)
 		return;
@@ -479,7 +479,7 @@ plank_queue_wake_others(void)
 }
 
 /*
- * plank_queue_consume
+ * plank_relay_consume
  *		Another worker: hand every event written since the last call to fn,
  *		in order; returns how many.  When worker 0 has restarted (a new
  *		epoch), logs it and returns -1: the caller closes its clients and
@@ -487,7 +487,7 @@ plank_queue_wake_others(void)
  *		with resync_required.
  */
 int
-plank_queue_consume(plank_queue_consumer fn)
+plank_relay_consume(plank_relay_consumer fn)
 {
 	QueueWorker *me;
 	uint64		pos;
@@ -568,7 +568,7 @@ static void
 registry_changed(void)
 {
 	if (plank_worker_number == 0)
-		plank_queue_serve_listens();
+		plank_relay_serve_listens();
 	else
 		wake_reader();
 }
@@ -584,7 +584,7 @@ find_channel(const char *channel)
 }
 
 /*
- * plank_queue_listen
+ * plank_relay_listen
  *		Make sure worker 0 LISTENs on channel for this worker, and return
  *		worker 0's last sequence number when its LISTEN committed (every
  *		notification on channel after it reaches us).  Worker 0 LISTENs at
@@ -594,7 +594,7 @@ find_channel(const char *channel)
  *		answer in 10 s.
  */
 uint64
-plank_queue_listen(const char *channel)
+plank_relay_listen(const char *channel)
 {
 	uint64		bit = UINT64CONST(1) << plank_worker_number;
 	QueueChannel *qc;
@@ -651,12 +651,12 @@ plank_queue_listen(const char *channel)
 }
 
 /*
- * plank_queue_listening_since
+ * plank_relay_listening_since
  *		Worker 0's last sequence number when its LISTEN on channel committed,
  *		or PG_UINT64_MAX when it does not listen on it.
  */
 uint64
-plank_queue_listening_since(const char *channel)
+plank_relay_listening_since(const char *channel)
 {
 	QueueChannel *qc;
 	uint64		seq = PG_UINT64_MAX;
@@ -670,12 +670,12 @@ plank_queue_listening_since(const char *channel)
 }
 
 /*
- * plank_queue_unlisten
+ * plank_relay_unlisten
  *		This worker no longer wants channel; worker 0 UNLISTENs once no
  *		worker does.
  */
 void
-plank_queue_unlisten(const char *channel)
+plank_relay_unlisten(const char *channel)
 {
 	uint64		bit = UINT64CONST(1) << plank_worker_number;
 	QueueChannel *qc;
@@ -699,14 +699,14 @@ plank_queue_unlisten(const char *channel)
 static List *listened = NIL;
 
 /*
- * plank_queue_serve_listens
+ * plank_relay_serve_listens
  *		Worker 0, in its main loop (outside any transaction): LISTEN on the
  *		channels some worker wants and UNLISTEN those none wants, in one
  *		transaction, then wake the workers that wait.  Cheap when nothing
  *		changed.
  */
 void
-plank_queue_serve_listens(void)
+plank_relay_serve_listens(void)
 {
 	List	   *to_listen = NIL;
 	List	   *to_unlisten = NIL;
@@ -780,7 +780,7 @@ plank_queue_serve_listens(void)
 /* Settings (GUCs) read by this file; documented in README.md "Settings" */
 
 /*
- * plank_queue_define_settings
+ * plank_relay_define_settings
  *		Defines the plank.* settings of the shared-memory queue between
  *		the workers of a database.  Called once from _PG_init, in the
  *		postmaster, before the plank prefix is reserved
@@ -788,11 +788,11 @@ plank_queue_serve_listens(void)
  *		"Customized Options".
  */
 void
-plank_queue_define_settings(void)
+plank_relay_define_settings(void)
 {
 	/*
 	 * PGC_POSTMASTER: the queue is sized in shared memory at server start
-	 * (plank_queue_init, from _PG_init).
+	 * (plank_relay_init, from _PG_init).
 	 */
 	DefineCustomIntVariable("plank.shared_queue_size",
 							"Sets the size of the shared-memory queue through which the first worker of a database passes events to the others.",
