@@ -3,7 +3,7 @@
 #
 #   bash scripts/callgraph.sh            # builds src/*.o with make if needed, then prints
 #   PG_CONFIG=/path/to/pg_config bash scripts/callgraph.sh
-#   bash scripts/callgraph.sh --check    # the same, and exits 1 when there is a cycle
+#   bash scripts/callgraph.sh --check    # only the cycles, and exits 1 when there is one
 #
 # Prints three sections:
 #   includes  for each src/*.c and src/*.h, the project headers (src/*.h) it includes;
@@ -32,19 +32,27 @@ import subprocess
 import sys
 
 root = sys.argv[1]
+check = len(sys.argv) > 2 and sys.argv[2] == "--check"
+
+
+def say(*args):
+    """Print a line of the includes and uses sections (left out with --check)."""
+    if not check:
+        print(*args)
+
 src = os.path.join(root, "src")
 units = sorted(f[:-2] for f in os.listdir(src) if f.endswith(".c"))
 headers = sorted(f for f in os.listdir(src) if f.endswith(".h"))
 
 # --- includes
-print("## includes (src/*.c and src/*.h -> the src/*.h they include)")
-print()
+say("## includes (src/*.c and src/*.h -> the src/*.h they include)")
+say()
 inc_re = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 for name in [u + ".c" for u in units] + headers:
     with open(os.path.join(src, name), encoding="utf-8") as f:
         incs = [m.group(1) for m in map(inc_re.match, f) if m and m.group(1) in headers]
-    print(f"{name}: {' '.join(incs) if incs else '(none)'}")
-print()
+    say(f"{name}: {' '.join(incs) if incs else '(none)'}")
+say()
 
 # --- symbols
 defined = {}        # symbol -> unit
@@ -70,14 +78,14 @@ for u in units:
         if d is not None and d != u:
             uses[u].setdefault(d, []).append(sym)
 
-print("## uses (X.o -> the objects defining the symbols X.o refers to)")
-print()
+say("## uses (X.o -> the objects defining the symbols X.o refers to)")
+say()
 for u in units:
     if not uses[u]:
-        print(f"{u}: (none)")
+        say(f"{u}: (none)")
         continue
-    print(f"{u}: " + ", ".join(f"{d} ({len(s)})" for d, s in sorted(uses[u].items())))
-print()
+    say(f"{u}: " + ", ".join(f"{d} ({len(s)})" for d, s in sorted(uses[u].items())))
+say()
 
 # --- cycles: Tarjan's strongly connected components
 index = {}
@@ -128,7 +136,7 @@ for n, comp in enumerate(cyclic, 1):
             if b in members and a < b and a in uses[b]:
                 print(f"   {a} <-> {b}: {a} uses {' '.join(uses[a][b])}; "
                       f"{b} uses {' '.join(uses[b][a])}")
-if cyclic and len(sys.argv) > 2 and sys.argv[2] == "--check":
+if cyclic and check:
     sys.exit("callgraph: source files call each other in a cycle (docs/ARCHITECTURE.md, "
              "\"Layers and files\")")
 PY

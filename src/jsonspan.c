@@ -244,12 +244,12 @@ plank_jsonb_member(JsonbContainer *c, const char *key, JsonbValue *out)
 }
 
 /*
- * plank_jsonb_string
+ * jsonb_string
  *		The string member key of the jsonb container c, palloc'd and
  *		NUL-terminated, or NULL when it is absent or not a string.
  */
-char *
-plank_jsonb_string(JsonbContainer *c, const char *key)
+static char *
+jsonb_string(JsonbContainer *c, const char *key)
 {
 	JsonbValue	v;
 
@@ -274,7 +274,7 @@ plank_json_text_string(const char *json, const char *key)
 	if (json == NULL || json[0] == '\0')
 		return NULL;
 	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
-	result = plank_jsonb_string(&jb->root, key);
+	result = jsonb_string(&jb->root, key);
 	pfree(jb);
 	return result;
 }

@@ -30,7 +30,6 @@ extern bool plank_json_members(const char *json, int len, int encoding,
 #include "utils/jsonb.h"
 
 extern bool plank_jsonb_member(JsonbContainer *c, const char *key, JsonbValue *out);
-extern char *plank_jsonb_string(JsonbContainer *c, const char *key);
 extern char *plank_json_text_string(const char *json, const char *key);
 extern char *plank_json_string(const char *tok, int len, int *outlen);
 extern char *plank_json_key(const PlankJsonMember *m, int *len);

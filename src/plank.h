@@ -39,7 +39,6 @@
  */
 
 /* runtime.c: the databases served (plank.database), the workers of each */
-extern char *plank_database;
 extern int	plank_workers;
 extern void plank_runtime_define_settings(void);
 extern List *plank_database_list(void);

@@ -24,7 +24,7 @@
 
 #include "runtime.h"
 
-char	   *plank_database = NULL;
+static char *plank_database = NULL;
 int			plank_workers = 1;
 int			plank_log_level = LOG;
 bool		plank_log_connections = false;

@@ -4,7 +4,7 @@
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { createHmac } from "node:crypto";
+import { createRlsTable, mintJwt } from "../fixtures/package.mjs";
 import { PlankClient, SubscriptionState, TableRows, keyFunction, liveTable, toWebSocketUrl } from "../src/index.js";
 
 // --- TableRows, fed through SubscriptionState (what the client does per subscription) ---
@@ -135,27 +135,10 @@ function until(store, pred, what, ms = 10_000) {
   });
 }
 
-function mintJwt(claims, secret) {
-  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
-  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
-  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
-}
-
 const TABLE = "public.client_live";
 const ROLE = "client_live_reader";
 if (!skip) {
-  psql(`SET client_min_messages = warning;
-        DROP TABLE IF EXISTS ${TABLE};
-        CREATE TABLE ${TABLE} (id int PRIMARY KEY, name text, shown boolean NOT NULL DEFAULT true);
-        ALTER TABLE ${TABLE} ENABLE ROW LEVEL SECURITY;
-        CREATE POLICY shown ON ${TABLE} FOR SELECT USING (shown);
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${ROLE}') THEN CREATE ROLE ${ROLE} NOLOGIN; END IF;
-        END $$;
-        GRANT SELECT ON ${TABLE} TO ${ROLE};
-        GRANT ${ROLE} TO plank_authenticator;
-        INSERT INTO ${TABLE} VALUES (1, 'one', true), (2, 'two', true), (3, 'hidden', false);
-        SELECT plank.track('${TABLE}')`);
+  createRlsTable(psql, TABLE, ROLE, "(1, 'one', true), (2, 'two', true), (3, 'hidden', false)");
   after(() => psql(`SET client_min_messages = warning; DROP TABLE IF EXISTS ${TABLE}`));
 }
 

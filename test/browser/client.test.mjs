@@ -32,7 +32,7 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { PLANK_URL, acquireLock, launchChromium, psql, skipReason, sqlString } from "./lib.mjs";
 import {
-  FIXTURES, bundleForBrowser, findBun, forServer, grantWebUser, jwtSecret, mintJwt, packAndInstall, readmeBlocks,
+  FIXTURES, bundleForBrowser, createRlsTable, findBun, forServer, grantWebUser, jwtSecret, mintJwt, packAndInstall, readmeBlocks,
 } from "../../client/fixtures/package.mjs";
 
 const WAIT = { timeout: 10_000 };
@@ -136,18 +136,7 @@ test("the packed client in Chromium: the README's browser examples and a Preact 
   const secret = jwtSecret(psql);
   assert.ok(secret, "the server has a plank.jwt_secret");
   grantWebUser(psql);
-  psql(`SET client_min_messages = warning;
-        DROP TABLE IF EXISTS ${TABLE};
-        CREATE TABLE ${TABLE} (id int PRIMARY KEY, name text NOT NULL, shown boolean NOT NULL DEFAULT true);
-        ALTER TABLE ${TABLE} ENABLE ROW LEVEL SECURITY;
-        CREATE POLICY shown ON ${TABLE} FOR SELECT USING (shown);
-        DO $$ BEGIN
-          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '${ROLE}') THEN CREATE ROLE ${ROLE} NOLOGIN; END IF;
-        END $$;
-        GRANT SELECT ON ${TABLE} TO ${ROLE};
-        GRANT ${ROLE} TO plank_authenticator;
-        INSERT INTO ${TABLE} VALUES (1, 'one', true), (2, 'two', true), (3, 'three', false);
-        SELECT plank.track('${TABLE}')`);
+  createRlsTable(psql, TABLE, ROLE, "(1, 'one', true), (2, 'two', true), (3, 'three', false)");
   t.after(() => psql(`SET client_min_messages = warning; DROP TABLE IF EXISTS ${TABLE}`));
   const token = (role) => mintJwt({ role, exp: Math.floor(Date.now() / 1000) + 600 }, secret);
 
