@@ -42,6 +42,7 @@ typedef struct TableEntry
 	TableKey	key;
 	dlist_head	subs;			/* PlankSub.index_node */
 	int			nsubs;
+	PlankFilterIndex *filter_index; /* its subscriptions by equality (filter_index.c) */
 } TableEntry;
 
 typedef struct ChannelEntry
@@ -177,10 +178,12 @@ plank_subs_add_table(PlankSub *sub, const char *schema, const char *table)
 	{
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
+		entry->filter_index = NULL;
 	}
 	sub->from_seq = plank_seq;
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+	plank_filter_index_add(&entry->filter_index, sub);
 }
 
 /*
@@ -238,6 +241,7 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 
 	dlist_delete(&sub->index_node);
 	plank_stats_sub_removed(sub);
+	plank_filter_index_remove(&old_entry->filter_index, sub);
 	if (--old_entry->nsubs == 0)
 		hash_search(table_index, &old_entry->key, HASH_REMOVE, NULL);
 
@@ -246,9 +250,11 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 	{
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
+		entry->filter_index = NULL;
 	}
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+	plank_filter_index_add(&entry->filter_index, sub);
 	return true;
 }
 
@@ -384,6 +390,7 @@ plank_subs_remove(PlankSub *sub)
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
 
+		plank_filter_index_remove(&entry->filter_index, sub);
 		if (--entry->nsubs == 0)
 			hash_search(table_index, &entry->key, HASH_REMOVE, NULL);
 	}
@@ -889,6 +896,20 @@ row_member(const PlankJsonMember *row, int n, const char *name, int len)
 }
 
 /*
+ * plank_subs_row_member
+ *		The index in p->rows[which] (PLANK_ROW_*) of the member named name
+ *		(len bytes, as a filter's column), or -1 when the image is absent or
+ *		has no such member.  Never raises but out of memory (53200).
+ */
+int
+plank_subs_row_member(const PlankPayload *p, int which, const char *name, int len)
+{
+	if (p->rows[which] == NULL)
+		return -1;
+	return row_member(p->rows[which], p->nrows[which], name, len);
+}
+
+/*
  * Compare a row image (NULL when absent) with the filters.  The decoded
  * values are kept with the payload, in its memory context: they live as long
  * as it does, whatever context the caller runs in.
@@ -1146,43 +1167,58 @@ sub_tx_commit(PlankSub *sub, const PlankEvent *ev, PlankFrame *frame)
 	dlist_delete(&sub->open_node);
 }
 
+/* Send a change to one subscription of its table (dispatch_change). */
+static void
+dispatch_change_sub(PlankSub *sub, PlankEvent *ev, Oid relid)
+{
+	PlankFrame *frame;
+
+	if (!(sub->ops & ev->op))
+		return;
+	if (OidIsValid(relid) && sub->relid != relid)
+		return;
+	if (sub_pulls(sub))
+	{
+		plank_conn_wake(sub->conn, ev->seq);
+		return;
+	}
+	/* should it read the log later, it starts after this event */
+	sub->from_seq = ev->seq;
+	if (sub->rls || !dlist_is_empty(&sub->rls_queue))
+	{
+		/* decided later, in order, by its group's check */
+		plank_access_enqueue(sub, ev);
+		return;
+	}
+	if ((frame = sub_frame(sub, ev)) == NULL)
+		return;
+	plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
+	sub_tx_sent(sub, ev);
+}
+
 /*
  * Send a change to the subscriptions of one index entry (those of table
  * relid only, unless InvalidOid) whose operations it matches: those that
- * read the log are woken, the others get it queued.
+ * read the log are woken, the others get it queued.  Only the candidates
+ * of the entry's filter index are visited, in the entry's order; the
+ * others' filters cannot match (filter_index.c says why skipping them is
+ * exact).
  */
 static void
 dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
 {
 	dlist_iter	iter;
+	PlankSub  **subs;
+	int			n;
 
-	dlist_foreach(iter, &entry->subs)
+	if ((subs = plank_filter_index_candidates(entry->filter_index, ev, &n)) != NULL)
 	{
-		PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-		PlankFrame *frame;
-
-		if (!(sub->ops & ev->op))
-			continue;
-		if (OidIsValid(relid) && sub->relid != relid)
-			continue;
-		if (sub_pulls(sub))
-		{
-			plank_conn_wake(sub->conn, ev->seq);
-			continue;
-		}
-		/* should it read the log later, it starts after this event */
-		sub->from_seq = ev->seq;
-		if (sub->rls || !dlist_is_empty(&sub->rls_queue))
-		{
-			/* decided later, in order, by its group's check */
-			plank_access_enqueue(sub, ev);
-			continue;
-		}
-		if ((frame = sub_frame(sub, ev)) == NULL)
-			continue;
-		plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
-		sub_tx_sent(sub, ev);
+		for (int i = 0; i < n; i++)
+			dispatch_change_sub(subs[i], ev, relid);
+		return;
 	}
+	dlist_foreach(iter, &entry->subs)
+		dispatch_change_sub(dlist_container(PlankSub, index_node, iter.cur), ev, relid);
 }
 
 /*

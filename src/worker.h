@@ -217,6 +217,7 @@ typedef struct PlankSub
 	char	  **keycols;
 	Oid			relid;			/* tables: the table */
 	void	   *entry;			/* the index entry it is linked into */
+	void	   *filter_index;	/* tables: its place in the entry's filter index */
 	dlist_node	conn_node;
 	dlist_node	index_node;
 	int			slot;			/* in shared memory (stats.c); -1: none */
@@ -475,6 +476,14 @@ extern char *plank_json_key(const PlankJsonMember *m, int *len);
 extern char *plank_json_string(const char *tok, int len, int *outlen);
 extern bool plank_json_key_is(const PlankJsonMember *m, const char *name);
 extern void plank_subs_undeliverable(PlankSub *sub, const PlankEvent *ev, const char *why);
+extern int	plank_subs_row_member(const PlankPayload *p, int which, const char *name, int len);
+
+/* filter_index.c: the equality index of a table's subscriptions */
+typedef struct PlankFilterIndex PlankFilterIndex;
+extern void plank_filter_index_add(PlankFilterIndex **index, PlankSub *sub);
+extern void plank_filter_index_remove(PlankFilterIndex **index, PlankSub *sub);
+extern void plank_filter_index_sub_changed(PlankSub *sub);
+extern PlankSub **plank_filter_index_candidates(PlankFilterIndex *index, PlankEvent *ev, int *n);
 
 /* filter.c: the operators of subscription filters */
 extern char *plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters);
