@@ -7,8 +7,9 @@
  *
  * An event is serialised once into a shared frame; each matching
  * subscription only queues a reference to it.  Finding the subscribers of a
- * change costs one hash look-up plus the subscriptions of that table, not a
- * walk over every connection.
+ * change costs one hash look-up plus the table's subscriptions that its
+ * filter index (filter_index.c) cannot rule out, not a walk over every
+ * connection.
  *
  * Sources followed: PostgreSQL docs "LISTEN" / "NOTIFY", "jsonb" (equality
  * of JSON values), and docs/PROTOCOL.md ("Filters and row images").
