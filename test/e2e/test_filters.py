@@ -542,3 +542,30 @@ def test_row_level_security_subscription_with_equality_filter(res):
                    for m in c.kept_pushes("s")]
             assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
     run(body())
+
+
+def test_equality_filter_subscription_that_comes_under_row_level_security(res):
+    """A subscription with an equality filter whose table enables row-level security
+    while it is live: from then on its changes go through the check like any other's,
+    the UPDATE that hides a row from it included, whatever its filter says."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, owner text NOT NULL, n int", prefix="flt")
+    sql(f'GRANT SELECT ON public.{t} TO "{r}"')
+    sql(f"INSERT INTO public.{t} VALUES (1, 'alice', 5)")
+
+    async def body():
+        async with authed(token(r, sub="alice")) as c:
+            await c.subscribe("s", table=f"public.{t}", filter={"n": 1})
+            await c.subscribe("end", table=f"public.{t}", filter={"id": SENTINEL})
+            sql(f"INSERT INTO public.{t} VALUES (2, 'bob', 1)")     # before: no policy
+            sql(f"CREATE POLICY own ON public.{t} FOR SELECT USING (owner = {CLAIMS_SUB})")
+            sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+            sql(f"INSERT INTO public.{t} VALUES (3, 'bob', 1)")     # not alice's
+            sql(f"UPDATE public.{t} SET owner = 'bob' WHERE id = 1")
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 'alice', 0)")
+            await c.next_push("end")
+            got = [(m["change"]["op"], m["change"].get("visible", True),
+                    (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
+                   for m in c.kept_pushes("s")]
+            assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
+    run(body())
