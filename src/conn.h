@@ -84,6 +84,7 @@ typedef struct PlankSub
 	char	  **keycols;
 	Oid			relid;			/* tables: the table */
 	void	   *entry;			/* the index entry it is linked into */
+	void	   *filter_index;	/* tables: its place in the entry's filter index */
 	dlist_node	conn_node;
 	dlist_node	index_node;
 	int			slot;			/* in shared memory (stats.c); -1: none */

@@ -1034,6 +1034,20 @@ row_member(const PlankJsonMember *row, int n, const char *name, int len)
 }
 
 /*
+ * plank_filter_row_member
+ *		The index in p->rows[which] (PLANK_ROW_*) of the member named name
+ *		(len bytes, as a filter's column), or -1 when the image is absent or
+ *		has no such member.  Never raises but out of memory (53200).
+ */
+int
+plank_filter_row_member(const PlankPayload *p, int which, const char *name, int len)
+{
+	if (p->rows[which] == NULL)
+		return -1;
+	return row_member(p->rows[which], p->nrows[which], name, len);
+}
+
+/*
  * Compare a row image (NULL when absent) with the filters.  The decoded
  * values are kept with the payload, in its memory context: they live as long
  * as it does, whatever context the caller runs in.

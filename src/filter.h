@@ -54,11 +54,19 @@ typedef struct PlankFilter
 /* filter.c: the operators of subscription filters, and matching a change */
 extern PlankPayload *plank_event_payload(PlankEvent *ev);
 extern bool plank_filter_match(const PlankSub *sub, PlankEvent *ev, bool new_only);
+extern int	plank_filter_row_member(const PlankPayload *p, int which, const char *name, int len);
 extern char *plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters);
 extern char *plank_filter_resolve(PlankFilter *f, Oid typid);
 extern PlankFilter *plank_filter_copy(MemoryContext cxt, const PlankFilter *filters, int n);
 extern void plank_filter_free(PlankFilter *filters, int n);
 extern void plank_filter_sql(StringInfo buf, const PlankFilter *f);
 extern void plank_filter_describe(StringInfo buf, const PlankFilter *f);
+
+/* filter_index.c: the equality index of a table's subscriptions */
+typedef struct PlankFilterIndex PlankFilterIndex;
+extern void plank_filter_index_add(PlankFilterIndex **index, PlankSub *sub);
+extern void plank_filter_index_remove(PlankFilterIndex **index, PlankSub *sub);
+extern void plank_filter_index_sub_changed(PlankSub *sub);
+extern PlankSub **plank_filter_index_candidates(PlankFilterIndex *index, PlankEvent *ev, int *n);
 
 #endif							/* PLANK_FILTER_H */

@@ -396,6 +396,7 @@ apply_access(PlankSub *sub, Access *a)
 	{
 		a->nrls_changed++;
 		sub->rls = a->rls;
+		plank_filter_index_sub_changed(sub);
 	}
 	/* the identity columns may change while RLS applies (a new primary key) */
 	free_names(sub->keycols, sub->nkeycols);

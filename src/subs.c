@@ -7,8 +7,9 @@
  *
  * An event is serialised once into a shared frame; each matching
  * subscription only queues a reference to it.  Finding the subscribers of a
- * change costs one hash look-up plus the subscriptions of that table, not a
- * walk over every connection.
+ * change costs one hash look-up plus the table's subscriptions that its
+ * filter index (filter_index.c) cannot rule out, not a walk over every
+ * connection.
  *
  * Sources followed: PostgreSQL docs "LISTEN" / "NOTIFY", "jsonb" (equality
  * of JSON values), and docs/PROTOCOL.md ("Filters and row images").
@@ -47,6 +48,7 @@ typedef struct TableEntry
 	TableKey	key;
 	dlist_head	subs;			/* PlankSub.index_node */
 	int			nsubs;
+	PlankFilterIndex *filter_index; /* its subscriptions by equality (filter_index.c) */
 } TableEntry;
 
 typedef struct ChannelEntry
@@ -180,10 +182,12 @@ plank_subs_add_table(PlankSub *sub, const char *schema, const char *table)
 	{
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
+		entry->filter_index = NULL;
 	}
 	sub->from_seq = plank_seq;
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+	plank_filter_index_add(&entry->filter_index, sub);
 }
 
 /*
@@ -241,6 +245,7 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 
 	dlist_delete(&sub->index_node);
 	plank_stats_sub_removed(sub);
+	plank_filter_index_remove(&old_entry->filter_index, sub);
 	if (--old_entry->nsubs == 0)
 		hash_search(table_index, &old_entry->key, HASH_REMOVE, NULL);
 
@@ -249,9 +254,11 @@ plank_subs_rename_table(PlankSub *sub, const char *schema, const char *table)
 	{
 		dlist_init(&entry->subs);
 		entry->nsubs = 0;
+		entry->filter_index = NULL;
 	}
 	link_sub(sub, &entry->subs, &entry->nsubs, entry,
 			 psprintf("%s.%s", quote_identifier(schema), quote_identifier(table)));
+	plank_filter_index_add(&entry->filter_index, sub);
 	return true;
 }
 
@@ -384,6 +391,7 @@ plank_subs_remove(PlankSub *sub)
 	{
 		TableEntry *entry = (TableEntry *) sub->entry;
 
+		plank_filter_index_remove(&entry->filter_index, sub);
 		if (--entry->nsubs == 0)
 			hash_search(table_index, &entry->key, HASH_REMOVE, NULL);
 	}
@@ -588,43 +596,58 @@ sub_tx_commit(PlankSub *sub, const PlankEvent *ev, PlankFrame *frame)
 	dlist_delete(&sub->open_node);
 }
 
+/* Send a change to one subscription of its table (dispatch_change). */
+static void
+dispatch_change_sub(PlankSub *sub, PlankEvent *ev, Oid relid)
+{
+	PlankFrame *frame;
+
+	if (!(sub->ops & ev->op))
+		return;
+	if (OidIsValid(relid) && sub->relid != relid)
+		return;
+	if (sub_pulls(sub))
+	{
+		plank_conn_wake(sub->conn, ev->seq);
+		return;
+	}
+	/* should it read the log later, it starts after this event */
+	sub->from_seq = ev->seq;
+	if (sub->rls || !dlist_is_empty(&sub->rls_queue))
+	{
+		/* decided later, in order, by its group's check */
+		plank_visibility_enqueue(sub, ev);
+		return;
+	}
+	if ((frame = sub_frame(sub, ev)) == NULL)
+		return;
+	plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
+	sub_tx_sent(sub, ev);
+}
+
 /*
  * Send a change to the subscriptions of one index entry (those of table
  * relid only, unless InvalidOid) whose operations it matches: those that
- * read the log are woken, the others get it queued.
+ * read the log are woken, the others get it queued.  Only the candidates
+ * of the entry's filter index are visited, in the entry's order; the
+ * others' filters cannot match (filter_index.c says why skipping them is
+ * exact).
  */
 static void
 dispatch_change(TableEntry *entry, PlankEvent *ev, Oid relid)
 {
 	dlist_iter	iter;
+	PlankSub  **subs;
+	int			n;
 
-	dlist_foreach(iter, &entry->subs)
+	if ((subs = plank_filter_index_candidates(entry->filter_index, ev, &n)) != NULL)
 	{
-		PlankSub   *sub = dlist_container(PlankSub, index_node, iter.cur);
-		PlankFrame *frame;
-
-		if (!(sub->ops & ev->op))
-			continue;
-		if (OidIsValid(relid) && sub->relid != relid)
-			continue;
-		if (sub_pulls(sub))
-		{
-			plank_conn_wake(sub->conn, ev->seq);
-			continue;
-		}
-		/* should it read the log later, it starts after this event */
-		sub->from_seq = ev->seq;
-		if (sub->rls || !dlist_is_empty(&sub->rls_queue))
-		{
-			/* decided later, in order, by its group's check */
-			plank_visibility_enqueue(sub, ev);
-			continue;
-		}
-		if ((frame = sub_frame(sub, ev)) == NULL)
-			continue;
-		plank_conn_send_event(sub->conn, frame, sub, ev->received_at);
-		sub_tx_sent(sub, ev);
+		for (int i = 0; i < n; i++)
+			dispatch_change_sub(subs[i], ev, relid);
+		return;
 	}
+	dlist_foreach(iter, &entry->subs)
+		dispatch_change_sub(dlist_container(PlankSub, index_node, iter.cur), ev, relid);
 }
 
 /*

@@ -7,6 +7,7 @@ Each case subscribes twice to one table (live, and with a snapshot of rows inser
 and compares the ids each receives with the ids worked out by hand below."""
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -274,4 +275,297 @@ def test_plain_value_is_still_equality(res, value):
             await c.next_push("end")
             got = {m["change"]["new"]["id"] for m in c.kept_pushes("s")}
             assert got == (set() if isinstance(value, str) else {1, 2}), got
+    run(body())
+
+
+# ----------------------------------------------------------------- the equality index
+#
+# Subscriptions with an equality filter are filed by (column, value) (src/filter_index.c):
+# a change only visits the subscriptions its row values name, plus those with no equality
+# filter. These tests check that every subscription still gets exactly what its filters
+# say (docs/PROTOCOL.md "Filters and row images"), in order.
+
+def _model_match(filt, row):
+    """A filter of the shapes used below on a row dict: plain values, gte/lt, no filter."""
+    if row is None:
+        return False
+    for col, cond in (filt or {}).items():
+        v = row.get(col)
+        if isinstance(cond, dict):
+            if v is None or not (cond["gte"] <= v < cond["lt"]):
+                return False
+        elif v != cond:
+            return False
+    return True
+
+
+def test_many_equality_filters_across_connections(res):
+    """Four connections with 40 distinct equality filters each; the first two also have
+    subscriptions with a range filter, no filter, or an equality on another column (so
+    they are woken for every change), the other two have equalities only.  Each change
+    reaches exactly the subscriptions whose filter matches its new row or (REPLICA
+    IDENTITY FULL) its old row, once, in the connection's order of subscriptions."""
+    t = res.table("id int PRIMARY KEY, k int, s text", prefix="flt")
+    sql(f"ALTER TABLE public.{t} REPLICA IDENTITY FULL")
+    nconn, nsub = 4, 40
+    subs = []       # per connection: [(sub id, filter)] in subscription order
+    for c in range(nconn):
+        mixed = c < 2
+        mine = [(f"all{c}", None)] if mixed else []
+        for i in range(nsub):
+            mine.append((f"k{c}_{i}", {"k": nsub * c + i}))
+            if i == 10 and mixed:
+                mine.append((f"range{c}", {"k": {"gte": nsub * c, "lt": nsub * c + 10}}))
+            if i == 20:
+                mine.append((f"two{c}", {"k": nsub * c + 7, "s": "b"}))
+                if mixed:
+                    mine += [(f"sx{c}", {"s": "x"}), (f"quote{c}", {"s": 'a"b'})]
+        mine.append((f"end{c}", {"id": SENTINEL}))
+        subs.append(mine)
+
+    # (statement, op, new row, old row): old rows are whole (REPLICA IDENTITY FULL)
+    rows = {}
+    steps = []
+
+    def insert(i, k, s):
+        rows[i] = {"id": i, "k": k, "s": s}
+        steps.append((f"INSERT INTO public.{t} VALUES ({i}, {k}, %s)", (s,), "INSERT",
+                      dict(rows[i]), None))
+
+    def update(i, **vals):
+        old = dict(rows[i])
+        rows[i].update(vals)
+        sets = ", ".join(f"{c} = %s" for c in vals)
+        steps.append((f"UPDATE public.{t} SET {sets} WHERE id = {i}", tuple(vals.values()),
+                      "UPDATE", dict(rows[i]), old))
+
+    def delete(i):
+        steps.append((f"DELETE FROM public.{t} WHERE id = {i}", None, "DELETE", None,
+                      rows.pop(i)))
+
+    insert(1, 5, "a")
+    insert(2, 45, "x")
+    insert(3, 130, 'a"b')
+    update(1, k=45)             # leaves k = 5 (its old row), enters k = 45
+    update(2, k=1000)           # leaves k = 45 for a value nobody filters on
+    update(3, s="x")            # k unchanged: k = 130 gets it once
+    delete(3)
+    insert(4, 7, "b")
+    insert(5, 7, "c")           # k = 7 but not s = "b"
+    insert(6, 2000, "z")
+    update(4, k=8, s="x")
+    insert(7, 85, "q")          # the equality-only connections
+    update(7, k=3000)           # leaves k = 85: reaches k2_5 by its old row only
+    insert(8, 127, "b")         # k3_7 and two3
+    update(8, k=121)            # k3_7 and two3 by the old row, k3_1 by the new one
+    update(8, s="b2")           # k3_1, by both rows: once
+    delete(8)                   # k3_1
+    insert(SENTINEL, -1, "end")
+
+    expected = []               # per connection: [(step, sub)] in arrival order
+    for mine in subs:
+        want = []
+        for n, (_, _, op, new, old) in enumerate(steps):
+            for sub_id, filt in mine:
+                if sub_id.startswith("end"):
+                    continue        # its one change is taken by the wait for it
+                if _model_match(filt, new) or (op != "INSERT" and _model_match(filt, old)):
+                    want.append((n, sub_id))
+        expected.append(want)
+    # the filters do pick: most subscriptions get nothing
+    assert sum(len(w) for w in expected) < 20 * len(steps)
+
+    async def body():
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for mine in subs:
+                c = await stack.enter_async_context(client())
+                clients.append(c)
+                for sub_id, filt in mine:
+                    extra = {} if filt is None else {"filter": filt}
+                    await c.subscribe(sub_id, table=f"public.{t}", **extra)
+            for stmt, params, *_ in steps:
+                sql(stmt, params)
+            for n, c in enumerate(clients):
+                await c.next_push(f"end{n}")
+                await c.sync()
+            # each step is one change: the unfiltered subscription of the first
+            # connection numbers them
+            step_of = {m["seq"]: i for i, m in enumerate(
+                x for x in clients[0].inbox if x["type"] == "change" and x["sub"] == "all0")}
+            assert len(step_of) == len(steps), step_of
+            for n, c in enumerate(clients):
+                got = [(step_of[m["seq"]], m["sub"]) for m in c.inbox if m["type"] == "change"]
+                assert got == expected[n], (n, got, expected[n])
+    run(body(), timeout=120)
+
+
+def test_equality_index_keeps_the_order_of_queued_subscriptions(res):
+    """A role that may read only some columns has each change queued per subscription as
+    it is dispatched (not read from the log): subscriptions with an equality filter and
+    others on one connection still get one event in the order they subscribed."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, k int, secret int", prefix="flt")
+    sql(f'GRANT SELECT (id, k) ON public.{t} TO "{r}"')
+    order = [("e1", {"k": 7}), ("w1", {"k": {"gte": 0}}), ("e2", {"k": 7}), ("u", None),
+             ("e3", {"k": 8}), ("e4", {"id": 1}), ("w2", {"k": {"in": [7, 8]}}),
+             ("end", {"id": SENTINEL})]
+
+    async def body():
+        async with authed(token(r)) as c:
+            for sub_id, filt in order:
+                extra = {} if filt is None else {"filter": filt}
+                await c.subscribe(sub_id, table=f"public.{t}", **extra)
+            sql(f"INSERT INTO public.{t} VALUES (1, 7, 0)")
+            sql(f"INSERT INTO public.{t} VALUES (2, 8, 0)")
+            sql(f"UPDATE public.{t} SET k = 9 WHERE id = 2")
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, -1, 0)")
+            await c.next_push("end")
+            got = [(m["sub"], m["change"]["op"], (m["change"].get("new") or {}).get("id"))
+                   for m in c.kept_pushes() if m["type"] == "change"]
+            assert got == [("e1", "INSERT", 1), ("w1", "INSERT", 1), ("e2", "INSERT", 1),
+                           ("u", "INSERT", 1), ("e4", "INSERT", 1), ("w2", "INSERT", 1),
+                           ("w1", "INSERT", 2), ("u", "INSERT", 2), ("e3", "INSERT", 2),
+                           ("w2", "INSERT", 2),
+                           # old has only the key: only the new row (k = 9) is compared
+                           ("w1", "UPDATE", 2), ("u", "UPDATE", 2),
+                           ("u", "INSERT", SENTINEL)], got
+            assert all("secret" not in str(m) for m in c.kept_pushes()), c.kept_pushes()
+    run(body())
+
+
+# json values as committed (the change carries them verbatim), and filter operands as
+# JSON text: equality is jsonb's (1 = 1.0 = 1e0 = 10e-1, "ab" = "a\u0062", -0 = 0)
+JSON_ROWS = ["1", "1.00", "10e-1", "1E+0", "0", "-0.0", "100", "1e2", '"ab"', '"a\\u0062"',
+             '"a\\"b"', '"1"', "true", "false", "null", '{"a": 1}', "[1]", None, '"é"',
+             '"\\u00e9"']
+JSON_FILTERS = ["1", "1.0", "1e0", "-0", "0.00", "1E2", '"ab"', '"a\\u0062"', '"a\\"b"',
+                '"1"', "true", "false", "null", '"\\u00e9"']
+
+
+def test_equality_compares_json_values_as_jsonb(res):
+    """Equality filters on a json column: numbers numerically whatever their spelling,
+    strings by their de-escaped text, a string never equal to a number; a number outside
+    numeric's range, an object or an array equals no operand (and does not stop the
+    changes after it)."""
+    t = res.table("id int PRIMARY KEY, j json", prefix="flt")
+    # what PostgreSQL's jsonb equality says for each pair (a SQL NULL renders as null)
+    want = {}
+    for fi, f in enumerate(JSON_FILTERS):
+        want[fi] = {ri + 1 for ri, j in enumerate(JSON_ROWS)
+                    if sql("SELECT coalesce(%s::jsonb, 'null'::jsonb) = %s::jsonb", (j, f))[0][0]}
+    assert want[0] == {1, 2, 3, 4} and want[3] == {5, 6} and want[6] == {9, 10}, want
+
+    async def body():
+        async with client() as c:
+            for fi, f in enumerate(JSON_FILTERS):
+                # the operand as written, not as Python's json would spell it
+                reply = await c.request('{"type": "subscribe", "id": "f%d", "table": "public.%s",'
+                                        ' "filter": {"j": %s}}' % (fi, t, f))
+                assert reply["type"] == "ack", (f, reply)
+            await c.subscribe("end", table=f"public.{t}", filter={"id": SENTINEL})
+            for ri, j in enumerate(JSON_ROWS):
+                sql(f"INSERT INTO public.{t} VALUES (%s, %s)", (ri + 1, j))
+            sql(f"INSERT INTO public.{t} VALUES (%s, '1e1000000')", (len(JSON_ROWS) + 1,))
+            sql(f"INSERT INTO public.{t} VALUES (%s, '1')", (len(JSON_ROWS) + 2,))
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, %s)", ('"end"',))
+            await c.next_push("end")
+            failures = []
+            for fi, f in enumerate(JSON_FILTERS):
+                got = [m["change"]["new"]["id"] for m in c.kept_pushes(f"f{fi}")]
+                w = sorted(want[fi] | ({len(JSON_ROWS) + 2} if fi in (0, 1, 2) else set()))
+                if got != w:
+                    failures.append((f, w, got))
+            assert not failures, failures
+    run(body(), timeout=120)
+
+
+def test_equality_on_row_images_without_the_column(res):
+    """The default replica identity: the old row of an UPDATE or a DELETE has only the key.
+    An UPDATE is compared with its new row (and with the old one on the key); a DELETE
+    reaches every subscription filtering on a column the old row lacks; TRUNCATE reaches
+    every subscription."""
+    t = res.table("id int PRIMARY KEY, k int", prefix="flt")
+    subs = [("k5", {"k": 5}), ("k6", {"k": 6}), ("k9", {"k": 9}), ("id3", {"id": 3}),
+            ("id4", {"id": 4})]
+
+    async def body():
+        async with client() as c:
+            for sub_id, filt in subs:
+                await c.subscribe(sub_id, table=f"public.{t}", filter=filt)
+            sql(f"INSERT INTO public.{t} VALUES (1, 5)")
+            sql(f"INSERT INTO public.{t} VALUES (3, 9)")
+            sql(f"UPDATE public.{t} SET k = 6 WHERE id = 1")     # old {"id": 1}
+            sql(f"UPDATE public.{t} SET id = 4 WHERE id = 3")    # old {"id": 3}
+            sql(f"DELETE FROM public.{t} WHERE id = 1")          # old {"id": 1}
+            sql(f"TRUNCATE public.{t}")
+            await c.subscribe("end", table=f"public.{t}", filter={"id": SENTINEL})
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 0)")
+            await c.next_push("end")
+            got = {}
+            for m in c.kept_pushes():
+                if m["type"] == "change" and m["sub"] != "end":
+                    ch = m["change"]
+                    got.setdefault(m["sub"], []).append(
+                        (ch["op"], (ch.get("new") or ch.get("old") or {}).get("id")))
+            assert got == {
+                "k5": [("INSERT", 1), ("DELETE", 1), ("TRUNCATE", None)],
+                "k6": [("UPDATE", 1), ("DELETE", 1), ("TRUNCATE", None)],
+                "k9": [("INSERT", 3), ("UPDATE", 4), ("DELETE", 1), ("TRUNCATE", None)],
+                "id3": [("INSERT", 3), ("UPDATE", 4), ("TRUNCATE", None)],
+                "id4": [("UPDATE", 4), ("TRUNCATE", None)],
+            }, got
+    run(body())
+
+
+def test_row_level_security_subscription_with_equality_filter(res):
+    """A subscription under row-level security is never skipped for its filter: its
+    changes go through the check (access.c), which sends an UPDATE that hides a row as
+    visible:false whatever the filters say."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, owner text NOT NULL, n int", prefix="flt")
+    sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+    sql(f"CREATE POLICY own ON public.{t} FOR SELECT USING (owner = {CLAIMS_SUB})")
+    sql(f'GRANT SELECT ON public.{t} TO "{r}"')
+    sql(f"INSERT INTO public.{t} VALUES (1, 'alice', 5)")
+
+    async def body():
+        async with authed(token(r, sub="alice")) as c:
+            await c.subscribe("s", table=f"public.{t}", filter={"n": 1})
+            await c.subscribe("end", table=f"public.{t}", filter={"id": SENTINEL})
+            sql(f"INSERT INTO public.{t} VALUES (2, 'alice', 1), (3, 'alice', 2)")
+            sql(f"UPDATE public.{t} SET owner = 'bob' WHERE id = 1")
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 'alice', 0)")
+            await c.next_push("end")
+            got = [(m["change"]["op"], m["change"].get("visible", True),
+                    (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
+                   for m in c.kept_pushes("s")]
+            assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
+    run(body())
+
+
+def test_equality_filter_subscription_that_comes_under_row_level_security(res):
+    """A subscription with an equality filter whose table enables row-level security
+    while it is live: from then on its changes go through the check like any other's,
+    the UPDATE that hides a row from it included, whatever its filter says."""
+    r = res.role()
+    t = res.table("id int PRIMARY KEY, owner text NOT NULL, n int", prefix="flt")
+    sql(f'GRANT SELECT ON public.{t} TO "{r}"')
+    sql(f"INSERT INTO public.{t} VALUES (1, 'alice', 5)")
+
+    async def body():
+        async with authed(token(r, sub="alice")) as c:
+            await c.subscribe("s", table=f"public.{t}", filter={"n": 1})
+            await c.subscribe("end", table=f"public.{t}", filter={"id": SENTINEL})
+            sql(f"INSERT INTO public.{t} VALUES (2, 'bob', 1)")     # before: no policy
+            sql(f"CREATE POLICY own ON public.{t} FOR SELECT USING (owner = {CLAIMS_SUB})")
+            sql(f"ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY")
+            sql(f"INSERT INTO public.{t} VALUES (3, 'bob', 1)")     # not alice's
+            sql(f"UPDATE public.{t} SET owner = 'bob' WHERE id = 1")
+            sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 'alice', 0)")
+            await c.next_push("end")
+            got = [(m["change"]["op"], m["change"].get("visible", True),
+                    (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
+                   for m in c.kept_pushes("s")]
+            assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
     run(body())
