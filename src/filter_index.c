@@ -42,7 +42,7 @@
  * behind, from_seq only lets the log reader look again at changes the
  * filters fail (pull_one evaluates them: nothing is sent), and whether the
  * log still holds them is judged by the connection's cursor, not by
- * from_seq (pull_log): so nothing changes for the client.  A log-reading
+ * from_seq (plank_subs_pull): so nothing changes for the client.  A log-reading
  * subscription is only woken by dispatch_change; a connection not woken for
  * a change it gets nothing from is still "given every event for it"
  * (server.c, plank_conn_wake).
