@@ -518,9 +518,16 @@ def test_equality_on_row_images_without_the_column(res):
     run(body())
 
 
+def op_visible_ids(pushes):
+    """(op, visible, id) of each change pushed: id from its new row, else its key."""
+    return [(m["change"]["op"], m["change"].get("visible", True),
+             (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
+            for m in pushes]
+
+
 def test_row_level_security_subscription_with_equality_filter(res):
     """A subscription under row-level security is never skipped for its filter: its
-    changes go through the check (access.c), which sends an UPDATE that hides a row as
+    changes go through the check (visibility.c), which sends an UPDATE that hides a row as
     visible:false whatever the filters say."""
     r = res.role()
     t = res.table("id int PRIMARY KEY, owner text NOT NULL, n int", prefix="flt")
@@ -537,9 +544,7 @@ def test_row_level_security_subscription_with_equality_filter(res):
             sql(f"UPDATE public.{t} SET owner = 'bob' WHERE id = 1")
             sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 'alice', 0)")
             await c.next_push("end")
-            got = [(m["change"]["op"], m["change"].get("visible", True),
-                    (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
-                   for m in c.kept_pushes("s")]
+            got = op_visible_ids(c.kept_pushes("s"))
             assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
     run(body())
 
@@ -564,8 +569,6 @@ def test_equality_filter_subscription_that_comes_under_row_level_security(res):
             sql(f"UPDATE public.{t} SET owner = 'bob' WHERE id = 1")
             sql(f"INSERT INTO public.{t} VALUES ({SENTINEL}, 'alice', 0)")
             await c.next_push("end")
-            got = [(m["change"]["op"], m["change"].get("visible", True),
-                    (m["change"].get("new") or m["change"].get("key") or {}).get("id"))
-                   for m in c.kept_pushes("s")]
+            got = op_visible_ids(c.kept_pushes("s"))
             assert got == [("INSERT", True, 2), ("UPDATE", False, 1)], got
     run(body())
