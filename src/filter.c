@@ -128,6 +128,21 @@ parse_operand(PlankFilter *f, const char *column, JsonbValue *v)
 	return NULL;
 }
 
+/* A zeroed filter on column at (*out)[n], growing *out (*cap entries) as needed. */
+static void
+new_filter(PlankFilter **out, int n, int *cap, char *column)
+{
+	if (n == *cap)
+	{
+		*cap = *cap ? *cap * 2 : 8;
+		*out = *out ? repalloc(*out, *cap * sizeof(PlankFilter)) :
+			palloc(*cap * sizeof(PlankFilter));
+	}
+	memset(&(*out)[n], 0, sizeof(PlankFilter));
+	(*out)[n].column = column;
+	(*out)[n].column_len = strlen(column);
+}
+
 /*
  * plank_filter_parse
  *		Read a subscribe request's "filter" member (a JsonbValue from the
@@ -177,14 +192,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 		if (v.type != jbvBinary)
 		{
 			/* a plain value: equality */
-			if (n == cap)
-			{
-				cap = cap ? cap * 2 : 8;
-				out = out ? repalloc(out, cap * sizeof(PlankFilter)) : palloc(cap * sizeof(PlankFilter));
-			}
-			memset(&out[n], 0, sizeof(PlankFilter));
-			out[n].column = column;
-			out[n].column_len = strlen(column);
+			new_filter(&out, n, &cap, column);
 			out[n].op = PLANK_FILTER_EQ;
 			out[n].values = palloc(sizeof(JsonbValue));
 			out[n].values[0] = v;
@@ -211,14 +219,7 @@ plank_filter_parse(JsonbValue *filter, PlankFilter **filters, int *nfilters)
 			if (op == (int) NUM_OPS)
 				return psprintf("unknown filter operator \"%.32s\" for column \"%s\": expected eq, neq, lt, lte, gt, gte, in, is, like or ilike",
 									opname, column);
-			if (n == cap)
-			{
-				cap = cap ? cap * 2 : 8;
-				out = out ? repalloc(out, cap * sizeof(PlankFilter)) : palloc(cap * sizeof(PlankFilter));
-			}
-			memset(&out[n], 0, sizeof(PlankFilter));
-			out[n].column = column;
-			out[n].column_len = strlen(column);
+			new_filter(&out, n, &cap, column);
 			out[n].op = (PlankFilterOp) op;
 			if ((err = parse_operand(&out[n], column, &ov)) != NULL)
 				return err;

@@ -1386,14 +1386,36 @@ metric(StringInfo buf, const char *name, const char *type, const char *help, dou
 }
 
 /*
+ * A histogram in seconds from nbuckets upper bounds in ms (bounds_ms), the
+ * counts per bucket (counts, nbuckets + 1 of them: the last is above every
+ * bound), their sum in ms and their number (Prometheus "histogram").
+ */
+static void
+histogram(StringInfo buf, const char *name, const char *help, const double *bounds_ms,
+		  int nbuckets, const uint64 *counts, double sum_ms, uint64 count)
+{
+	uint64		cumulative = 0;
+
+	appendStringInfo(buf, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (int b = 0; b < nbuckets; b++)
+	{
+		cumulative += counts[b];
+		appendStringInfo(buf, "%s_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+						 name, bounds_ms[b] / 1000.0, cumulative);
+	}
+	cumulative += counts[nbuckets];
+	appendStringInfo(buf, "%s_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", name, cumulative);
+	appendStringInfo(buf, "%s_sum %.9g\n", name, sum_ms / 1000.0);
+	appendStringInfo(buf, "%s_count " UINT64_FORMAT "\n", name, count);
+}
+
+/*
  * plank_stats_metrics
  *		The body of GET /metrics, Prometheus text exposition format 0.0.4.
  */
 void
 plank_stats_metrics(StringInfo buf)
 {
-	uint64		cumulative = 0;
-	int			b;
 	ReplicationState rs;
 
 	metric(buf, "plank_notifications_received_total", "counter",
@@ -1464,34 +1486,13 @@ plank_stats_metrics(StringInfo buf)
 			   (double) rs.origin_lsn);
 	}
 
-	appendStringInfoString(buf,
-						   "# HELP plank_send_latency_seconds Time from the worker receiving an event to writing it to a client.\n"
-						   "# TYPE plank_send_latency_seconds histogram\n");
-	for (b = 0; b < lengthof(latency_buckets); b++)
-	{
-		cumulative += latency_counts[b];
-		appendStringInfo(buf, "plank_send_latency_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
-						 latency_buckets[b] / 1000.0, cumulative);
-	}
-	cumulative += latency_counts[lengthof(latency_buckets)];
-	appendStringInfo(buf, "plank_send_latency_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
-	appendStringInfo(buf, "plank_send_latency_seconds_sum %.9g\n", latency_sum_ms / 1000.0);
-	appendStringInfo(buf, "plank_send_latency_seconds_count " UINT64_FORMAT "\n", latency_count);
-
-	appendStringInfoString(buf,
-						   "# HELP plank_rls_check_seconds Time from handing a batch of row-level security checks to a check worker to reading its verdicts (this worker).\n"
-						   "# TYPE plank_rls_check_seconds histogram\n");
-	cumulative = 0;
-	for (b = 0; b < lengthof(rls_buckets); b++)
-	{
-		cumulative += rls_counts[b];
-		appendStringInfo(buf, "plank_rls_check_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
-						 rls_buckets[b] / 1000.0, cumulative);
-	}
-	cumulative += rls_counts[lengthof(rls_buckets)];
-	appendStringInfo(buf, "plank_rls_check_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n", cumulative);
-	appendStringInfo(buf, "plank_rls_check_seconds_sum %.9g\n", rls_sum_ms / 1000.0);
-	appendStringInfo(buf, "plank_rls_check_seconds_count " UINT64_FORMAT "\n", rls_count);
+	histogram(buf, "plank_send_latency_seconds",
+			  "Time from the worker receiving an event to writing it to a client.",
+			  latency_buckets, lengthof(latency_buckets), latency_counts,
+			  latency_sum_ms, latency_count);
+	histogram(buf, "plank_rls_check_seconds",
+			  "Time from handing a batch of row-level security checks to a check worker to reading its verdicts (this worker).",
+			  rls_buckets, lengthof(rls_buckets), rls_counts, rls_sum_ms, rls_count);
 
 	appendStringInfoString(buf,
 						   "# HELP plank_changes_total Table changes received since this worker started, per table (at most 1000 tables; the others under table=\"\").\n"

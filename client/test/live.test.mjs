@@ -3,8 +3,7 @@
 // including a row-level security table whose UPDATE hides a row (visible: false).
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
-import { createRlsTable, mintJwt } from "../fixtures/package.mjs";
+import { createRlsTable, mintJwt, psqlWith } from "../fixtures/package.mjs";
 import { PlankClient, SubscriptionState, TableRows, keyFunction, liveTable, toWebSocketUrl } from "../src/index.js";
 
 // --- TableRows, fed through SubscriptionState (what the client does per subscription) ---
@@ -107,13 +106,7 @@ const PSQL = process.env.PLANK_PSQL;
 const skip = !URL_ || !PSQL ? "set PLANK_URL and PLANK_PSQL to run the server tests" : false;
 const WebSocketImpl = globalThis.WebSocket ?? (await import("ws")).WebSocket;
 
-function psql(sql) {
-  return execFileSync("sh", ["-c", `${PSQL} -c "$PLANK_TEST_SQL"`], {
-    env: { ...process.env, PLANK_TEST_SQL: sql },
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
+const psql = psqlWith(PSQL);
 
 /** Resolve once pred(store state) holds; listeners fire once per transaction. */
 function until(store, pred, what, ms = 10_000) {

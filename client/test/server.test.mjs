@@ -10,9 +10,8 @@
 // every connection, refuse new ones, or blackhole the ones it has.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import net from "node:net";
-import { createHmac } from "node:crypto";
+import { mintJwt as mintJwtWith, psqlWith } from "../fixtures/package.mjs";
 import { PlankClient, toWebSocketUrl } from "../src/index.js";
 
 const URL_ = process.env.PLANK_URL;
@@ -25,13 +24,7 @@ const WAIT_MS = 10_000;
 const WebSocketImpl = globalThis.WebSocket ?? (await import("ws")).WebSocket;
 
 /** Run SQL with the PLANK_PSQL command prefix; returns its trimmed output. */
-function psql(sql) {
-  return execFileSync("sh", ["-c", `${PSQL} -c "$PLANK_TEST_SQL"`], {
-    env: { ...process.env, PLANK_TEST_SQL: sql },
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "pipe"],
-  }).trim();
-}
+const psql = psqlWith(PSQL);
 
 const q = (s) => `'${String(s).replaceAll("'", "''")}'`;
 let tagCounter = 0;
@@ -474,12 +467,8 @@ const JWT_SECRET = skip ? "" : (process.env.PLANK_JWT_SECRET ??
   psql("SELECT coalesce(current_setting('plank.jwt_secret', true), '')"));
 const authSkip = skip || (JWT_SECRET ? false : "the server has no plank.jwt_secret");
 
-/** A compact HS256 JWT with these claims. */
-function mintJwt(claims, secret = JWT_SECRET) {
-  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
-  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
-  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
-}
+/** A compact HS256 JWT with these claims, signed with the server's secret by default. */
+const mintJwt = (claims, secret = JWT_SECRET) => mintJwtWith(claims, secret);
 const unixNow = () => Math.floor(Date.now() / 1000);
 
 test("auth: a JWT is acknowledged with its role before the subscription, which then works", { skip: authSkip, timeout: 30_000 }, async (t) => {

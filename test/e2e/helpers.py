@@ -133,6 +133,23 @@ async def apoll(fn, timeout=10.0, interval=0.05, what="a condition"):
 # --------------------------------------------------------------------------- HTTP
 
 
+async def resume_into_new_epoch(c, name, old_epoch, last_seq, epoch):
+    """Subscribe c to the rows of public.items named name, with a snapshot and
+    "since" (old_epoch, last_seq) from a worker that is gone: the answer is
+    resync_required (epoch_changed, the new worker's epoch), then the snapshot, then
+    an ack that did not resume at the snapshot's seq (docs/PROTOCOL.md, "Resuming").
+    Returns the snapshot's values, sorted, and the ack."""
+    pushed, ack = await c.request_all({
+        "type": "subscribe", "id": "items", "table": "public.items",
+        "filter": {"name": name}, "snapshot": True,
+        "since": {"epoch": old_epoch, "seq": last_seq}})
+    assert [m["type"] for m in pushed] == ["resync_required", "snapshot"], pushed
+    rs, snap = pushed
+    assert rs["reason"] == "epoch_changed" and rs["epoch"] == epoch, rs
+    assert ack["type"] == "ack" and ack["resumed"] is False and snap["seq"] == ack["seq"]
+    return sorted(r["value"] for r in snap["rows"]), ack
+
+
 def http_get(path, port=PORT, timeout=10):
     """GET path on Plank's port: (status, headers as a lower-cased dict, body as str)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import LOGFILE, ServerLog, client, connect, poll, run, sql, tag, \
     wait_for_worker, worker_pids
+from helpers import resume_into_new_epoch
 
 # docs/PROTOCOL.md, "Change payload" ("overflow": the reference the worker could not read)
 DOCUMENTED_CHANGE_MEMBERS = {"schema", "table", "op", "xid", "n", "new", "old", "truncated",
@@ -45,15 +46,9 @@ def test_terminated_worker_closes_with_1001_and_resume_needs_resync(db):
 
     async def after():
         async with client(keep_commits=True) as c:
-            pushed, ack = await c.request_all({
-                "type": "subscribe", "id": "items", "table": "public.items",
-                "filter": {"name": name}, "snapshot": True,
-                "since": {"epoch": old_epoch, "seq": last_seq}})
-            assert [m["type"] for m in pushed] == ["resync_required", "snapshot"], pushed
-            rs, snap = pushed
-            assert rs["reason"] == "epoch_changed" and rs["epoch"] == c.welcome["epoch"], rs
-            assert sorted(r["value"] for r in snap["rows"]) == [1, 2], snap
-            assert ack["type"] == "ack" and ack["resumed"] is False and snap["seq"] == ack["seq"]
+            values, ack = await resume_into_new_epoch(
+                c, name, old_epoch, last_seq, c.welcome["epoch"])
+            assert values == [1, 2], values
             await asyncio.to_thread(db.insert_item, name, 3)
             change = await c.next_push("items")
             assert change["change"]["new"]["value"] == 3 and change["seq"] > ack["seq"]

@@ -10,6 +10,7 @@ import pytest
 
 from conftest import DATADIR, LOGFILE, PGCTL, as_postgres, client, log_tail, run, tag, \
     wait_for_worker, worker_pids
+from helpers import resume_into_new_epoch
 
 
 def pg_ctl(*args, timeout=120):
@@ -54,15 +55,9 @@ def test_postgres_restart_closes_with_1001_and_resume_gets_epoch_changed(db):
 
     async def after():
         async with client(keep_commits=True) as c:
-            pushed, ack = await c.request_all({
-                "type": "subscribe", "id": "items", "table": "public.items",
-                "filter": {"name": name}, "snapshot": True,
-                "since": {"epoch": old_epoch, "seq": last_seq}})
-            assert [m["type"] for m in pushed] == ["resync_required", "snapshot"], pushed
-            rs, snap = pushed
-            assert rs["reason"] == "epoch_changed" and rs["epoch"] == welcome["epoch"], rs
-            assert [r["value"] for r in snap["rows"]] == [1], snap
-            assert ack["resumed"] is False and snap["seq"] == ack["seq"]
+            values, ack = await resume_into_new_epoch(
+                c, name, old_epoch, last_seq, welcome["epoch"])
+            assert values == [1], values
             await asyncio.to_thread(db.insert_item, name, 2)
             change, commit = await c.events("items", 2)
             assert change["change"]["new"]["value"] == 2 and change["seq"] > ack["seq"]
